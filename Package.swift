@@ -75,7 +75,7 @@ let package = Package(
             ]
         ),
         // Helpers shared by the test targets: subprocesses (openssl, Python verifiers), temp folders.
-        .target(name: "TestSupport", dependencies: ["EntraCrypto"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["EntraCrypto", "EntraEmulator"], path: "Tests/TestSupport"),
         .testTarget(
             name: "EntraCryptoTests",
             dependencies: ["EntraCrypto", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based")]

@@ -1,0 +1,267 @@
+import EntraCrypto
+import Foundation
+import Logging
+import Synchronization
+
+/// A faithful local Microsoft Entra ID: the v2.0 token endpoint (client credentials with
+/// certificate assertions or secrets), discovery and JWKS, and the Graph v1.0 application and
+/// service-principal endpoints including `addKey`/`removeKey` with exact proof validation.
+///
+/// It serves in-process (``handle(_:)``, used by tests and `keyroll demo`) or over HTTP/HTTPS
+/// (``EmulatorServer``). All validity checks use ``clock``, so a test can move time freely.
+public final class EntraEmulator: Sendable {
+    public let store: DirectoryStore
+    public let clock: ManualClock?
+    let wallClock: any WallClock
+    let logger: Logger
+    let state: Mutex<MutableState>
+    /// The key that signs minted access tokens, and its certificate (published in JWKS).
+    let signing: SigningCredential
+
+    struct MutableState {
+        var settings: EmulatorSettings
+        var faults: [FaultRule] = []
+        var faultCursor: [Int: Int] = [:]
+        var rng: SplitMix64
+        var writeLog: [String: [Date]] = [:]
+        var selectLog: [String: [Date]] = [:]
+        var tokenLog: [String: [Date]] = [:]
+        var requestLog: [RequestLogEntry] = []
+        var metrics: [String: Int] = [:]
+    }
+
+    /// - Parameters:
+    ///   - store: the directory (in-memory by default).
+    ///   - clock: a virtual clock; when nil the emulator uses the system clock and the control API
+    ///     cannot move time.
+    public init(store: DirectoryStore? = nil, clock: ManualClock? = nil, settings: EmulatorSettings = .init(),
+                logger: Logger = Logger(label: "keyroll.emulator")) throws {
+        self.store = try store ?? DirectoryStore()
+        self.clock = clock
+        self.wallClock = clock ?? SystemClock()
+        self.logger = logger
+        self.state = Mutex(MutableState(settings: settings, rng: SplitMix64(seed: settings.seed)))
+        let now = (clock ?? SystemClock() as any WallClock).now()
+        let keyDER = try self.store.metaOrInsert("token-signing-key") { try RSAPrivateKey.generate().pkcs8DER }
+        let key = try RSAPrivateKey(der: keyDER)
+        let certDER = try self.store.metaOrInsert("token-signing-cert") {
+            try CertificateIssuer.selfSigned(key: key, subject: .init(commonName: "KeyRoll Entra Emulator token signing"),
+                                             notBefore: now.addingTimeInterval(-86_400), notAfter: now.addingTimeInterval(20 * 365 * 86_400)).der
+        }
+        self.signing = try SigningCredential(privateKey: key, certificate: try X509Certificate(der: certDER))
+    }
+
+    public var now: Date { wallClock.now() }
+
+    public var settings: EmulatorSettings {
+        get { state.withLock { $0.settings } }
+        set { state.withLock { $0.settings = newValue; $0.rng = SplitMix64(seed: newValue.seed) } }
+    }
+
+    /// Replaces the fault rules (an empty list switches faults off).
+    public func setFaults(_ rules: [FaultRule]) { state.withLock { $0.faults = rules; $0.faultCursor = [:] } }
+
+    /// Handles one request. Never throws: every failure is an Entra- or Graph-shaped error response.
+    public func handle(_ request: EmulatorRequest) async -> EmulatorResponse {
+        let started = DispatchTime.now()
+        let requestID = UUID().uuidString.lowercased()
+        var response: EmulatorResponse
+        if let fault = pickFault(method: request.method, path: request.path) {
+            switch fault {
+            case .latency(let s):
+                try? await Task.sleep(nanoseconds: UInt64(max(0, min(s, 60)) * 1e9))
+                response = route(request, requestID: requestID)
+            case .drop:
+                response = EmulatorResponse(status: 0)
+                response.dropConnection = true
+            case .status(let code, let retryAfter):
+                response = faultResponse(request, status: code, retryAfter: retryAfter, requestID: requestID)
+            }
+        } else {
+            response = route(request, requestID: requestID)
+        }
+        response.headers.append(("request-id", requestID))
+        response.headers.append(("client-request-id", request.headers["client-request-id"] ?? requestID))
+        response.headers.append(("Date", WireTime.httpDate(now)))
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
+        record(request, response, elapsedMs: elapsed, requestID: requestID)
+        return response
+    }
+
+    private func route(_ request: EmulatorRequest, requestID: String) -> EmulatorResponse {
+        let segments = request.pathSegments
+        guard let first = segments.first else { return .text(200, "KeyRoll Entra emulator\n") }
+        switch first.lowercased() {
+        case "v1.0":
+            return GraphService(emulator: self, request: request, requestID: requestID).respond()
+        case "_emulator":
+            return ControlAPI(emulator: self, request: request).respond()
+        case "healthz", "readyz":
+            let ok = (try? store.integrityCheck()) == "ok"
+            return .json(ok ? 200 : 503, .object(["status": .string(ok ? "ok" : "store integrity check failed")]))
+        case "metrics":
+            return .text(200, metricsText(), contentType: "text/plain; version=0.0.4")
+        case "metadata", "subscriptions", "tenants":
+            return AzureCLISupport(emulator: self, request: request).respond()
+        default:
+            return TokenService(emulator: self, request: request).respond()
+        }
+    }
+
+    // MARK: faults
+
+    private func pickFault(method: String, path: String) -> FaultRule.Action? {
+        state.withLock { s in
+            for (i, rule) in s.faults.enumerated() where rule.matches(method: method, path: path) {
+                if !rule.sequence.isEmpty {
+                    let pos = s.faultCursor[i, default: 0]
+                    s.faultCursor[i] = pos + 1
+                    if pos < rule.sequence.count, rule.sequence[pos] { return rule.action }
+                    continue
+                }
+                if Double(s.rng.next() % 1_000_000) / 1_000_000 < rule.probability { return rule.action }
+            }
+            return nil
+        }
+    }
+
+    private func faultResponse(_ request: EmulatorRequest, status: Int, retryAfter: Double?, requestID: String) -> EmulatorResponse {
+        var headers: [(String, String)] = []
+        if let retryAfter { headers.append(("Retry-After", formatSeconds(retryAfter))) }
+        if request.path.lowercased().contains("/oauth2/") {
+            var r = EmulatorResponse.json(status, .object([
+                "error": "temporarily_unavailable",
+                "error_description": .string("AADSTS90033: A transient error has occurred. Please try again.\r\nTrace ID: \(requestID)\r\nCorrelation ID: \(requestID)\r\nTimestamp: \(WireTime.tokenTimestamp(now))"),
+                "error_codes": .array([90033]), "timestamp": .string(WireTime.tokenTimestamp(now)),
+                "trace_id": .string(requestID), "correlation_id": .string(requestID),
+            ]))
+            r.headers += headers
+            return r
+        }
+        let code = status == 503 ? "serviceNotAvailable" : status == 504 ? "gatewayTimeout" : status == 429 ? "TooManyRequests" : "generalException"
+        return GraphError(status, code, "Injected fault (\(status)).", headers: headers)
+            .response(now: now, requestID: requestID, clientRequestID: request.headers["client-request-id"])
+    }
+
+    // MARK: throttling (Graph identity budgets, on the virtual clock)
+
+    /// Counts a Graph write by `caller` in `tenant`; returns a 429 when the budget is spent.
+    func throttleWrite(caller: String, tenant: String) -> GraphError? {
+        let t = settings.throttling
+        guard t.enabled else { return nil }
+        return throttle(log: \.writeLog, key: "\(caller)/\(tenant)", limit: t.writesPerWindow, window: t.writeWindow,
+                        scope: "Tenant_Application/Write/\(caller)/\(tenant)", information: "WriteLimitExceeded")
+    }
+
+    /// Counts a `$select=keyCredentials` read on applications in `tenant` (150/min per tenant).
+    func throttleKeyCredentialSelect(caller: String, tenant: String) -> GraphError? {
+        let t = settings.throttling
+        guard t.enabled else { return nil }
+        return throttle(log: \.selectLog, key: tenant, limit: t.keyCredentialSelectsPerMinute, window: 60,
+                        scope: "Tenant/Read/\(caller)/\(tenant)", information: "ResourceUnitLimitExceeded")
+    }
+
+    func throttleToken(client: String) -> Double? {
+        let t = settings.throttling
+        guard t.enabled, t.tokenRequestsPer10s > 0 else { return nil }
+        let now = self.now
+        return state.withLock { s -> Double? in
+            var log = s.tokenLog[client, default: []].filter { now.timeIntervalSince($0) < 10 }
+            defer { s.tokenLog[client] = log }
+            if log.count >= t.tokenRequestsPer10s { return max(0.1, 10 - now.timeIntervalSince(log[0])) }
+            log.append(now)
+            return nil
+        }
+    }
+
+    private func throttle(log path: WritableKeyPath<MutableState, [String: [Date]]>, key: String, limit: Int, window: TimeInterval,
+                          scope: String, information: String) -> GraphError? {
+        let now = self.now
+        let retry: Double? = state.withLock { s in
+            var log = s[keyPath: path][key, default: []]
+            log.removeAll { now.timeIntervalSince($0) >= window }
+            defer { s[keyPath: path][key] = log }
+            if log.count >= limit { return max(0.001, window - now.timeIntervalSince(log[0])) }
+            log.append(now)
+            return nil
+        }
+        guard let retry else { return nil }
+        bump("graph_throttled_total")
+        return GraphError(429, "TooManyRequests", "Too many requests. Please retry after the time in the Retry-After header.",
+                          headers: [("Retry-After", formatSeconds(retry)), ("x-ms-throttle-scope", scope),
+                                    ("x-ms-throttle-information", information)])
+    }
+
+    /// A random propagation delay from the settings' range (seeded).
+    func propagationDelay() -> TimeInterval {
+        state.withLock { s in
+            let lo = s.settings.propagationDelayMin, hi = max(lo, s.settings.propagationDelayMax)
+            guard hi > lo else { return lo }
+            return lo + (hi - lo) * Double(s.rng.next() % 1_000_001) / 1_000_000
+        }
+    }
+
+    // MARK: request log and metrics
+
+    public struct RequestLogEntry: Sendable, Equatable {
+        public var time: Date
+        public var method: String
+        /// The path only: query strings can carry filters with identifiers, never secrets, but are
+        /// left out so that nothing a client sends is echoed into logs.
+        public var path: String
+        public var status: Int
+        public var requestID: String
+        public var clientRequestID: String?
+        public var milliseconds: Double
+    }
+
+    /// The most recent requests, oldest first (at most 10,000 are kept).
+    public func requestLog() -> [RequestLogEntry] { state.withLock { $0.requestLog } }
+
+    private func record(_ request: EmulatorRequest, _ response: EmulatorResponse, elapsedMs: Double, requestID: String) {
+        let family = Self.routeFamily(request)
+        let entry = RequestLogEntry(time: now, method: request.method, path: request.path, status: response.status,
+                                    requestID: requestID, clientRequestID: request.headers["client-request-id"], milliseconds: elapsedMs)
+        state.withLock { s in
+            s.requestLog.append(entry)
+            if s.requestLog.count > 10_000 { s.requestLog.removeFirst(s.requestLog.count - 10_000) }
+            s.metrics["emulator_requests_total{route=\"\(family)\",status=\"\(response.status)\"}", default: 0] += 1
+        }
+        logger.debug("request", metadata: ["method": "\(request.method)", "path": "\(request.path)", "status": "\(response.status)",
+                                           "request_id": "\(requestID)", "ms": "\(Int(elapsedMs))"])
+    }
+
+    func bump(_ metric: String, by n: Int = 1) { state.withLock { $0.metrics[metric, default: 0] += n } }
+
+    static func routeFamily(_ r: EmulatorRequest) -> String {
+        let p = r.path.lowercased()
+        if p.contains("/oauth2/") { return "token" }
+        if p.hasSuffix("addkey") { return "addKey" }
+        if p.hasSuffix("removekey") { return "removeKey" }
+        if p.hasPrefix("/v1.0/applications") { return "applications" }
+        if p.hasPrefix("/v1.0/serviceprincipals") { return "servicePrincipals" }
+        if p.hasPrefix("/_emulator") { return "control" }
+        if p.contains("discovery") || p.contains("well-known") { return "discovery" }
+        return "other"
+    }
+
+    /// Prometheus text exposition of the emulator's counters.
+    public func metricsText() -> String {
+        let m = state.withLock { $0.metrics }
+        var lines = ["# HELP emulator_requests_total Requests served, by route family and status.", "# TYPE emulator_requests_total counter"]
+        lines += m.keys.filter { $0.hasPrefix("emulator_requests_total") }.sorted().map { "\($0) \(m[$0]!)" }
+        for (name, help) in [("emulator_tokens_issued_total", "Access tokens minted."),
+                             ("emulator_token_failures_total", "Token requests refused."),
+                             ("emulator_keys_added_total", "keyCredentials added through addKey."),
+                             ("emulator_keys_removed_total", "keyCredentials removed through removeKey."),
+                             ("emulator_proof_failures_total", "addKey/removeKey proofs refused."),
+                             ("emulator_graph_throttled_total", "Graph requests answered 429.")] {
+            lines += ["# HELP \(name) \(help)", "# TYPE \(name) counter", "\(name) \(m[String(name.dropFirst("emulator_".count))] ?? 0)"]
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+func formatSeconds(_ s: Double) -> String {
+    s == s.rounded() ? String(Int(s)) : String(format: "%.3f", s)
+}

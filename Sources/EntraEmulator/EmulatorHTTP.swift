@@ -1,0 +1,126 @@
+import EntraCrypto
+import Foundation
+
+/// An HTTP request as the emulator sees it, independent of the server that carried it (Hummingbird
+/// over TCP, or a direct in-process call).
+public struct EmulatorRequest: Sendable {
+    public var method: String
+    /// Path and query exactly as sent, e.g. `/v1.0/applications?$filter=appId%20eq%20'…'`.
+    public var target: String
+    /// Header names lower-cased; a repeated header keeps its last value.
+    public var headers: [String: String]
+    public var body: [UInt8]
+    /// `scheme://host[:port]` the client addressed: discovery documents and the assertion audience
+    /// are derived from it, as Entra derives them from the host it was called on.
+    public var baseURL: String
+
+    public init(method: String, target: String, headers: [String: String] = [:], body: [UInt8] = [], baseURL: String) {
+        self.method = method.uppercased()
+        self.target = target
+        self.headers = Dictionary(headers.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { $1 })
+        self.body = body
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+    }
+
+    public var path: String { String(target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "") }
+
+    /// Decoded path segments (`%28` → `(` etc.).
+    public var pathSegments: [String] {
+        path.split(separator: "/", omittingEmptySubsequences: true).map { String($0).removingPercentEncoding ?? String($0) }
+    }
+
+    /// Query parameters in order, decoded (`+` is a space, as form encoding and OData clients use it).
+    public var query: [(name: String, value: String)] {
+        guard let q = target.split(separator: "?", maxSplits: 1).dropFirst().first else { return [] }
+        return FormEncoding.decode(String(q))
+    }
+
+    public func queryValue(_ name: String) -> String? { query.last { $0.name.lowercased() == name.lowercased() }?.value }
+}
+
+public struct EmulatorResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    /// Simulate a dropped connection: the server closes the socket without answering.
+    public var dropConnection = false
+
+    public init(status: Int, headers: [(String, String)] = [], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public static func json(_ status: Int, _ value: JSONValue, headers: [(String, String)] = []) -> EmulatorResponse {
+        EmulatorResponse(status: status, headers: [("Content-Type", "application/json; charset=utf-8")] + headers, body: value.serialized())
+    }
+
+    public static func text(_ status: Int, _ text: String, contentType: String = "text/plain; charset=utf-8") -> EmulatorResponse {
+        EmulatorResponse(status: status, headers: [("Content-Type", contentType)], body: Array(text.utf8))
+    }
+
+    public func header(_ name: String) -> String? { headers.last { $0.0.lowercased() == name.lowercased() }?.1 }
+
+    public var json: JSONValue? { try? JSONValue.parse(body, maxDepth: 64) }
+}
+
+/// `application/x-www-form-urlencoded` decoding.
+public enum FormEncoding {
+    public static func decode(_ text: String) -> [(name: String, value: String)] {
+        text.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func dec(_ s: Substring) -> String {
+                let spaced = s.replacingOccurrences(of: "+", with: " ")
+                return spaced.removingPercentEncoding ?? spaced
+            }
+            return (dec(kv[0]), kv.count > 1 ? dec(kv[1]) : "")
+        }
+    }
+
+    public static func encode(_ pairs: [(String, String)]) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return pairs.map { k, v in
+            (k.addingPercentEncoding(withAllowedCharacters: allowed) ?? k) + "=" + (v.addingPercentEncoding(withAllowedCharacters: allowed) ?? v)
+        }.joined(separator: "&")
+    }
+}
+
+/// The timestamp formats Entra and Graph put on the wire.
+enum WireTime {
+    /// `2016-01-09 02:02:12Z`: token-endpoint `timestamp`.
+    static func tokenTimestamp(_ d: Date) -> String { format(d, "yyyy-MM-dd HH:mm:ss'Z'") }
+    /// `2020-11-15T01:32:03`: Graph `innerError.date` (no offset, no fraction).
+    static func graphInnerDate(_ d: Date) -> String { format(d, "yyyy-MM-dd'T'HH:mm:ss") }
+    /// `2024-01-11T15:31:26Z`: keyCredential dates.
+    static func iso(_ d: Date) -> String { format(d, "yyyy-MM-dd'T'HH:mm:ss'Z'") }
+    /// `2019-09-17T19:10:35.2742618Z`: createdDateTime (7-digit fraction, as Graph shows it).
+    static func isoFraction(_ d: Date) -> String {
+        let whole = d.timeIntervalSince1970.rounded(.down)
+        let frac = Int(((d.timeIntervalSince1970 - whole) * 10_000_000).rounded(.down))
+        return format(Date(timeIntervalSince1970: whole), "yyyy-MM-dd'T'HH:mm:ss") + "." + String(format: "%07d", frac) + "Z"
+    }
+    /// `2025-08-29T05:47:32.1501147Z`, as AADSTS700024 prints times.
+    static func aadTime(_ d: Date) -> String { isoFraction(d) }
+    /// `Sun, 29 Nov 2026 03:14:49 GMT`: the HTTP `Date` header.
+    static func httpDate(_ d: Date) -> String { format(d, "EEE, dd MMM yyyy HH:mm:ss 'GMT'") }
+
+    /// Parses ISO 8601 with or without fraction and offset (as Graph clients send dates).
+    static func parse(_ s: String) -> Date? {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = f.date(from: s) { return d }
+        f.formatOptions = [.withInternetDateTime]
+        if let d = f.date(from: s) { return d }
+        // no offset: UTC
+        return f.date(from: s + "Z")
+    }
+
+    private static func format(_ d: Date, _ pattern: String) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = pattern
+        return f.string(from: d)
+    }
+}

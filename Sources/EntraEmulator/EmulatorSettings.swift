@@ -1,0 +1,48 @@
+import Foundation
+
+/// Everything about the emulator's behaviour that a test may want to change. Defaults follow
+/// Entra as documented and observed; each setting marked UNCONFIRMED is a choice where no source
+/// says what Entra does (see docs/emulator.md).
+public struct EmulatorSettings: Sendable, Codable, Equatable {
+    /// `expires_in` of minted access tokens (Entra: 3599 for client credentials).
+    public var tokenLifetime: Int = 3599
+    /// Leeway applied to assertion `nbf`/`exp` checks (UNCONFIRMED; 5 minutes).
+    public var clockSkewLeeway: TimeInterval = 300
+    /// Reject a client assertion whose `jti` was already used (Entra does not: MSAL Python reuses
+    /// assertions for 9 minutes). Off by default.
+    public var strictReplay: Bool = false
+    /// Seconds between a key being added and the token endpoint accepting it: fixed (min == max) or
+    /// uniformly random in the range. Graph GET shows the key at once. Entra: seconds to minutes.
+    public var propagationDelayMin: TimeInterval = 0
+    public var propagationDelayMax: TimeInterval = 0
+    /// An app's own role-less token may GET its own application object (UNCONFIRMED; on).
+    public var allowSelfRead: Bool = true
+    /// Reject proofs whose `exp − nbf` exceeds 10 minutes (UNCONFIRMED; Graph docs say "should").
+    public var strictProofLifetime: Bool = false
+    /// Return `key` on list requests with `$select=keyCredentials` (UNCONFIRMED; docs disagree).
+    public var keyOnListSelect: Bool = false
+    /// Echo `key` in the addKey response (UNCONFIRMED; null).
+    public var addKeyEchoesKey: Bool = false
+    /// Items across keyCredentials + passwordCredentials before Directory_ResourceSizeExceeded.
+    public var maxCredentialItems: Int = 1000
+    /// Enforce G-addcert's "endDateTime at most one year after startDateTime" (UNCONFIRMED; off).
+    public var enforceOneYearKeyLifetime: Bool = false
+    /// Graph throttling modelled on the documented identity budgets.
+    public var throttling: ThrottleSettings = .init()
+    /// Seed for every random choice (propagation delay, fault probabilities): same seed, same run.
+    public var seed: UInt64 = 0x4B6579526F6C6C
+
+    public init() {}
+
+    public struct ThrottleSettings: Sendable, Codable, Equatable {
+        public var enabled: Bool = false
+        /// Writes per app+tenant per window (Graph: 3,000 per 150 s).
+        public var writesPerWindow: Int = 3000
+        public var writeWindow: TimeInterval = 150
+        /// `$select=keyCredentials` on applications per tenant per minute (Graph: 150).
+        public var keyCredentialSelectsPerMinute: Int = 150
+        /// Token requests per client per 10 s before AADSTS-style 429 (not documented; off when 0).
+        public var tokenRequestsPer10s: Int = 0
+        public init() {}
+    }
+}
