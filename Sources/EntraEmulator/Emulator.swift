@@ -74,6 +74,9 @@ public final class EntraEmulator: Sendable {
             case .drop:
                 response = EmulatorResponse(status: 0)
                 response.dropConnection = true
+            case .dropResponse:
+                response = route(request, requestID: requestID)
+                response.dropConnection = true
             case .status(let code, let retryAfter):
                 response = faultResponse(request, status: code, retryAfter: retryAfter, requestID: requestID)
             }

@@ -7,8 +7,11 @@ public struct FaultRule: Sendable, Codable, Equatable {
         case status(Int, retryAfter: Double?)
         /// Delay the answer by this many real seconds, then serve normally.
         case latency(Double)
-        /// Close the connection without answering.
+        /// Close the connection without answering (the request is not processed).
         case drop
+        /// Process the request, then close the connection without answering: the write happened,
+        /// the client cannot know it (the case that makes blind retries of writes dangerous).
+        case dropResponse
     }
 
     /// Matches `METHOD path-prefix` (e.g. `POST /v1.0/applications`), `*` for any method; a path

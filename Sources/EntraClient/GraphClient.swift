@@ -1,0 +1,248 @@
+import EntraCrypto
+import Foundation
+import Logging
+
+/// Typed Microsoft Graph calls for app registrations, authenticated as one app-only identity.
+///
+/// Every call carries a fresh `client-request-id`, retries throttling and transient failures, and
+/// never blindly re-sends a write that may have succeeded: a retried `addKey` first checks whether
+/// the certificate is already registered, a retried create looks for the object it may have made,
+/// a retried `removeKey` accepts that the key is already gone.
+public struct GraphClient: Sendable {
+    public let endpoints: EntraEndpoints
+    public let tokens: TokenProvider
+    /// The credential whose token authenticates Graph calls (proofs are signed separately).
+    public let auth: ClientCredential
+    let transport: any HTTPTransport
+    let clock: any WallClock
+    let sleeper: any Sleeper
+    let retry: RetryPolicy
+    let logger: Logger
+
+    public init(endpoints: EntraEndpoints, tokens: TokenProvider, auth: ClientCredential, transport: any HTTPTransport,
+                clock: any WallClock = SystemClock(), sleeper: any Sleeper = TaskSleeper(), retry: RetryPolicy = .init(),
+                logger: Logger = Logger(label: "keyroll.client.graph")) {
+        self.endpoints = endpoints
+        self.tokens = tokens
+        self.auth = auth
+        self.transport = transport
+        self.clock = clock
+        self.sleeper = sleeper
+        self.retry = retry
+        self.logger = logger
+    }
+
+    /// The same client authenticating with another credential.
+    public func authenticated(with credential: ClientCredential) -> GraphClient {
+        GraphClient(endpoints: endpoints, tokens: tokens, auth: credential, transport: transport, clock: clock, sleeper: sleeper, retry: retry, logger: logger)
+    }
+
+    /// Now, corrected by the offset learned from Entra's `Date` headers.
+    public var correctedNow: Date { clock.now().addingTimeInterval(tokens.offset.seconds) }
+
+    // MARK: applications
+
+    /// The application's key credentials with their certificates (`$select=keyCredentials` on a single
+    /// object returns `key`). Counts against Graph's 150/min per-tenant budget for this query.
+    public func keyCredentials(objectID: String) async throws -> [KeyCredential] {
+        struct Keys: Decodable { var keyCredentials: [KeyCredential]? }
+        let keys: Keys = try decode(try await call("getKeyCredentials", "GET", "/applications/\(objectID)?$select=id,keyCredentials"))
+        return keys.keyCredentials ?? []
+    }
+
+    public func application(id: String, select: [String]? = nil) async throws -> Application {
+        try decode(try await call("getApplication", "GET", "/applications/\(id)" + selectQuery(select)))
+    }
+
+    public func application(appId: String, select: [String]? = nil) async throws -> Application {
+        try decode(try await call("getApplication", "GET", "/applications(appId='\(appId)')" + selectQuery(select)))
+    }
+
+    /// All applications matching `filter` (OData), following `@odata.nextLink`.
+    public func applications(filter: String? = nil, select: [String]? = nil, pageSize: Int = 100) -> AsyncThrowingStream<Application, Error> {
+        var items: [(String, String)] = [("$top", String(pageSize))]
+        if let filter { items.append(("$filter", filter)) }
+        if let select { items.append(("$select", select.joined(separator: ","))) }
+        let first = "/applications?" + items.map { "\($0.0)=\(Self.encodeQuery($0.1))" }.joined(separator: "&")
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    var next: String? = first
+                    while let path = next {
+                        let page = try await call("listApplications", "GET", path)
+                        for item in page["value"]?.arrayValue ?? [] { continuation.yield(try decode(item)) }
+                        next = page["@odata.nextLink"]?.stringValue
+                    }
+                    continuation.finish()
+                } catch { continuation.finish(throwing: error) }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Creates an application. With `marker` (a unique tag), a retry after an ambiguous failure
+    /// first looks for an application carrying that tag, so the create happens at most once.
+    public func createApplication(displayName: String, tags: [String] = [], keyCredentials: [JSONValue] = [], marker: String? = nil) async throws -> Application {
+        var body: [String: JSONValue] = ["displayName": .string(displayName), "signInAudience": "AzureADMyOrg"]
+        let allTags = tags + (marker.map { [$0] } ?? [])
+        if !allTags.isEmpty { body["tags"] = .array(allTags.map(JSONValue.string)) }
+        if !keyCredentials.isEmpty { body["keyCredentials"] = .array(keyCredentials) }
+        var recover: (@Sendable () async throws -> JSONValue?)? = nil
+        if let m = marker {
+            recover = { () async throws -> JSONValue? in
+                for try await app in self.applications(filter: "tags/any(t:t eq '\(m)')") { return try JSONValue.parse(GraphDates.encoder.encode(app)) }
+                return nil
+            }
+        }
+        return try decode(try await call("createApplication", "POST", "/applications", body: .object(body), recover: recover))
+    }
+
+    /// PATCH (replaces each property sent; `keyCredentials` replaces the whole list).
+    public func updateApplication(id: String, _ patch: [String: JSONValue]) async throws {
+        _ = try await call("updateApplication", "PATCH", "/applications/\(id)", body: .object(patch), idempotent: true)
+    }
+
+    public func deleteApplication(id: String) async throws {
+        do { _ = try await call("deleteApplication", "DELETE", "/applications/\(id)", idempotent: true) } catch let e as EntraError where e.kind == .notFound {}
+    }
+
+    /// `addKey`: registers `certificate` on application `objectID`, with a proof signed by `prover`
+    /// (a currently valid certificate already registered on it).
+    public func addKey(objectID: String, certificate: X509Certificate, prover: SigningCredential) async throws -> KeyCredential {
+        let body: JSONValue = .object([
+            "keyCredential": .object(["type": "AsymmetricX509Cert", "usage": "Verify", "key": .string(Base64.encode(certificate.der))]),
+            "passwordCredential": .null,
+            "proof": .string(try ProofOfPossession.make(objectID: objectID, credential: prover, now: correctedNow)),
+        ])
+        let recover: @Sendable () async throws -> JSONValue? = {
+            guard let found = try await self.findKey(objectID: objectID, certificate: certificate) else { return nil }
+            return try JSONValue.parse(GraphDates.encoder.encode(found))
+        }
+        return try decode(try await call("addKey", "POST", "/applications/\(objectID)/addKey", body: body, recover: recover))
+    }
+
+    /// `removeKey` with a proof signed by `prover`. Succeeds if the key is already gone after an
+    /// ambiguous earlier attempt.
+    public func removeKey(objectID: String, keyId: String, prover: SigningCredential) async throws {
+        let proof = try ProofOfPossession.make(objectID: objectID, credential: prover, now: correctedNow)
+        let ambiguous = Flag()
+        do {
+            _ = try await call("removeKey", "POST", "/applications/\(objectID)/removeKey",
+                               body: .object(["keyId": .string(keyId), "proof": .string(proof)]),
+                               recover: { ambiguous.set(); return nil })
+        } catch let e as EntraError where e.kind == .badRequest && e.message.contains("No credentials found") && ambiguous.isSet {
+            return
+        }
+    }
+
+    /// The registered key credential for `certificate`, if Graph shows one.
+    public func findKey(objectID: String, certificate: X509Certificate) async throws -> KeyCredential? {
+        try await keyCredentials(objectID: objectID).first { $0.matches(certificate) }
+    }
+
+    // MARK: service principals
+
+    public func createServicePrincipal(appId: String) async throws -> ServicePrincipal {
+        let recover: @Sendable () async throws -> JSONValue? = {
+            guard let sp = try await self.servicePrincipal(appId: appId) else { return nil }
+            return try JSONValue.parse(GraphDates.encoder.encode(sp))
+        }
+        do {
+            return try decode(try await call("createServicePrincipal", "POST", "/servicePrincipals", body: .object(["appId": .string(appId)]), recover: recover))
+        } catch let e as EntraError where e.httpStatus == 409 {
+            guard let sp = try await servicePrincipal(appId: appId) else { throw e }
+            return sp
+        }
+    }
+
+    public func servicePrincipal(appId: String) async throws -> ServicePrincipal? {
+        do { return try decode(try await call("getServicePrincipal", "GET", "/servicePrincipals(appId='\(appId)')")) } catch let e as EntraError where e.kind == .notFound {
+            return nil
+        }
+    }
+
+    public func deleteServicePrincipal(id: String) async throws {
+        do { _ = try await call("deleteServicePrincipal", "DELETE", "/servicePrincipals/\(id)", idempotent: true) } catch let e as EntraError where e.kind == .notFound {}
+    }
+
+    // MARK: transport with retries
+
+    /// Sends one Graph call. `idempotent` calls are simply retried; for other writes an ambiguous
+    /// failure (no answer, 5xx) first runs `recover`, whose non-nil result is taken as the answer.
+    func call(_ operation: String, _ method: String, _ path: String, body: JSONValue? = nil, idempotent: Bool? = nil,
+              recover: (@Sendable () async throws -> JSONValue?)? = nil) async throws -> JSONValue {
+        let isIdempotent = idempotent ?? (method == "GET")
+        let url = path.hasPrefix("http") ? path : endpoints.graphBaseURL + path
+        var attempt = 0
+        var reauthenticated = false
+        var mayHaveSucceeded = false
+        while true {
+            attempt += 1
+            if mayHaveSucceeded, !isIdempotent, let recover, let found = try await recover() {
+                logger.info("recovered the result of an earlier attempt", metadata: ["operation": "\(operation)"])
+                return found
+            }
+            let token = try await tokens.token(credential: auth)
+            let clientRequestID = UUID().uuidString.lowercased()
+            var headers: [(String, String)] = [("Authorization", "Bearer \(token.value)"), ("Accept", "application/json"),
+                                               ("client-request-id", clientRequestID), ("return-client-request-id", "true")]
+            if body != nil { headers.append(("Content-Type", "application/json")) }
+            let request = HTTPRequestMessage(method: method, url: url, headers: headers, body: body?.serialized() ?? [])
+            let error: EntraError
+            do {
+                let response = try await transport.send(request, timeout: retry.requestTimeout)
+                tokens.offset.observe(dateHeader: response.header("Date"), localNow: clock.now())
+                if (200..<300).contains(response.status) {
+                    if response.body.isEmpty { return .null }
+                    guard let json = try? JSONValue.parse(response.body, maxDepth: 64) else {
+                        throw EntraError(kind: .protocolViolation, operation: operation, httpStatus: response.status, message: "response is not JSON",
+                                         clientRequestID: clientRequestID)
+                    }
+                    return json
+                }
+                error = EntraError.fromGraph(operation: operation, response: response, clientRequestID: clientRequestID)
+                if response.status >= 500 { mayHaveSucceeded = true }
+            } catch let e as EntraError {
+                throw e
+            } catch let e as TransportError {
+                error = EntraError(kind: .transient, operation: operation, message: e.description, clientRequestID: clientRequestID)
+                mayHaveSucceeded = true
+            }
+            if error.kind == .unauthorized, !reauthenticated {
+                reauthenticated = true
+                await tokens.invalidate()
+                continue
+            }
+            guard error.isRetryable, attempt < retry.maxAttempts else { throw error }
+            let delay = retry.delay(attempt: attempt, retryAfter: error.retryAfter, random: Double.random(in: 0...1))
+            logger.info("graph call will be retried", metadata: ["operation": "\(operation)", "kind": "\(error.kind.rawValue)",
+                                                                  "status": "\(error.httpStatus ?? 0)", "attempt": "\(attempt)", "delay_s": "\(delay)"])
+            try await sleeper.sleep(seconds: delay)
+        }
+    }
+
+    func decode<T: Decodable>(_ json: JSONValue) throws -> T {
+        do { return try GraphDates.decoder.decode(T.self, from: Data(json.serialized())) } catch {
+            throw EntraError(kind: .protocolViolation, operation: "decode", message: "cannot read \(T.self) from Graph's answer: \(error)")
+        }
+    }
+
+    func selectQuery(_ select: [String]?) -> String {
+        guard let select, !select.isEmpty else { return "" }
+        return "?$select=" + select.joined(separator: ",")
+    }
+
+    static func encodeQuery(_ s: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~'(),:$")
+        return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
+    }
+}
+
+/// A thread-safe one-way switch.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}

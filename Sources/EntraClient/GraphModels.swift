@@ -1,0 +1,112 @@
+import EntraCrypto
+import Foundation
+
+/// `microsoft.graph.keyCredential`, as Graph returns it.
+public struct KeyCredential: Sendable, Codable, Equatable {
+    public var keyId: String
+    /// Base64 of the SHA-1 thumbprint (Graph's default), as an `Edm.Binary` string.
+    public var customKeyIdentifier: String?
+    public var displayName: String?
+    public var startDateTime: Date?
+    public var endDateTime: Date?
+    public var type: String?
+    public var usage: String?
+    /// Base64 DER; only on single-object `$select=keyCredentials`, otherwise null.
+    public var key: String?
+
+    public init(keyId: String, customKeyIdentifier: String? = nil, displayName: String? = nil, startDateTime: Date? = nil,
+                endDateTime: Date? = nil, type: String? = nil, usage: String? = nil, key: String? = nil) {
+        self.keyId = keyId
+        self.customKeyIdentifier = customKeyIdentifier
+        self.displayName = displayName
+        self.startDateTime = startDateTime
+        self.endDateTime = endDateTime
+        self.type = type
+        self.usage = usage
+        self.key = key
+    }
+
+    /// True when this entry is `certificate`: by its DER when Graph returned `key`, else by the
+    /// base64-decoded `customKeyIdentifier` against the certificate's SHA-1 thumbprint.
+    public func matches(_ certificate: X509Certificate) -> Bool {
+        if let k = key, let der = Base64.decode(k) { return der == certificate.der }
+        guard let c = customKeyIdentifier, let bytes = Base64.decode(c) else { return false }
+        return bytes == certificate.sha1Thumbprint.bytes
+    }
+
+    /// A certificate credential Entra would accept at `date`.
+    public func isValidCertificate(at date: Date) -> Bool {
+        type == "AsymmetricX509Cert" && usage == "Verify" && (startDateTime ?? .distantPast) <= date && date <= (endDateTime ?? .distantPast)
+    }
+}
+
+public struct PasswordCredential: Sendable, Codable, Equatable {
+    public var keyId: String
+    public var displayName: String?
+    public var startDateTime: Date?
+    public var endDateTime: Date?
+    public var hint: String?
+}
+
+/// `microsoft.graph.application` (the properties KeyRoll uses).
+public struct Application: Sendable, Codable, Equatable {
+    public var id: String
+    public var appId: String
+    public var displayName: String?
+    public var signInAudience: String?
+    public var createdDateTime: Date?
+    public var keyCredentials: [KeyCredential]?
+    public var passwordCredentials: [PasswordCredential]?
+    public var tags: [String]?
+    public var notes: String?
+}
+
+/// `microsoft.graph.servicePrincipal` (the properties KeyRoll uses).
+public struct ServicePrincipal: Sendable, Codable, Equatable {
+    public var id: String
+    public var appId: String
+    public var displayName: String?
+}
+
+/// Graph's JSON dates: ISO 8601 with or without a fraction (up to 7 digits) and offset.
+enum GraphDates {
+    static func parse(_ s: String) -> Date? {
+        var text = s
+        if !text.hasSuffix("Z") && !text.contains("+") && text.count <= 27 { text += "Z" }
+        // Trim the fraction to milliseconds: ISO8601DateFormatter reads at most 3 digits reliably.
+        if let dot = text.firstIndex(of: "."), let end = text[dot...].firstIndex(where: { !$0.isNumber && $0 != "." }) {
+            let frac = text[text.index(after: dot)..<end]
+            text = String(text[..<dot]) + "." + String(frac.prefix(3)).padding(toLength: 3, withPad: "0", startingAt: 0) + String(text[end...])
+        }
+        let f = ISO8601DateFormatter()
+        f.formatOptions = text.contains(".") ? [.withInternetDateTime, .withFractionalSeconds] : [.withInternetDateTime]
+        return f.date(from: text)
+    }
+
+    static func format(_ d: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f.string(from: d)
+    }
+
+    static var encoder: JSONEncoder {
+        let e = JSONEncoder()
+        e.dateEncodingStrategy = .custom { date, enc in
+            var c = enc.singleValueContainer()
+            try c.encode(format(date))
+        }
+        return e
+    }
+
+    static var decoder: JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .custom { dec in
+            let s = try dec.singleValueContainer().decode(String.self)
+            guard let date = parse(s) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: dec.codingPath, debugDescription: "not an ISO 8601 date: \(s)"))
+            }
+            return date
+        }
+        return d
+    }
+}

@@ -1,0 +1,129 @@
+import EntraCrypto
+import Foundation
+import Logging
+
+/// An app-only access token. Treated as opaque; only its lifetime is used.
+public struct AccessToken: Sendable {
+    public let value: String
+    public let expiresOn: Date
+    /// The SHA-256 thumbprint (or secret hash) of the credential that obtained it.
+    public let credentialIdentity: String
+}
+
+/// Acquires client-credentials tokens with a certificate assertion or a secret, caches them per
+/// (authority, tenant, client, credential, scope), refreshes 5 minutes before expiry, and shares one
+/// request among concurrent callers.
+public actor TokenProvider {
+    let endpoints: EntraEndpoints
+    let clientID: String
+    let transport: any HTTPTransport
+    let clock: any WallClock
+    let sleeper: any Sleeper
+    let retry: RetryPolicy
+    public nonisolated let offset: ClockOffset
+    let logger: Logger
+    var cache: [String: AccessToken] = [:]
+    var inFlight: [String: Task<AccessToken, Error>] = [:]
+
+    public static let refreshMargin: TimeInterval = 300
+
+    public init(endpoints: EntraEndpoints, clientID: String, transport: any HTTPTransport, clock: any WallClock = SystemClock(),
+                sleeper: any Sleeper = TaskSleeper(), retry: RetryPolicy = .init(), offset: ClockOffset = ClockOffset(),
+                logger: Logger = Logger(label: "keyroll.client.token")) {
+        self.endpoints = endpoints
+        self.clientID = clientID.lowercased()
+        self.transport = transport
+        self.clock = clock
+        self.sleeper = sleeper
+        self.retry = retry
+        self.offset = offset
+        self.logger = logger
+    }
+
+    /// A token for `credential` and `scope` (default: Graph), from cache when it has more than 5
+    /// minutes left.
+    public func token(credential: ClientCredential, scope: String? = nil) async throws -> AccessToken {
+        let scope = scope ?? endpoints.graphScope
+        let key = [endpoints.authorityHost, endpoints.tenant, clientID, credential.cacheIdentity, scope].joined(separator: "|")
+        if let cached = cache[key], cached.expiresOn.timeIntervalSince(clock.now()) > Self.refreshMargin { return cached }
+        if let task = inFlight[key] { return try await task.value }
+        let task = Task { try await self.fetch(credential: credential, scope: scope) }
+        inFlight[key] = task
+        defer { inFlight[key] = nil }
+        let token = try await task.value
+        cache[key] = token
+        return token
+    }
+
+    /// Forgets cached tokens (e.g. after Graph answered 401).
+    public func invalidate() { cache.removeAll() }
+
+    /// One token request without the cache: used to *prove* a credential works.
+    public func probe(credential: ClientCredential, scope: String? = nil) async throws -> AccessToken {
+        try await fetch(credential: credential, scope: scope ?? endpoints.graphScope, maxAttempts: 1)
+    }
+
+    private func fetch(credential: ClientCredential, scope: String, maxAttempts: Int? = nil) async throws -> AccessToken {
+        var attempt = 0
+        var correctedForSkew = false
+        while true {
+            attempt += 1
+            let clientRequestID = UUID().uuidString.lowercased()
+            let now = clock.now().addingTimeInterval(offset.seconds)
+            var form: [(String, String)] = [("client_id", clientID), ("grant_type", "client_credentials"), ("scope", scope)]
+            switch credential {
+            case .certificate(let c, let style):
+                let assertion = try ClientAssertion.make(clientID: clientID, tokenEndpoint: endpoints.tokenEndpoint, credential: c, now: now, style: style)
+                form += [("client_assertion_type", ClientAssertion.assertionType), ("client_assertion", assertion)]
+            case .secret(let s):
+                form.append(("client_secret", s))
+            }
+            let request = HTTPRequestMessage(method: "POST", url: endpoints.tokenEndpoint, headers: [
+                ("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json"),
+                ("client-request-id", clientRequestID), ("x-client-sku", "KeyRoll.Swift"), ("return-client-request-id", "true"),
+            ], body: Array(Self.formEncode(form).utf8))
+            let error: EntraError
+            do {
+                let response = try await transport.send(request, timeout: retry.requestTimeout)
+                offset.observe(dateHeader: response.header("Date"), localNow: clock.now())
+                if response.status == 200 {
+                    guard let json = try? JSONValue.parse(response.body, maxDepth: 16), let value = json["access_token"]?.stringValue else {
+                        throw EntraError(kind: .protocolViolation, operation: "token", httpStatus: 200, message: "token response has no access_token",
+                                         clientRequestID: clientRequestID)
+                    }
+                    let expiresIn: Double
+                    switch json["expires_in"] {
+                    case .int(let i): expiresIn = Double(i)
+                    case .string(let s): expiresIn = Double(s) ?? 600
+                    case .double(let d): expiresIn = d
+                    default: expiresIn = 600
+                    }
+                    return AccessToken(value: value, expiresOn: clock.now().addingTimeInterval(expiresIn), credentialIdentity: credential.cacheIdentity)
+                }
+                error = EntraError.fromToken(status: response.status, body: response.body, response: response, clientRequestID: clientRequestID)
+            } catch let e as EntraError {
+                throw e
+            } catch let e as TransportError {
+                error = EntraError(kind: .transient, operation: "token", message: e.description, clientRequestID: clientRequestID)
+            }
+            if error.kind == .clockSkew, !correctedForSkew {
+                correctedForSkew = true
+                let off = offset.seconds
+                logger.warning("token request refused as outside its time window (AADSTS700024); this machine's clock is \(Int(off)) s off Entra's; retrying once with corrected time",
+                               metadata: ["client_request_id": "\(clientRequestID)"])
+                continue
+            }
+            guard error.isRetryable, attempt < (maxAttempts ?? retry.maxAttempts) else { throw error }
+            let delay = retry.delay(attempt: attempt, retryAfter: error.retryAfter, random: Double.random(in: 0...1))
+            logger.info("token request will be retried", metadata: ["kind": "\(error.kind.rawValue)", "attempt": "\(attempt)", "delay_s": "\(delay)"])
+            try await sleeper.sleep(seconds: delay)
+        }
+    }
+
+    static func formEncode(_ pairs: [(String, String)]) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return pairs.map { ($0.0.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0.0) + "=" + ($0.1.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0.1) }
+            .joined(separator: "&")
+    }
+}
