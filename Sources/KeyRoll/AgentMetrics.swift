@@ -1,0 +1,65 @@
+import Foundation
+
+/// A small thread-safe Prometheus registry (text exposition format 0.0.4).
+public final class MetricsRegistry: @unchecked Sendable {
+    private let lock = NSLock()
+    private var gauges: [String: [String: Double]] = [:]
+    private var counters: [String: [String: Double]] = [:]
+    private var help: [String: (String, String)] = [:]
+
+    public init() {}
+
+    public func describe(_ name: String, _ type: String, _ text: String) { lock.withLock { help[name] = (type, text) } }
+
+    public func set(_ name: String, _ labels: [String: String] = [:], _ value: Double) {
+        lock.withLock { gauges[name, default: [:]][Self.render(labels)] = value }
+    }
+
+    public func increment(_ name: String, _ labels: [String: String] = [:], by v: Double = 1) {
+        lock.withLock { counters[name, default: [:]][Self.render(labels), default: 0] += v }
+    }
+
+    public func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+        lock.withLock { gauges[name]?[Self.render(labels)] ?? counters[name]?[Self.render(labels)] }
+    }
+
+    public func remove(_ name: String, _ labels: [String: String]) { lock.withLock { gauges[name]?[Self.render(labels)] = nil } }
+
+    public func exposition() -> String {
+        lock.withLock {
+            var out = ""
+            for (name, series) in (gauges.merging(counters) { a, b in a.merging(b) { $1 } }).sorted(by: { $0.key < $1.key }) {
+                if let (type, text) = help[name] { out += "# HELP \(name) \(text)\n# TYPE \(name) \(type)\n" }
+                for (labels, v) in series.sorted(by: { $0.key < $1.key }) {
+                    let value = v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : String(v)
+                    out += "\(name)\(labels) \(value)\n"
+                }
+            }
+            return out
+        }
+    }
+
+    static func render(_ labels: [String: String]) -> String {
+        guard !labels.isEmpty else { return "" }
+        let esc = { (s: String) in s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") }
+        return "{" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\"\(esc($0.value))\"" }.joined(separator: ",") + "}"
+    }
+}
+
+extension MetricsRegistry {
+    /// Registers the agent's metric families.
+    public static func agent() -> MetricsRegistry {
+        let m = MetricsRegistry()
+        m.describe("keyroll_certificate_not_after_seconds", "gauge", "NotAfter (unix time) of each certificate the agent holds.")
+        m.describe("keyroll_next_roll_timestamp_seconds", "gauge", "When the next roll is planned (unix time).")
+        m.describe("keyroll_time_to_cliff_seconds", "gauge", "Seconds until no certificate the agent holds is valid: after that self-service rolling is impossible.")
+        m.describe("keyroll_alarm", "gauge", "1 for the identity's current alarm level (ok, warning, critical, pastCliff).")
+        m.describe("keyroll_rolls_total", "counter", "Rolls finished, by outcome.")
+        m.describe("keyroll_last_token_success_timestamp_seconds", "gauge", "Last successful token request per certificate (unix time).")
+        m.describe("keyroll_token_errors_total", "counter", "Token endpoint errors by AADSTS code.")
+        m.describe("keyroll_graph_errors_total", "counter", "Graph errors by code.")
+        m.describe("keyroll_clock_offset_seconds", "gauge", "Entra's clock minus this machine's, learned from Date headers.")
+        m.describe("keyroll_roll_phase", "gauge", "1 while a roll is at this phase.")
+        return m
+    }
+}

@@ -1,0 +1,178 @@
+import EntraCrypto
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One identity's private folder (0700):
+///
+/// ```
+/// identity.json          who this is: tenant, endpoints, object id, appId
+/// journal.json           the roll state machine's durable state
+/// keys/<SHA1>.key.pem    private keys (0600), one per held certificate
+/// keys/<SHA1>.cert.pem   their certificates
+/// current.pem            the active credential, key + certificate (AZURE_CLIENT_CERTIFICATE_PATH)
+/// current-cert.pem, current-key.pem
+/// lock                   held (flock) by the one agent rolling this identity
+/// ```
+/// Every write is atomic and fsynced; the store refuses to open if group or others can read it.
+public final class CredentialStore: @unchecked Sendable {
+    public let path: String
+    private var lockFD: Int32 = -1
+
+    public struct Identity: Codable, Sendable, Equatable {
+        public var tenantId: String
+        public var authorityHost: String
+        public var graphBaseURL: String
+        public var applicationObjectId: String
+        public var appId: String
+        public var displayName: String?
+    }
+
+    public enum StoreError: Error, CustomStringConvertible, Equatable {
+        case notInitialized(String)
+        case locked(String)
+        case corrupted(String)
+        case missingKey(thumbprint: String, path: String)
+
+        public var description: String {
+            switch self {
+            case .notInitialized(let p):
+                return "\(p) is not a KeyRoll store (no identity.json). Import a bootstrap bundle first: keyroll import --bundle FILE --store \(p)"
+            case .locked(let p):
+                return "Another KeyRoll agent holds the lock on \(p)/lock. Only one agent may roll an identity; stop the other one (or wait for it) first."
+            case .corrupted(let why):
+                return "The store is damaged: \(why). Nothing was changed in Entra. Restore the store from backup, or re-bootstrap the app (keyroll rebootstrap) and import the new bundle into an empty folder."
+            case .missingKey(let t, let p):
+                return "The private key for certificate \(t) is missing from \(p). Nothing was changed in Entra. Restore it from backup, or re-bootstrap the app."
+            }
+        }
+    }
+
+    public init(path: String) {
+        self.path = path.hasSuffix("/") ? String(path.dropLast()) : path
+    }
+
+    deinit { if lockFD >= 0 { close(lockFD) } }
+
+    var keysDir: String { path + "/keys" }
+    public var currentPEMPath: String { path + "/current.pem" }
+    public var exists: Bool { FileManager.default.fileExists(atPath: path + "/identity.json") }
+
+    /// Checks permissions of the folder and every file in it.
+    public func checkPermissions() throws {
+        try SecureFiles.checkPrivate(path, expected: 0o700)
+        if FileManager.default.fileExists(atPath: keysDir) { try SecureFiles.checkPrivate(keysDir, expected: 0o700) }
+        for dir in [path, keysDir] {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasSuffix(".pem") && !name.hasSuffix("cert.pem") {
+                try SecureFiles.checkPrivate(dir + "/" + name, expected: 0o600)
+            }
+        }
+    }
+
+    /// Takes the exclusive lock. With `wait`, blocks until the other agent releases it.
+    public func lock(wait: Bool = false) throws {
+        guard lockFD < 0 else { return }
+        let fd = open(path + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SecureFileError.io(path: path + "/lock", operation: "open", errno: errno) }
+        if flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
+            close(fd)
+            throw StoreError.locked(path)
+        }
+        lockFD = fd
+    }
+
+    public func unlock() {
+        if lockFD >= 0 { flock(lockFD, LOCK_UN); close(lockFD); lockFD = -1 }
+    }
+
+    // MARK: identity and journal
+
+    public func create(identity: Identity) throws {
+        try SecureFiles.ensurePrivateDirectory(path)
+        try SecureFiles.ensurePrivateDirectory(keysDir)
+        try writeJSON(identity, to: path + "/identity.json")
+    }
+
+    public func identity() throws -> Identity {
+        guard exists else { throw StoreError.notInitialized(path) }
+        return try readJSON(Identity.self, from: path + "/identity.json")
+    }
+
+    public func journal() throws -> Journal {
+        guard FileManager.default.fileExists(atPath: path + "/journal.json") else { throw StoreError.corrupted("journal.json is missing") }
+        let j = try readJSON(Journal.self, from: path + "/journal.json")
+        guard j.version == Journal.currentVersion else { throw StoreError.corrupted("journal version \(j.version) is not \(Journal.currentVersion)") }
+        return j
+    }
+
+    /// Durably records `journal` (atomic replace + fsync of file and folder).
+    public func save(_ journal: Journal) throws { try writeJSON(journal, to: path + "/journal.json") }
+
+    // MARK: keys
+
+    public func keyPath(_ thumbprint: String) -> String { "\(keysDir)/\(thumbprint).key.pem" }
+    public func certPath(_ thumbprint: String) -> String { "\(keysDir)/\(thumbprint).cert.pem" }
+
+    public func storeCredential(_ c: SigningCredential) throws {
+        let t = c.certificate.sha1Thumbprint.hex
+        try SecureFiles.ensurePrivateDirectory(keysDir)
+        try SecureFiles.writeAtomically(c.certificate.pem, to: certPath(t), mode: 0o600)
+        try SecureFiles.writeAtomically(c.privateKey.pkcs8PEM, to: keyPath(t))
+    }
+
+    public func credential(_ thumbprint: String) throws -> SigningCredential {
+        guard let keyText = try? String(contentsOfFile: keyPath(thumbprint), encoding: .utf8),
+              let certText = try? String(contentsOfFile: certPath(thumbprint), encoding: .utf8) else {
+            throw StoreError.missingKey(thumbprint: thumbprint, path: keysDir)
+        }
+        do {
+            let c = try SigningCredential(privateKey: try RSAPrivateKey(pem: keyText), certificate: try X509Certificate(pem: certText))
+            guard c.certificate.sha1Thumbprint.hex == thumbprint else { throw StoreError.corrupted("keys/\(thumbprint).cert.pem holds another certificate") }
+            return c
+        } catch let e as StoreError { throw e } catch {
+            throw StoreError.corrupted("keys/\(thumbprint): \(error)")
+        }
+    }
+
+    public func hasCredential(_ thumbprint: String) -> Bool { FileManager.default.fileExists(atPath: keyPath(thumbprint)) }
+
+    /// Overwrites and unlinks a private key and its certificate.
+    public func destroyCredential(_ thumbprint: String) throws {
+        try SecureFiles.shred(keyPath(thumbprint))
+        try? FileManager.default.removeItem(atPath: certPath(thumbprint))
+    }
+
+    /// Publishes `c` as the application's credential: `current.pem` (key + cert, the form
+    /// azure-identity's CertificateCredential reads), `current-cert.pem`, `current-key.pem`. Each file
+    /// is replaced atomically; readers see the old or the new, never a mix within a file.
+    public func publish(_ c: SigningCredential) throws {
+        try SecureFiles.writeAtomically(c.privateKey.pkcs8PEM, to: path + "/current-key.pem")
+        try SecureFiles.writeAtomically(c.certificate.pem, to: path + "/current-cert.pem", mode: 0o600)
+        try SecureFiles.writeAtomically(c.combinedPEM, to: currentPEMPath)
+    }
+
+    /// The published credential, if any.
+    public func published() -> SigningCredential? {
+        guard let text = try? String(contentsOfFile: currentPEMPath, encoding: .utf8) else { return nil }
+        return try? SigningCredential(combinedPEM: text)
+    }
+
+    // MARK: JSON files
+
+    private func writeJSON<T: Encodable>(_ value: T, to file: String) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        e.dateEncodingStrategy = .iso8601
+        try SecureFiles.writeAtomically(Array(try e.encode(value)), to: file)
+    }
+
+    private func readJSON<T: Decodable>(_ type: T.Type, from file: String) throws -> T {
+        guard let data = FileManager.default.contents(atPath: file) else { throw StoreError.corrupted("\((file as NSString).lastPathComponent) cannot be read") }
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        do { return try d.decode(T.self, from: data) } catch {
+            throw StoreError.corrupted("\((file as NSString).lastPathComponent) is not valid (\(String(describing: error).prefix(120)))")
+        }
+    }
+}

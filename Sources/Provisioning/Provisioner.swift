@@ -1,0 +1,97 @@
+import EntraClient
+import EntraCrypto
+import Foundation
+import KeyRoll
+import Logging
+
+/// The central, privileged side: creates app registrations with a short-lived bootstrap
+/// certificate and hands each app its bundle. It keeps no private key after the bundle is written.
+///
+/// Writes to `keyCredentials` go through read → merge → PATCH → verify, never a blind PATCH (a
+/// PATCH replaces the whole list and has locked real users out).
+public struct Provisioner: Sendable {
+    public let graph: GraphClient
+    public let clock: any WallClock
+    public let logger: Logger
+    /// Tag on every application KeyRoll provisions.
+    public static let managedTag = "keyroll:managed"
+
+    public init(graph: GraphClient, clock: any WallClock = SystemClock(), logger: Logger = Logger(label: "keyroll.provisioner")) {
+        self.graph = graph
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// The stable marker that makes provisioning idempotent: one tag per app name.
+    public static func marker(for name: String) -> String { "keyroll:app:" + name }
+
+    public struct Result: Sendable {
+        public var application: Application
+        public var bundle: BootstrapBundle
+        /// False when the application already existed (a re-run).
+        public var created: Bool
+    }
+
+    /// Creates (or finds) the application `name` and its service principal, registers a fresh
+    /// bootstrap certificate valid for `bootstrapValidity`, and returns the bundle for the app.
+    public func provision(name: String, tags: [String] = [], notes: String? = nil, bootstrapValidity: TimeInterval = 2 * 86_400,
+                          keySize: RSAKeySize = .bits2048) async throws -> Result {
+        let marker = Self.marker(for: name)
+        var existing: Application?
+        for try await app in graph.applications(filter: "tags/any(t:t eq '\(escape(marker))')", select: ["id", "appId", "displayName", "tags"]) {
+            existing = app
+            break
+        }
+        let app: Application
+        if let existing { app = existing } else {
+            app = try await graph.createApplication(displayName: name, tags: [Self.managedTag] + tags, marker: marker)
+        }
+        _ = try await graph.createServicePrincipal(appId: app.appId)
+        let bundle = try await issueBootstrap(application: app, validity: bootstrapValidity, keySize: keySize)
+        return Result(application: app, bundle: bundle, created: existing == nil)
+    }
+
+    /// Registers a new bootstrap certificate on `application` by read-merge-PATCH-verify and
+    /// returns the bundle. Existing certificates stay registered.
+    public func issueBootstrap(application: Application, validity: TimeInterval, keySize: RSAKeySize = .bits2048) async throws -> BootstrapBundle {
+        let now = graph.correctedNow
+        let size = keySize
+        let cred = try await Background.run {
+            try SigningCredential.generate(size: size, subject: .init(commonName: "keyroll-bootstrap-\(application.appId)"),
+                                           notBefore: now.addingTimeInterval(-300), notAfter: now.addingTimeInterval(validity))
+        }
+        let keyId = UUID().uuidString.lowercased()
+        try await mergeKeyCredential(objectID: application.id, certificate: cred.certificate, keyId: keyId, displayName: "CN=keyroll-bootstrap")
+        let e = graph.endpoints
+        return BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL,
+                               applicationObjectId: application.id, appId: application.appId, displayName: application.displayName,
+                               credential: cred, keyId: keyId, createdAt: now, createdBy: nil)
+    }
+
+    /// Read → merge → PATCH → verify. Existing entries are re-sent with their `key`, so nothing is
+    /// dropped; afterwards every previous keyId and the new one must be present.
+    public func mergeKeyCredential(objectID: String, certificate: X509Certificate, keyId: String, displayName: String) async throws {
+        let before = try await graph.keyCredentials(objectID: objectID)
+        var entries: [JSONValue] = before.map { k in
+            var o: [String: JSONValue] = ["keyId": .string(k.keyId), "type": .string(k.type ?? "AsymmetricX509Cert"), "usage": .string(k.usage ?? "Verify")]
+            if let key = k.key { o["key"] = .string(key) }
+            if let d = k.displayName { o["displayName"] = .string(d) }
+            if let c = k.customKeyIdentifier { o["customKeyIdentifier"] = .string(c) }
+            if let s = k.startDateTime { o["startDateTime"] = .string(ISO8601DateFormatter().string(from: s)) }
+            if let e = k.endDateTime { o["endDateTime"] = .string(ISO8601DateFormatter().string(from: e)) }
+            return .object(o)
+        }
+        entries.append(.object(["keyId": .string(keyId), "type": "AsymmetricX509Cert", "usage": "Verify",
+                                "key": .string(Base64.encode(certificate.der)), "displayName": .string(displayName)]))
+        try await graph.updateApplication(id: objectID, ["keyCredentials": .array(entries)])
+        let after = try await graph.keyCredentials(objectID: objectID)
+        let afterIds = Set(after.map(\.keyId))
+        let missing = before.map(\.keyId).filter { !afterIds.contains($0) }
+        guard missing.isEmpty, after.contains(where: { $0.keyId == keyId && $0.matches(certificate) }) else {
+            throw EntraError(kind: .protocolViolation, operation: "mergeKeyCredential",
+                             message: "after the PATCH, Graph does not show the expected key credentials (missing: \(missing.joined(separator: ", ")))")
+        }
+    }
+
+    private func escape(_ s: String) -> String { s.replacingOccurrences(of: "'", with: "''") }
+}

@@ -1,0 +1,173 @@
+import EntraClient
+import EntraCrypto
+import EntraEmulator
+import Foundation
+import KeyRoll
+import Testing
+import TestSupport
+
+@Suite struct AgentTests {
+    /// Invariant 1: at every instant ≥ 1 key is held locally, registered in Entra, valid, and proven.
+    func assertNeverLockedOut(_ fleet: Fleet, _ store: CredentialStore, _ appId: String) async throws {
+        let j = try store.journal()
+        let registered = try fleet.graphKeys(appId)
+        let now = fleet.rig.clock.now()
+        let usable = j.credentials.filter { c in
+            store.hasCredential(c.thumbprint) && c.notAfter > now && registered.contains { $0.sha1.hex == c.thumbprint }
+        }
+        #expect(!usable.isEmpty, "locked out: no held credential is registered and valid")
+        // and the published credential gets a token
+        let published = try #require(store.published())
+        _ = try await fleet.rig.token(clientID: appId, credential: published)
+    }
+
+    @Test func bootstrapRollReplacesTheBootstrapCertificate() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("orders")
+        let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+        #expect(try fleet.graphKeys(bundle.appId).map(\.sha1.hex) == [bootThumb])
+        let roller = try fleet.roller(store)
+        #expect(roller.status().alarm == .critical, "an unrolled 2-day bootstrap is close to the cliff")
+        let outcome = try await roller.rollIfDue()
+        guard case .rolled(let newThumb) = outcome else { Issue.record("expected a roll, got \(outcome)"); return }
+        let keys = try fleet.graphKeys(bundle.appId)
+        #expect(keys.map(\.sha1.hex) == [newThumb], "only the new key is registered")
+        #expect(!FileManager.default.fileExists(atPath: store.keyPath(bootThumb)), "bootstrap key destroyed")
+        #expect(store.published()?.certificate.sha1Thumbprint.hex == newThumb)
+        let j = try store.journal()
+        #expect(j.active == newThumb && j.roll == nil && j.credentials.count == 1)
+        #expect(fleet.events.kinds(bundle.appId) == [.generated, .stored, .added, .visible, .verified, .switched, .retired, .finished])
+        // the new certificate: 1 year, 2048 bits, CN names the app
+        let cert = try store.credential(newThumb).certificate
+        #expect(abs(cert.notAfter.timeIntervalSince(cert.notBefore) - (365 * 86_400 + 300)) < 2)
+        #expect(cert.subject == "CN=keyroll-\(bundle.appId)")
+        try await assertNeverLockedOut(fleet, store, bundle.appId)
+        // the removeKey proof was signed by the NEW key: the sign-in log shows only the new key afterwards
+        #expect(roller.status().alarm == .ok)
+        // file modes
+        for f in [store.currentPEMPath, store.keyPath(newThumb), store.path + "/journal.json"] {
+            let mode = try FileManager.default.attributesOfItem(atPath: f)[.posixPermissions] as! Int
+            #expect(mode == 0o600, "\(f) is \(String(mode, radix: 8))")
+        }
+    }
+
+    @Test func threeYearsOfRollsWithPropagationDelay() async throws {
+        var s = EmulatorSettings()
+        s.propagationDelayMin = 30
+        s.propagationDelayMax = 600  // up to 10 minutes
+        let fleet = try await Fleet(settings: s)
+        let (store, bundle) = try await fleet.agentStore("billing")
+        var policy = RollPolicy()
+        policy.verifyTimeout = 900
+        let roller = try fleet.roller(store, policy: policy)
+        var rolls = 0
+        let end = fleet.rig.clock.now().addingTimeInterval(3 * 365 * 86_400)
+        while fleet.rig.clock.now() < end {
+            let next = roller.nextRollDate()
+            if next > fleet.rig.clock.now() { fleet.rig.clock.set(min(next, end)) }
+            if fleet.rig.clock.now() >= end { break }
+            if case .rolled = try await roller.rollIfDue() { rolls += 1 }
+            try await assertNeverLockedOut(fleet, store, bundle.appId)
+            #expect(try fleet.graphKeys(bundle.appId).count == 1, "no leftovers")
+        }
+        #expect(rolls >= 4 && rolls <= 6, "bootstrap + one roll every ~8 months: \(rolls)")
+        #expect(fleet.events.kinds(bundle.appId).contains(.notYetActive), "the delay was felt")
+    }
+
+    @Test func propagationBeyondTheBoundAbandonsCleanly() async throws {
+        var s = EmulatorSettings()
+        s.propagationDelayMin = 3600
+        s.propagationDelayMax = 3600
+        let fleet = try await Fleet(settings: s)
+        let (store, bundle) = try await fleet.agentStore("slow")
+        fleet.rig.clock.advance(by: 3601)  // the bootstrap cert itself propagates first
+        let boot = try bundle.signingCredential()
+        let roller = try fleet.roller(store)  // verifyTimeout 600
+        let outcome = try await roller.rollIfDue()
+        guard case .abandoned = outcome else { Issue.record("expected abandon, got \(outcome)"); return }
+        #expect(try fleet.graphKeys(bundle.appId).map(\.sha1) == [boot.certificate.sha1Thumbprint], "the unproven key was removed again")
+        #expect(try store.journal().active == boot.certificate.sha1Thumbprint.hex)
+        #expect(try store.journal().credentials.count == 1)
+        try await assertNeverLockedOut(fleet, store, bundle.appId)
+    }
+
+    @Test func throttlingStormsAndServerErrorsDoNotStopARoll() async throws {
+        var s = EmulatorSettings()
+        s.throttling.enabled = true
+        s.throttling.writesPerWindow = 1000
+        let fleet = try await Fleet(settings: s)
+        let (store, bundle) = try await fleet.agentStore("storm")
+        fleet.rig.emulator.setFaults([
+            FaultRule(route: "POST /addKey", action: .status(429, retryAfter: 7.5), sequence: [true, true, true]),
+            FaultRule(route: "POST /removeKey", action: .status(503, retryAfter: nil), sequence: [true, true]),
+            FaultRule(route: "token", action: .status(500, retryAfter: nil), sequence: [false, true, false, true]),
+            FaultRule(route: "GET /v1.0/applications", action: .drop, sequence: [true]),
+        ])
+        let roller = try fleet.roller(store)
+        guard case .rolled = try await roller.rollIfDue() else { Issue.record("roll failed"); return }
+        #expect(try fleet.graphKeys(bundle.appId).count == 1)
+        try await assertNeverLockedOut(fleet, store, bundle.appId)
+    }
+
+    @Test(arguments: [300.0, -300.0])
+    func clockSkewOfFiveMinutes(skew: Double) async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("skewed")
+        let agentClock = ManualClock(fleet.rig.clock.now().addingTimeInterval(skew))
+        let roller = try fleet.roller(store, clock: agentClock)
+        guard case .rolled = try await roller.rollIfDue() else { Issue.record("roll failed"); return }
+        try await assertNeverLockedOut(fleet, store, bundle.appId)
+    }
+
+    @Test func lostAddKeyAnswerDoesNotRegisterTwice() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("lossy")
+        fleet.rig.emulator.setFaults([FaultRule(route: "POST /addKey", action: .dropResponse, sequence: [true])])
+        let roller = try fleet.roller(store)
+        guard case .rolled = try await roller.rollIfDue() else { Issue.record("roll failed"); return }
+        #expect(try fleet.graphKeys(bundle.appId).count == 1)
+    }
+
+    @Test func aStoreOthersCanReadIsRefusedWithTheFix() async throws {
+        let fleet = try await Fleet()
+        let (store, _) = try await fleet.agentStore("open")
+        chmod(store.path, 0o755)
+        do { _ = try fleet.roller(store); Issue.record("should refuse") } catch {
+            #expect("\(error)".contains("chmod 700"), "\(error)")
+        }
+        chmod(store.path, 0o700)
+        chmod(store.currentPEMPath, 0o644)
+        do { _ = try fleet.roller(store); Issue.record("should refuse") } catch {
+            #expect("\(error)".contains("chmod 600"), "\(error)")
+        }
+    }
+
+    @Test func twoAgentsOnOneStore() async throws {
+        let fleet = try await Fleet()
+        let (store, _) = try await fleet.agentStore("shared")
+        let first = try fleet.roller(store)
+        do { _ = try fleet.roller(CredentialStore(path: store.path)); Issue.record("second agent must not start") } catch let e as CredentialStore.StoreError {
+            #expect(e == .locked(store.path))
+            #expect(e.description.contains("Only one agent"))
+        }
+        _ = first
+    }
+
+    @Test func corruptedOrDeletedStoreFailsClearlyAndTouchesNothing() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("broken")
+        let before = try fleet.graphKeys(bundle.appId)
+        try "{ not json".write(toFile: store.path + "/journal.json", atomically: true, encoding: .utf8)
+        do { _ = try fleet.roller(store); Issue.record("should refuse") } catch {
+            #expect("\(error)".contains("damaged") && "\(error)".contains("Nothing was changed in Entra"), "\(error)")
+        }
+        let (store2, bundle2) = try await fleet.agentStore("keyless")
+        let active = try store2.journal().active
+        try FileManager.default.removeItem(atPath: store2.keyPath(active))
+        do { _ = try fleet.roller(store2); Issue.record("should refuse") } catch {
+            #expect("\(error)".contains("missing"), "\(error)")
+        }
+        #expect(try fleet.graphKeys(bundle.appId) == before)
+        #expect(try fleet.graphKeys(bundle2.appId).count == 1)
+    }
+}

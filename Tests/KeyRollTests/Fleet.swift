@@ -1,0 +1,54 @@
+import EntraClient
+import EntraCrypto
+import EntraEmulator
+import Foundation
+import KeyRoll
+import Provisioning
+import TestSupport
+
+/// An emulator, a provisioner with Application.ReadWrite.All, and helpers to make agents.
+final class Fleet: @unchecked Sendable {
+    let rig: EmulatorRig
+    let provisioner: Provisioner
+    let transport: InProcessTransport
+    let root: String
+    let events = EventLog()
+
+    init(settings: EmulatorSettings = .init()) async throws {
+        rig = try EmulatorRig(settings: settings)
+        let cred = try rig.credential("provisioner", days: 3650)
+        let reg = try rig.emulator.register(tenantID: rig.tenant.id, displayName: "provisioner", roles: [.applicationReadWriteAll], certificates: [cred.certificate])
+        transport = InProcessTransport(emulator: rig.emulator, baseURL: rig.base)
+        let endpoints = EntraEndpoints(authorityHost: rig.base, tenant: rig.tenant.id, graphBaseURL: rig.base + "/v1.0")
+        let sleeper = ClockAdvancingSleeper(clock: rig.clock)
+        let tokens = TokenProvider(endpoints: endpoints, clientID: reg.appId, transport: transport, clock: rig.clock, sleeper: sleeper)
+        provisioner = Provisioner(graph: GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(cred), transport: transport,
+                                                     clock: rig.clock, sleeper: sleeper), clock: rig.clock)
+        root = try Tools.temporaryDirectory("keyroll-fleet")
+    }
+
+    /// Provisions `name` and imports its bundle into a fresh store.
+    func agentStore(_ name: String) async throws -> (CredentialStore, BootstrapBundle) {
+        let result = try await provisioner.provision(name: name)
+        let store = CredentialStore(path: root + "/" + name)
+        try Roller.importBundle(result.bundle, into: store, now: rig.clock.now())
+        return (store, result.bundle)
+    }
+
+    func roller(_ store: CredentialStore, policy: RollPolicy = .init(), clock: (any WallClock)? = nil, random: Double = 0.5,
+                afterTransition: (@Sendable (RollPhase?) -> Void)? = nil) throws -> Roller {
+        let events = self.events
+        return try Roller(store: store, policy: policy, transport: transport, clock: clock ?? rig.clock, sleeper: ClockAdvancingSleeper(clock: rig.clock),
+                          observer: { events.append($0) }, random: { random }, afterTransition: afterTransition)
+    }
+
+    func graphKeys(_ appId: String) throws -> [StoredKeyCredential] { try rig.emulator.keyCredentials(appId: appId) }
+}
+
+final class EventLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [AgentEvent] = []
+    func append(_ e: AgentEvent) { lock.withLock { items.append(e) } }
+    var all: [AgentEvent] { lock.withLock { items } }
+    func kinds(_ appId: String) -> [AgentEvent.Kind] { all.filter { $0.appId == appId }.map(\.kind) }
+}

@@ -1,0 +1,90 @@
+import EntraCrypto
+import Foundation
+import KeyRoll
+import Testing
+
+@Suite struct JournalAndPolicyTests {
+    let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    func record(_ t: String, origin: CredentialOrigin = .keyroll, days: Double = 365, keyId: String? = nil) -> CredentialRecord {
+        CredentialRecord(thumbprint: t, notBefore: t0, notAfter: t0.addingTimeInterval(days * 86_400), keyId: keyId, origin: origin)
+    }
+
+    @Test func transitionsFollowTheStateMachineOnly() throws {
+        let j0 = Journal(active: record("OLD", origin: .bootstrap, days: 2, keyId: "k-old"))
+        #expect(throws: Journal.TransitionError.self) { try j0.added(keyId: "x") }
+        let j1 = try j0.beginning(new: record("NEW"), now: t0, reason: "test")
+        #expect(throws: Journal.TransitionError.self) { try j1.beginning(new: record("NEW2"), now: t0, reason: "again") }
+        #expect(throws: Journal.TransitionError.self) { try j1.switched() }
+        let j2 = try j1.added(keyId: "k-new")
+        #expect(j2.credential("NEW")?.keyId == "k-new")
+        let j3 = try j2.visible(now: t0)
+        let j4 = try j3.verified(now: t0)
+        #expect(j4.credential("NEW")?.lastProvenAt == t0)
+        #expect(j4.active == "OLD", "switching is its own step")
+        let j5 = try j4.switched()
+        #expect(j5.active == "NEW")
+        #expect(throws: Journal.TransitionError.self) { try j5.abandoning(reason: "too late") }
+        let j6 = try j5.retired()
+        let j7 = try j6.finished(now: t0)
+        #expect(j7.roll == nil)
+        #expect(j7.credentials.map(\.thumbprint) == ["NEW"])
+        #expect(j7.history.last?.outcome == "rolled")
+        // abandoning before the switch drops the new credential, keeps the old active
+        let a = try (try j2.abandoning(reason: "timeout")).abandoned(now: t0)
+        #expect(a.active == "OLD")
+        #expect(a.credentials.map(\.thumbprint) == ["OLD"])
+        #expect(a.history.last?.outcome == "abandoned: timeout")
+    }
+
+    @Test func journalSurvivesEncoding() throws {
+        let j = try Journal(active: record("A", origin: .bootstrap)).beginning(new: record("B"), now: t0, reason: "r")
+        let enc = JSONEncoder(); enc.dateEncodingStrategy = .iso8601
+        let dec = JSONDecoder(); dec.dateDecodingStrategy = .iso8601
+        #expect(try dec.decode(Journal.self, from: enc.encode(j)) == j)
+    }
+
+    @Test func rollDatesAndJitter() {
+        let p = RollPolicy()
+        let boot = record("B", origin: .bootstrap, days: 2)
+        #expect(p.rollDate(for: boot, random: 0.9) == boot.notBefore, "bootstrap rolls at once")
+        let c = record("C")
+        let mid = p.rollDate(for: c, random: 0.5)
+        #expect(abs(mid.timeIntervalSince(t0) - 365 * 86_400 * 2 / 3) < 1)
+        let early = p.rollDate(for: c, random: 0), late = p.rollDate(for: c, random: 1)
+        #expect(abs(late.timeIntervalSince(early) - 2 * 0.05 * 365 * 86_400) < 1)
+        var clipped = RollPolicy()
+        clipped.tenantMaximumValidity = 180 * 86_400
+        #expect(clipped.effectiveValidity == 180 * 86_400)
+    }
+
+    @Test func cliffAndAlarms() throws {
+        let p = RollPolicy()
+        var j = Journal(active: record("A", days: 10, keyId: "ka"))
+        #expect(RollPolicy.cliff(of: j) == t0.addingTimeInterval(10 * 86_400))
+        // a pending key that Entra has not registered yet does not move the cliff
+        j = try j.beginning(new: record("B", days: 365), now: t0, reason: "r")
+        #expect(RollPolicy.cliff(of: j) == t0.addingTimeInterval(10 * 86_400))
+        j = try j.added(keyId: "kb")
+        #expect(RollPolicy.cliff(of: j) == t0.addingTimeInterval(365 * 86_400))
+        #expect(p.alarm(timeToCliff: 30 * 86_400) == .ok)
+        #expect(p.alarm(timeToCliff: 10 * 86_400) == .warning)
+        #expect(p.alarm(timeToCliff: 86_400) == .critical)
+        #expect(p.alarm(timeToCliff: -1) == .pastCliff)
+        #expect(p.alarm(timeToCliff: nil) == .pastCliff)
+    }
+
+    @Test func bundleFormatIsVersioned() throws {
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let cred = try SigningCredential.generate(subject: .init(commonName: "b"), notBefore: now, notAfter: now.addingTimeInterval(86_400))
+        let b = BootstrapBundle(tenantId: "t", authorityHost: "https://login", graphBaseURL: "https://graph/v1.0", applicationObjectId: "o",
+                                appId: "a", displayName: "n", credential: cred, keyId: "k", createdAt: now, createdBy: nil)
+        let back = try BootstrapBundle.decode(try b.encoded())
+        #expect(back == b)
+        #expect(try back.signingCredential().certificate == cred.certificate)
+        var v2 = try JSONValue.parse(try b.encoded()).objectValue!
+        v2["format"] = "keyroll-bootstrap/2"
+        #expect(throws: BootstrapBundle.BundleError.unsupportedFormat("keyroll-bootstrap/2")) { try BootstrapBundle.decode(JSONValue.object(v2).serialized()) }
+        #expect(throws: BootstrapBundle.BundleError.self) { try BootstrapBundle.decode(Array("{}".utf8)) }
+    }
+}
