@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // Pure cryptography: keys, certificates, thumbprints, compact JWS, assertions, proofs. No I/O, no clock.
@@ -74,13 +75,14 @@ let package = Package(
         .executableTarget(
             name: "keyroll",
             dependencies: [
-                "EntraCrypto", "EntraClient", "EntraEmulator", "KeyRoll", "Provisioning", .product(name: "Hummingbird", package: "hummingbird"), .product(name: "GRDB", package: "GRDB.swift"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "EntraCrypto", "EntraClient", "EntraEmulator", "KeyRoll", "Provisioning", .product(name: "Hummingbird", package: "hummingbird"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Helpers shared by the test targets: subprocesses (openssl, Python verifiers), temp folders.
-        .target(name: "TestSupport", dependencies: ["EntraCrypto", "EntraEmulator"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["EntraCrypto", "EntraEmulator", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                                                   .product(name: "Logging", package: "swift-log")], path: "Tests/TestSupport"),
         .testTarget(
             name: "EntraCryptoTests",
             dependencies: ["EntraCrypto", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based")]

@@ -1,6 +1,7 @@
 import EntraCrypto
 import Foundation
 import Hummingbird
+import ServiceLifecycle
 import HummingbirdCore
 import HTTPTypes
 import HummingbirdTLS

@@ -13,7 +13,7 @@ struct KeyRollCommand: AsyncParsableCommand {
             service ever holds the apps' long-lived private keys.
             """,
         version: version,
-        subcommands: [CertCommand.self]
+        subcommands: [CertCommand.self, EmulatorCommand.self]
     )
 }
 

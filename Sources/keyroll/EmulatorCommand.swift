@@ -1,0 +1,119 @@
+import ArgumentParser
+import EntraClient
+import EntraCrypto
+import EntraEmulator
+import Foundation
+import KeyRoll
+import Logging
+import ServiceLifecycle
+
+struct EmulatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "emulator",
+        abstract: "Run the Entra ID emulator (token endpoint + Graph application endpoints) on 127.0.0.1.",
+        discussion: """
+            Seeds a development tenant (\(EntraEmulator.devTenantDomain), \(EntraEmulator.devTenantID)) and a provisioner app \
+            with Application.ReadWrite.All whose certificate is written to --state-dir, then prints what a client needs. \
+            With --https it uses a local CA (ca.pem in --state-dir) that issued a certificate for 127.0.0.1 and localhost.
+            """
+    )
+
+    @Flag(name: .long, help: "Serve HTTPS with a generated local CA (recommended; Microsoft's clients require https).")
+    var https = false
+
+    @Option(name: .long, help: "Address to bind (loopback only: the control API is unauthenticated).")
+    var host = "127.0.0.1"
+
+    @Option(name: .long, help: "Port (0 picks a free one and prints it).")
+    var port = 0
+
+    @Option(name: .long, help: "SQLite file for the directory (default: in memory).")
+    var data: String?
+
+    @Option(name: .long, help: "Folder for ca.pem, the provisioner's credential and emulator.json (created 0700).")
+    var stateDir = ".keyroll-emulator"
+
+    @Flag(name: .long, help: "Do not seed the development tenant and provisioner.")
+    var noSeed = false
+
+    @Flag(name: .long, help: "Use a virtual clock (moved through POST /_emulator/clock) instead of the system clock.")
+    var virtualClock = false
+
+    @Option(name: .long, help: "Propagation delay in seconds between addKey and the token endpoint accepting the key (a or a-b).")
+    var propagationDelay = "0"
+
+    @Flag(name: .long, help: "Model Graph throttling (writes per app+tenant per 150 s, $select=keyCredentials per minute).")
+    var throttling = false
+
+    func run() async throws {
+        KeyRollLogHandler.bootstrap()
+        let logger = Logger(label: "keyroll.emulator")
+        let clock = virtualClock ? ManualClock(Date()) : nil
+        var settings = EmulatorSettings()
+        let delays = propagationDelay.split(separator: "-").compactMap { Double($0) }
+        guard (1...2).contains(delays.count) else { throw ValidationError("--propagation-delay takes seconds, e.g. 30 or 5-120") }
+        settings.propagationDelayMin = delays[0]
+        settings.propagationDelayMax = delays.last!
+        settings.throttling.enabled = throttling
+        try SecureFiles.ensurePrivateDirectory(stateDir)
+        let store = try data.map { try DirectoryStore(path: $0) } ?? DirectoryStore()
+        let emulator = try EntraEmulator(store: store, clock: clock, settings: settings, logger: logger)
+        let tls = https ? try loadOrMakeTLS(now: Date()) : nil
+        var seeded: (EntraEmulator.Registration, String)?
+        if !noSeed {
+            let (reg, cred) = try emulator.seedDevelopmentTenant()
+            let certPath = stateDir + "/provisioner.pem"
+            try SecureFiles.writeAtomically(cred.combinedPEM, to: certPath)
+            seeded = (reg, certPath)
+        }
+        let seededInfo = seeded
+        let server = EmulatorServer(emulator: emulator, host: host, port: port, tls: tls, logger: logger)
+        let stateDir = self.stateDir, scheme = https ? "https" : "http", host = self.host
+        let app = try server.makeApplication { port in
+            let base = "\(scheme)://\(host):\(port)"
+            var lines = ["KeyRoll Entra emulator listening on \(base)",
+                         "  authority (AZURE_AUTHORITY_HOST): \(base)",
+                         "  token endpoint:                   \(base)/{tenant}/oauth2/v2.0/token",
+                         "  Graph:                            \(base)/v1.0",
+                         "  control API:                      \(base)/_emulator/  (clock, settings, faults, signins)"]
+            var info: [String: JSONValue] = ["baseURL": .string(base), "port": .int(Int64(port)), "graphBaseURL": .string(base + "/v1.0")]
+            if tls != nil {
+                lines.append("  CA certificate:                   \(stateDir)/ca.pem  (trust it: REQUESTS_CA_BUNDLE / SSL_CERT_FILE / --ca-file)")
+                info["caFile"] = .string(stateDir + "/ca.pem")
+            }
+            if let (reg, certPath) = seededInfo {
+                lines += ["  dev tenant:                       \(EntraEmulator.devTenantDomain) (\(reg.tenantID))",
+                          "  provisioner client id:            \(reg.appId)  (Application.ReadWrite.All)",
+                          "  provisioner certificate:          \(certPath)",
+                          "", "For azure-identity / MSAL:",
+                          "  export AZURE_TENANT_ID=\(reg.tenantID)",
+                          "  export AZURE_CLIENT_ID=\(reg.appId)",
+                          "  export AZURE_CLIENT_CERTIFICATE_PATH=\(certPath)",
+                          "  export AZURE_AUTHORITY_HOST=\(base)"]
+                info["tenantId"] = .string(reg.tenantID)
+                info["provisionerClientId"] = .string(reg.appId)
+                info["provisionerObjectId"] = .string(reg.objectID)
+                info["provisionerCertificatePath"] = .string(certPath)
+            }
+            try? SecureFiles.writeAtomically(Array(JSONValue.object(info).serialized()), to: stateDir + "/emulator.json")
+            FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        }
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    /// Reuses the CA and server certificate in --state-dir while valid, so clients keep trusting it.
+    func loadOrMakeTLS(now: Date) throws -> EmulatorServer.TLSMaterial {
+        let caPath = stateDir + "/ca.pem", caKeyPath = stateDir + "/ca-key.pem", leafPath = stateDir + "/server.pem"
+        if let ca = try? SigningCredential(combinedPEM: (try? String(contentsOfFile: caKeyPath, encoding: .utf8)) ?? ""),
+           let leaf = try? SigningCredential(combinedPEM: (try? String(contentsOfFile: leafPath, encoding: .utf8)) ?? ""),
+           leaf.certificate.isValid(at: now.addingTimeInterval(86_400)), ca.certificate.isValid(at: now.addingTimeInterval(86_400)) {
+            return .init(ca: ca, leaf: leaf)
+        }
+        let tls = try EmulatorServer.TLSMaterial.generate(now: now)
+        try SecureFiles.writeAtomically(tls.ca.certificate.pem, to: caPath, mode: 0o644)
+        try SecureFiles.writeAtomically(tls.ca.combinedPEM, to: caKeyPath)
+        try SecureFiles.writeAtomically(tls.leaf.combinedPEM, to: leafPath)
+        return tls
+    }
+}
