@@ -51,6 +51,7 @@ public final class Roller: @unchecked Sendable {
     let afterTransition: (@Sendable (RollPhase?) -> Void)?
     private let lock = NSLock()
     private var _journal: Journal
+    private var exportedThumbprints: Set<String> = []
 
     public var journal: Journal { lock.withLock { _journal } }
 
@@ -329,30 +330,6 @@ public final class Roller: @unchecked Sendable {
         refreshMetrics()
     }
 
-    public struct Status: Sendable, Codable, Equatable {
-        public var appId: String
-        public var displayName: String?
-        public var activeThumbprint: String
-        public var activeOrigin: CredentialOrigin
-        public var activeNotAfter: Date
-        public var nextRoll: Date
-        public var timeToCliff: TimeInterval?
-        public var alarm: RollPolicy.Alarm
-        public var rollPhase: RollPhase?
-        public var credentials: Int
-        public var rolls: Int
-    }
-
-    public func status() -> Status {
-        let j = journal
-        let ttc = timeToCliff()
-        let active = j.activeCredential
-        return Status(appId: identity.appId, displayName: identity.displayName, activeThumbprint: j.active, activeOrigin: active?.origin ?? .keyroll,
-                      activeNotAfter: active?.notAfter ?? .distantPast, nextRoll: nextRollDate(), timeToCliff: ttc,
-                      alarm: policy.alarm(timeToCliff: ttc), rollPhase: j.roll?.phase, credentials: j.credentials.count,
-                      rolls: j.history.filter { $0.outcome == "rolled" }.count)
-    }
-
     // MARK: plumbing
 
     /// Reads the application's key credentials; nil when the app may not read itself (403).
@@ -383,14 +360,25 @@ public final class Roller: @unchecked Sendable {
         observer?(e)
     }
 
-    func refreshMetrics() {
+    public func refreshMetrics() {
+        let next = nextRollDate()
         let j = journal
         let labels = ["app_id": identity.appId]
+        let held = Set(j.credentials.map(\.thumbprint))
+        let stale = lock.withLock { () -> Set<String> in
+            let gone = exportedThumbprints.subtracting(held)
+            exportedThumbprints = held
+            return gone
+        }
+        for t in stale {
+            metrics.remove("keyroll_certificate_not_after_seconds", ["app_id": identity.appId, "thumbprint": t])
+            metrics.remove("keyroll_last_token_success_timestamp_seconds", ["app_id": identity.appId, "thumbprint": t])
+        }
         for c in j.credentials { metrics.set("keyroll_certificate_not_after_seconds", ["app_id": identity.appId, "thumbprint": c.thumbprint], c.notAfter.timeIntervalSince1970) }
         if let ttc = timeToCliff() { metrics.set("keyroll_time_to_cliff_seconds", labels, ttc) }
         let alarm = policy.alarm(timeToCliff: timeToCliff())
         for a in [RollPolicy.Alarm.ok, .warning, .critical, .pastCliff] { metrics.set("keyroll_alarm", ["app_id": identity.appId, "level": a.rawValue], a == alarm ? 1 : 0) }
-        if let next = j.nextRollAt { metrics.set("keyroll_next_roll_timestamp_seconds", labels, next.timeIntervalSince1970) }
+        metrics.set("keyroll_next_roll_timestamp_seconds", labels, next.timeIntervalSince1970)
         metrics.set("keyroll_clock_offset_seconds", labels, tokens.offset.seconds)
         for p in RollPhase.allCases { metrics.set("keyroll_roll_phase", ["app_id": identity.appId, "phase": p.rawValue], j.roll?.phase == p ? 1 : 0) }
     }

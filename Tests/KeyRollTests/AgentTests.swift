@@ -27,7 +27,7 @@ import TestSupport
         let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
         #expect(try fleet.graphKeys(bundle.appId).map(\.sha1.hex) == [bootThumb])
         let roller = try fleet.roller(store)
-        #expect(roller.status().alarm == .critical, "an unrolled 2-day bootstrap is close to the cliff")
+        #expect(roller.identityStatus().alarm == .critical, "an unrolled 2-day bootstrap is close to the cliff")
         let outcome = try await roller.rollIfDue()
         guard case .rolled(let newThumb) = outcome else { Issue.record("expected a roll, got \(outcome)"); return }
         let keys = try fleet.graphKeys(bundle.appId)
@@ -43,7 +43,7 @@ import TestSupport
         #expect(cert.subject == "CN=keyroll-\(bundle.appId)")
         try await assertNeverLockedOut(fleet, store, bundle.appId)
         // the removeKey proof was signed by the NEW key: the sign-in log shows only the new key afterwards
-        #expect(roller.status().alarm == .ok)
+        #expect(roller.identityStatus().alarm == .ok)
         // file modes
         for f in [store.currentPEMPath, store.keyPath(newThumb), store.path + "/journal.json"] {
             let mode = try FileManager.default.attributesOfItem(atPath: f)[.posixPermissions] as! Int

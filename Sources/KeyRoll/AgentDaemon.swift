@@ -1,0 +1,75 @@
+import EntraClient
+import EntraCrypto
+import Foundation
+import Logging
+
+/// Runs many identities: each reconciles at start, then sleeps until its next roll is due (timers,
+/// no polling), rolls, and on failure backs off (1 min doubling to 1 h) while it keeps trying.
+public final class AgentDaemon: @unchecked Sendable {
+    public let rollers: [Roller]
+    let clock: any WallClock
+    let sleeper: any Sleeper
+    let logger: Logger
+    private let lock = NSLock()
+    private var reconciled: Set<String> = []
+    private var lastError: [String: String] = [:]
+
+    public init(rollers: [Roller], clock: any WallClock = SystemClock(), sleeper: any Sleeper = TaskSleeper(),
+                logger: Logger = Logger(label: "keyroll.agent")) {
+        self.rollers = rollers
+        self.clock = clock
+        self.sleeper = sleeper
+        self.logger = logger
+    }
+
+    /// Until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for r in rollers { group.addTask { await self.loop(r) } }
+        }
+    }
+
+    private func loop(_ r: Roller) async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                if !isReconciled(r) {
+                    try await r.reconcile()
+                    lock.withLock { _ = reconciled.insert(r.identity.appId) }
+                }
+                let outcome = try await r.rollIfDue()
+                lock.withLock { lastError[r.identity.appId] = nil }
+                failures = 0
+                let status = r.identityStatus()
+                if status.alarm >= .warning, let advice = status.advice {
+                    logger.warning("\(advice)", metadata: ["app_id": "\(r.identity.appId)", "alarm": "\(status.alarm.rawValue)",
+                                                           "time_to_cliff_s": "\(Int(status.timeToCliff ?? 0))"])
+                }
+                if case .notDue(let next) = outcome {
+                    // Wake when due, and at least hourly to refresh alarms and metrics.
+                    try await sleeper.sleep(seconds: min(3600, max(1, next.timeIntervalSince(clock.now()))))
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                failures += 1
+                lock.withLock { lastError[r.identity.appId] = "\(error)" }
+                let delay = min(3600, 60 * pow(2, Double(min(failures - 1, 6))))
+                logger.error("roll failed; will retry", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)", "retry_in_s": "\(Int(delay))"])
+                r.refreshMetrics()
+                do { try await sleeper.sleep(seconds: delay) } catch { return }
+            }
+        }
+    }
+
+    private func isReconciled(_ r: Roller) -> Bool { lock.withLock { reconciled.contains(r.identity.appId) } }
+
+    /// Ready once every identity has reconciled its journal with Entra.
+    public var isReady: Bool { lock.withLock { reconciled.count == rollers.count } }
+
+    /// Healthy unless an identity is critical or past the cliff.
+    public func health() -> (healthy: Bool, identities: [IdentityStatus], errors: [String: String]) {
+        let statuses = rollers.map { $0.identityStatus() }
+        return (statuses.allSatisfy { $0.alarm < .critical }, statuses, lock.withLock { lastError })
+    }
+}

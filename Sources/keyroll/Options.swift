@@ -1,0 +1,123 @@
+import ArgumentParser
+import EntraClient
+import EntraCrypto
+import Foundation
+import KeyRoll
+
+/// Roll policy from a JSON file, then flags (flags win).
+struct PolicyOptions: ParsableArguments {
+    @Option(name: .long, help: "JSON file with roll policy fields (validityDays, rollAtFraction, jitterFraction, keySize, verifySuccesses, verifyTimeoutSeconds, warnDays, criticalDays, tenantMaximumValidityDays).")
+    var policyFile: String?
+
+    @Option(name: .long, help: "Validity of new certificates in days (default 365).")
+    var validityDays: Double?
+
+    @Option(name: .long, help: "Roll when this fraction of the lifetime has passed (default 0.667).")
+    var rollAt: Double?
+
+    @Option(name: .long, help: "RSA key size of new keys: 2048, 3072 or 4096 (default 2048).")
+    var keySize: Int?
+
+    @Option(name: .long, help: "Consecutive token successes needed with a new key (default 2).")
+    var verifySuccesses: Int?
+
+    @Option(name: .long, help: "Seconds to wait for a new key to be accepted before abandoning the roll (default 600).")
+    var verifyTimeout: Double?
+
+    struct FileFields: Decodable {
+        var validityDays: Double?, rollAtFraction: Double?, jitterFraction: Double?, keySize: Int?, verifySuccesses: Int?
+        var verifyTimeoutSeconds: Double?, warnDays: Double?, criticalDays: Double?, tenantMaximumValidityDays: Double?
+    }
+
+    func policy() throws -> RollPolicy {
+        var p = RollPolicy()
+        if let path = policyFile ?? ProcessInfo.processInfo.environment["KEYROLL_POLICY_FILE"] {
+            guard let data = FileManager.default.contents(atPath: path) else { throw UserFacingError("Cannot read policy file \(path).") }
+            let f: FileFields
+            do { f = try JSONDecoder().decode(FileFields.self, from: data) } catch {
+                throw UserFacingError("Policy file \(path) is not valid: \(error). Expected JSON like {\"validityDays\": 365, \"rollAtFraction\": 0.667}.")
+            }
+            if let v = f.validityDays { p.validity = v * 86_400 }
+            if let v = f.rollAtFraction { p.rollAtFraction = v }
+            if let v = f.jitterFraction { p.jitterFraction = v }
+            if let v = f.keySize { p.keySize = try RSAKeySize(bits: v) }
+            if let v = f.verifySuccesses { p.verifySuccesses = v }
+            if let v = f.verifyTimeoutSeconds { p.verifyTimeout = v }
+            if let v = f.warnDays { p.warnTimeToCliff = v * 86_400 }
+            if let v = f.criticalDays { p.criticalTimeToCliff = v * 86_400 }
+            if let v = f.tenantMaximumValidityDays { p.tenantMaximumValidity = v * 86_400 }
+        }
+        if let v = validityDays { p.validity = v * 86_400 }
+        if let v = rollAt { p.rollAtFraction = v }
+        if let v = keySize {
+            do { p.keySize = try RSAKeySize(bits: v) } catch { throw ValidationError("--key-size: \(error)") }
+        }
+        if let v = verifySuccesses { p.verifySuccesses = v }
+        if let v = verifyTimeout { p.verifyTimeout = v }
+        guard p.validity >= 86_400 else { throw ValidationError("validity must be at least 1 day") }
+        guard p.rollAtFraction > 0, p.rollAtFraction < 1 else { throw ValidationError("the roll fraction must be between 0 and 1, not \(p.rollAtFraction)") }
+        guard p.verifySuccesses >= 1 else { throw ValidationError("verify successes must be at least 1") }
+        return p
+    }
+}
+
+/// Which stores to act on: `--store` (repeatable) or `KEYROLL_STORE` (colon-separated).
+struct StoreOptions: ParsableArguments {
+    @Option(name: .long, help: "A KeyRoll store folder (repeat for several identities; default: $KEYROLL_STORE, colon-separated).")
+    var store: [String] = []
+
+    func paths() throws -> [String] {
+        let paths = store.isEmpty ? (ProcessInfo.processInfo.environment["KEYROLL_STORE"] ?? "").split(separator: ":").map(String.init) : store
+        guard !paths.isEmpty else { throw ValidationError("Name a store: --store DIR (or set KEYROLL_STORE).") }
+        return paths
+    }
+}
+
+/// TLS trust for talking to an emulator (or a proxy with its own CA).
+struct TrustOptions: ParsableArguments {
+    @Option(name: .long, help: "Extra CA certificate(s) to trust, PEM (default: $KEYROLL_CA_FILE), e.g. the emulator's ca.pem.")
+    var caFile: String?
+
+    func transport() throws -> AsyncHTTPTransport {
+        let path = caFile ?? ProcessInfo.processInfo.environment["KEYROLL_CA_FILE"]
+        var pem: String?
+        if let path {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw UserFacingError("Cannot read the CA file \(path).") }
+            pem = text
+        }
+        return try AsyncHTTPTransport(additionalCAPEM: pem)
+    }
+}
+
+func formatDuration(_ t: TimeInterval?) -> String {
+    guard let t else { return "-" }
+    let sign = t < 0 ? "-" : ""
+    let a = abs(t)
+    if a >= 86_400 { return sign + String(format: "%.1fd", a / 86_400) }
+    if a >= 3600 { return sign + String(format: "%.1fh", a / 3600) }
+    if a >= 60 { return sign + "\(Int(a / 60))m" }
+    return sign + "\(Int(a))s"
+}
+
+func shortDate(_ d: Date) -> String {
+    let f = DateFormatter()
+    f.locale = Locale(identifier: "en_US_POSIX")
+    f.timeZone = TimeZone(identifier: "UTC")
+    f.dateFormat = "yyyy-MM-dd HH:mm"
+    return f.string(from: d)
+}
+
+/// A plain text table.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    let all = [header] + rows
+    let widths = header.indices.map { i in all.map { $0[i].count }.max() ?? 0 }
+    func line(_ r: [String]) -> String { r.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
+    return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + rows.map(line)).joined(separator: "\n")
+}
+
+func jsonString<T: Encodable>(_ v: T) -> String {
+    let e = JSONEncoder()
+    e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    e.dateEncodingStrategy = .iso8601
+    return String(decoding: (try? e.encode(v)) ?? Data(), as: UTF8.self)
+}

@@ -1,0 +1,130 @@
+import EntraClient
+import EntraCrypto
+import EntraEmulator
+import Foundation
+import KeyRoll
+import Provisioning
+import Testing
+import TestSupport
+
+/// Kills a real `keyroll roll` process with SIGKILL right after each durable step, restarts it,
+/// and checks the invariants (DESIGN.md §2.1–§2.3).
+@Suite(.serialized) struct CrashTests {
+    static let binary = Tools.packageRoot + "/.build/debug/keyroll"
+
+    struct Rig {
+        let server: RunningServer
+        let provisioner: Provisioner
+        let root: String
+
+        static func start(_ settings: EmulatorSettings = .init()) async throws -> Rig {
+            let server = try await RunningServer.start(https: true, settings: settings)
+            let endpoints = EntraEndpoints(authorityHost: server.baseURL, tenant: server.provisioner.tenantID, graphBaseURL: server.baseURL + "/v1.0")
+            let transport = InProcessTransport(emulator: server.emulator, baseURL: server.baseURL)
+            let tokens = TokenProvider(endpoints: endpoints, clientID: server.provisioner.appId, transport: transport)
+            let graph = GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(server.provisionerCredential), transport: transport)
+            return Rig(server: server, provisioner: Provisioner(graph: graph), root: try Tools.temporaryDirectory("keyroll-crash"))
+        }
+
+        func newStore(_ name: String) async throws -> (CredentialStore, BootstrapBundle) {
+            let r = try await provisioner.provision(name: name)
+            let store = CredentialStore(path: root + "/" + name)
+            try Roller.importBundle(r.bundle, into: store, now: Date())
+            return (store, r.bundle)
+        }
+
+        func roll(_ store: CredentialStore, crashAfter: String? = nil, extra: [String] = []) throws -> Tools.Result {
+            var env = ["KEYROLL_CA_FILE": server.stateDir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]
+            env["KEYROLL_TEST_CRASH_AFTER"] = crashAfter ?? ""
+            return try Tools.run([CrashTests.binary, "roll", "--store", store.path] + extra, environment: env)
+        }
+
+        /// Invariant 1: a held, registered, currently valid key that gets a token.
+        func assertUsable(_ store: CredentialStore, _ appId: String, _ context: String) throws {
+            let j = try store.journal()
+            let registered = try server.emulator.keyCredentials(appId: appId)
+            let usable = j.credentials.filter { c in
+                store.hasCredential(c.thumbprint) && c.notAfter > Date() && registered.contains { $0.sha1.hex == c.thumbprint && $0.activeAt <= Date() }
+            }
+            #expect(!usable.isEmpty, "\(context): no held key is registered and valid")
+            let published = try #require(store.published(), "\(context): current.pem unreadable")
+            #expect(registered.contains { $0.sha1 == published.certificate.sha1Thumbprint }, "\(context): the published certificate is not registered")
+        }
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: CrashTests.binary), "needs the built keyroll binary (swift build)"))
+    func killedAtEveryStepBoundaryConverges() async throws {
+        let rig = try await Rig.start()
+        defer { Task { await rig.server.stop() } }
+        for phase in ["stored", "added", "visible", "verified", "switched", "retired", "finished"] {
+            let (store, bundle) = try await rig.newStore("crash-\(phase)")
+            let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+            let crashed = try rig.roll(store, crashAfter: phase)
+            #expect(crashed.status == 9, "\(phase): expected SIGKILL, got \(crashed.status): \(crashed.stderr.suffix(500))")
+            // after the crash: the journal reads, and the app is not locked out
+            let j = try store.journal()
+            if phase != "finished" { #expect(j.roll?.phase.rawValue == phase, "\(phase): journal at \(j.roll?.phase.rawValue ?? "idle")") }
+            try rig.assertUsable(store, bundle.appId, "after crash at \(phase)")
+            // restart: converges with no human help
+            let resumed = try rig.roll(store, extra: phase == "finished" ? ["--if-due"] : [])
+            #expect(resumed.status == 0, "\(phase): resume failed (\(resumed.status)): \(resumed.stderr.suffix(800))")
+            let end = try store.journal()
+            #expect(end.roll == nil, "\(phase): still rolling")
+            #expect(end.credentials.count == 1, "\(phase): \(end.credentials.count) held credentials")
+            let registered = try rig.server.emulator.keyCredentials(appId: bundle.appId)
+            #expect(registered.count == 1, "\(phase): \(registered.count) registrations (duplicates or leftovers)")
+            #expect(registered.first?.sha1.hex == end.active, "\(phase): Graph holds \(registered.first?.sha1.hex ?? "-"), agent \(end.active)")
+            #expect(end.active != bootThumb, "\(phase): bootstrap not retired")
+            #expect(!store.hasCredential(bootThumb), "\(phase): bootstrap key still on disk")
+            try rig.assertUsable(store, bundle.appId, "after resume from \(phase)")
+        }
+        await rig.server.stop()
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: CrashTests.binary)))
+    func agentDaemonServesMetricsHealthAndStopsGracefully() async throws {
+        let rig = try await Rig.start()
+        let (store, bundle) = try await rig.newStore("daemon")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CrashTests.binary)
+        p.arguments = ["agent", "--store", store.path, "--metrics-port", "0"]
+        p.environment = ProcessInfo.processInfo.environment.merging(["KEYROLL_CA_FILE": rig.server.stateDir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]) { $1 }
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        // read log lines until the metrics port is announced and the bootstrap roll finished
+        var port: Int?
+        var log = ""
+        let handle = err.fileHandleForReading
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            log += String(decoding: chunk, as: UTF8.self)
+            if port == nil, let r = log.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(log[r].split(separator: ":").last!)
+            }
+            if port != nil, log.contains("roll complete") { break }
+        }
+        let metricsPort = try #require(port, "no metrics port in: \(log.suffix(1000))")
+        #expect(log.contains("roll complete"), "bootstrap not rolled: \(log.suffix(1500))")
+        let metrics = try Tools.run(["curl", "-s", "http://127.0.0.1:\(metricsPort)/metrics"]).stdout
+        for family in ["keyroll_time_to_cliff_seconds", "keyroll_certificate_not_after_seconds", "keyroll_rolls_total", "keyroll_next_roll_timestamp_seconds",
+                       "keyroll_alarm", "keyroll_clock_offset_seconds"] {
+            #expect(metrics.contains(family), "\(family) missing from /metrics")
+        }
+        #expect(metrics.contains(#"keyroll_rolls_total{app_id="\#(bundle.appId)",outcome="rolled"} 1"#), "\(metrics)")
+        let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+        #expect(!metrics.contains(bootThumb), "the retired bootstrap certificate is no longer exported")
+        #expect(try Tools.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(metricsPort)/readyz"]).stdout == "200")
+        let health = try Tools.run(["curl", "-s", "-w", "\n%{http_code}", "http://127.0.0.1:\(metricsPort)/healthz"]).stdout
+        #expect(health.hasSuffix("200"), "\(health)")
+        // no secret in the logs
+        #expect(!log.contains("BEGIN PRIVATE KEY") && !log.contains("eyJ"), "secret material in logs")
+        p.terminate()  // SIGTERM
+        p.waitUntilExit()
+        #expect(p.terminationReason == .exit && p.terminationStatus == 0, "graceful shutdown: \(p.terminationReason) \(p.terminationStatus)")
+        await rig.server.stop()
+    }
+}
