@@ -13,7 +13,7 @@ struct KeyRollCommand: AsyncParsableCommand {
             service ever holds the apps' long-lived private keys.
             """,
         version: version,
-        subcommands: [ImportCommand.self, RollCommand.self, StatusCommand.self, PlanCommand.self, AgentCommand.self, EmulatorCommand.self, CertCommand.self]
+        subcommands: [DemoCommand.self, ImportCommand.self, RollCommand.self, StatusCommand.self, PlanCommand.self, AgentCommand.self, EmulatorCommand.self, CertCommand.self]
     )
 }
 
