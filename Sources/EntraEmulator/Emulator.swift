@@ -91,7 +91,17 @@ public final class EntraEmulator: Sendable {
         return response
     }
 
+    /// Bodies above this are refused before parsing (Entra and Graph refuse them too).
+    public static let maximumBodySize = 4 * 1024 * 1024
+
     private func route(_ request: EmulatorRequest, requestID: String) -> EmulatorResponse {
+        if request.body.count > Self.maximumBodySize {
+            if request.path.lowercased().contains("/oauth2/") {
+                return TokenError("invalid_request", 90023, "The request body is too large.").response(now: now, correlationID: requestID)
+            }
+            return GraphError(413, "Request_EntityTooLarge", "The request body is too large.")
+                .response(now: now, requestID: requestID, clientRequestID: request.headers["client-request-id"])
+        }
         let segments = request.pathSegments
         guard let first = segments.first else { return .text(200, "KeyRoll Entra emulator\n") }
         switch first.lowercased() {
