@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // Pure cryptography: keys, certificates, thumbprints, compact JWS, assertions, proofs. No I/O, no clock.
@@ -70,7 +71,7 @@ let package = Package(
         // The central side: bulk provisioning, audit, re-bootstrap.
         .target(
             name: "Provisioning",
-            dependencies: ["EntraCrypto", "EntraClient", "KeyRoll", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["EntraCrypto", "EntraClient", "KeyRoll", .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "keyroll",
@@ -94,6 +95,10 @@ let package = Package(
         .testTarget(
             name: "EntraEmulatorTests",
             dependencies: ["EntraEmulator", "EntraCrypto", "EntraClient", "TestSupport"]
+        ),
+        .testTarget(
+            name: "ProvisioningTests",
+            dependencies: ["Provisioning", "KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "TestSupport"]
         ),
         .testTarget(
             name: "KeyRollTests",

@@ -18,10 +18,12 @@ public struct GraphClient: Sendable {
     let sleeper: any Sleeper
     let retry: RetryPolicy
     let logger: Logger
+    /// Told about every 429 (with its Retry-After): bulk schedulers slow down on it.
+    let onThrottle: (@Sendable (Double?) -> Void)?
 
     public init(endpoints: EntraEndpoints, tokens: TokenProvider, auth: ClientCredential, transport: any HTTPTransport,
                 clock: any WallClock = SystemClock(), sleeper: any Sleeper = TaskSleeper(), retry: RetryPolicy = .init(),
-                logger: Logger = Logger(label: "keyroll.client.graph")) {
+                logger: Logger = Logger(label: "keyroll.client.graph"), onThrottle: (@Sendable (Double?) -> Void)? = nil) {
         self.endpoints = endpoints
         self.tokens = tokens
         self.auth = auth
@@ -30,11 +32,19 @@ public struct GraphClient: Sendable {
         self.sleeper = sleeper
         self.retry = retry
         self.logger = logger
+        self.onThrottle = onThrottle
     }
 
     /// The same client authenticating with another credential.
     public func authenticated(with credential: ClientCredential) -> GraphClient {
-        GraphClient(endpoints: endpoints, tokens: tokens, auth: credential, transport: transport, clock: clock, sleeper: sleeper, retry: retry, logger: logger)
+        GraphClient(endpoints: endpoints, tokens: tokens, auth: credential, transport: transport, clock: clock, sleeper: sleeper, retry: retry,
+                    logger: logger, onThrottle: onThrottle)
+    }
+
+    /// The same client reporting 429s to `observer`.
+    public func observingThrottling(_ observer: @escaping @Sendable (Double?) -> Void) -> GraphClient {
+        GraphClient(endpoints: endpoints, tokens: tokens, auth: auth, transport: transport, clock: clock, sleeper: sleeper, retry: retry,
+                    logger: logger, onThrottle: observer)
     }
 
     /// Now, corrected by the offset learned from Entra's `Date` headers.
@@ -82,8 +92,10 @@ public struct GraphClient: Sendable {
 
     /// Creates an application. With `marker` (a unique tag), a retry after an ambiguous failure
     /// first looks for an application carrying that tag, so the create happens at most once.
-    public func createApplication(displayName: String, tags: [String] = [], keyCredentials: [JSONValue] = [], marker: String? = nil) async throws -> Application {
+    public func createApplication(displayName: String, tags: [String] = [], keyCredentials: [JSONValue] = [], marker: String? = nil,
+                                  notes: String? = nil) async throws -> Application {
         var body: [String: JSONValue] = ["displayName": .string(displayName), "signInAudience": "AzureADMyOrg"]
+        if let notes { body["notes"] = .string(notes) }
         let allTags = tags + (marker.map { [$0] } ?? [])
         if !allTags.isEmpty { body["tags"] = .array(allTags.map(JSONValue.string)) }
         if !keyCredentials.isEmpty { body["keyCredentials"] = .array(keyCredentials) }
@@ -213,6 +225,7 @@ public struct GraphClient: Sendable {
                 await tokens.invalidate()
                 continue
             }
+            if error.kind == .throttled { onThrottle?(error.retryAfter) }
             guard error.isRetryable, attempt < retry.maxAttempts else { throw error }
             let delay = retry.delay(attempt: attempt, retryAfter: error.retryAfter, random: Double.random(in: 0...1))
             logger.info("graph call will be retried", metadata: ["operation": "\(operation)", "kind": "\(error.kind.rawValue)",

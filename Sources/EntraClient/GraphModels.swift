@@ -59,6 +59,19 @@ public struct Application: Sendable, Codable, Equatable {
     public var passwordCredentials: [PasswordCredential]?
     public var tags: [String]?
     public var notes: String?
+
+    public init(id: String, appId: String, displayName: String? = nil, signInAudience: String? = nil, createdDateTime: Date? = nil,
+                keyCredentials: [KeyCredential]? = nil, passwordCredentials: [PasswordCredential]? = nil, tags: [String]? = nil, notes: String? = nil) {
+        self.id = id
+        self.appId = appId
+        self.displayName = displayName
+        self.signInAudience = signInAudience
+        self.createdDateTime = createdDateTime
+        self.keyCredentials = keyCredentials
+        self.passwordCredentials = passwordCredentials
+        self.tags = tags
+        self.notes = notes
+    }
 }
 
 /// `microsoft.graph.servicePrincipal` (the properties KeyRoll uses).

@@ -15,7 +15,7 @@ public struct AccessToken: Sendable {
 /// request among concurrent callers.
 public actor TokenProvider {
     let endpoints: EntraEndpoints
-    let clientID: String
+    public nonisolated let clientID: String
     let transport: any HTTPTransport
     let clock: any WallClock
     let sleeper: any Sleeper

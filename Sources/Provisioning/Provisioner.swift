@@ -56,12 +56,9 @@ public struct Provisioner: Sendable {
     public func issueBootstrap(application: Application, validity: TimeInterval, keySize: RSAKeySize = .bits2048) async throws -> BootstrapBundle {
         let now = graph.correctedNow
         let size = keySize
-        let cred = try await Background.run {
-            try SigningCredential.generate(size: size, subject: .init(commonName: "keyroll-bootstrap-\(application.appId)"),
-                                           notBefore: now.addingTimeInterval(-300), notAfter: now.addingTimeInterval(validity))
-        }
+        let cred = try await Background.run { try Self.bootstrapCredential(appId: application.appId, now: now, validity: validity, size: size) }
         let keyId = UUID().uuidString.lowercased()
-        try await mergeKeyCredential(objectID: application.id, certificate: cred.certificate, keyId: keyId, displayName: "CN=keyroll-bootstrap")
+        try await mergeKeyCredential(objectID: application.id, certificate: cred.certificate, keyId: keyId, displayName: Self.bootstrapDisplayName)
         let e = graph.endpoints
         return BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL,
                                applicationObjectId: application.id, appId: application.appId, displayName: application.displayName,
@@ -72,15 +69,7 @@ public struct Provisioner: Sendable {
     /// dropped; afterwards every previous keyId and the new one must be present.
     public func mergeKeyCredential(objectID: String, certificate: X509Certificate, keyId: String, displayName: String) async throws {
         let before = try await graph.keyCredentials(objectID: objectID)
-        var entries: [JSONValue] = before.map { k in
-            var o: [String: JSONValue] = ["keyId": .string(k.keyId), "type": .string(k.type ?? "AsymmetricX509Cert"), "usage": .string(k.usage ?? "Verify")]
-            if let key = k.key { o["key"] = .string(key) }
-            if let d = k.displayName { o["displayName"] = .string(d) }
-            if let c = k.customKeyIdentifier { o["customKeyIdentifier"] = .string(c) }
-            if let s = k.startDateTime { o["startDateTime"] = .string(ISO8601DateFormatter().string(from: s)) }
-            if let e = k.endDateTime { o["endDateTime"] = .string(ISO8601DateFormatter().string(from: e)) }
-            return .object(o)
-        }
+        var entries: [JSONValue] = before.map(Self.patchEntry)
         entries.append(.object(["keyId": .string(keyId), "type": "AsymmetricX509Cert", "usage": "Verify",
                                 "key": .string(Base64.encode(certificate.der)), "displayName": .string(displayName)]))
         try await graph.updateApplication(id: objectID, ["keyCredentials": .array(entries)])

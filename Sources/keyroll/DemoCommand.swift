@@ -33,6 +33,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Switch off propagation delay, throttling and faults.")
     var calm = false
 
+    @Option(name: .long, help: "Also write the final fleet audit as a self-contained HTML report to this file.")
+    var html: String?
+
     func run() async throws {
         guard (1...50).contains(apps) else { throw ValidationError("--apps must be between 1 and 50") }
         guard years > 0, years <= 10 else { throw ValidationError("--years must be between 0 and 10") }
@@ -133,6 +136,12 @@ struct DemoCommand: AsyncParsableCommand {
         print("\n\(stats.rolls) rolls, \(stats.abandoned) abandoned; the agents waited out AADSTS700027 \(stats.notYetActive) times and retried \(stats.retries) transient failures.")
         print("Every old key was removed only after its successor was stored, listed by Graph and accepted \(RollPolicy().verifySuccesses)× by the token endpoint.")
         print(allGood ? "✔ No app was ever without a registered, valid, proven key." : "✘ Some app was locked out (see above).")
+        let audit = try await Auditor(graph: provisioner.graph).scan(now: clock.now(), expiringWithinDays: 30)
+        print("\nFleet audit by the provisioner (keyroll audit): " + AuditReport.summary(audit))
+        if let html {
+            try AuditReport.html(audit).write(toFile: html, atomically: true, encoding: .utf8)
+            print("HTML report: \(html)")
+        }
         print(String(format: "Finished in %.1f s of real time.", Date().timeIntervalSince(wallStart)))
         if !allGood { throw ExitCode(1) }
     }

@@ -1,0 +1,240 @@
+import EntraClient
+import EntraCrypto
+import Foundation
+import KeyRoll
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An append-only, fsynced log of what a provisioning run has done per app, so a run killed at
+/// any point resumes without duplicates and without leaving a bootstrap certificate whose private
+/// key died with the process.
+public final class ProvisionLog: @unchecked Sendable {
+    public struct Entry: Codable, Sendable, Equatable {
+        public enum Event: String, Codable, Sendable { case intent, done }
+        public var app: String
+        public var event: Event
+        public var keyId: String
+        public var objectId: String?
+        public var appId: String?
+        public var bundlePath: String?
+        public var time: Date
+    }
+
+    let path: String
+    private let lock = NSLock()
+    private var fd: Int32 = -1
+    private var last: [String: Entry] = [:]
+
+    public init(path: String) throws {
+        self.path = path
+        if let data = FileManager.default.contents(atPath: path) {
+            let d = JSONDecoder()
+            d.dateDecodingStrategy = .iso8601
+            for line in data.split(separator: UInt8(ascii: "\n")) {
+                // a torn last line (killed mid-write) is ignored: its step is redone
+                if let e = try? d.decode(Entry.self, from: Data(line)) { last[e.app] = e }
+            }
+        }
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SecureFileError.io(path: path, operation: "open", errno: errno) }
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    public func lastEntry(_ app: String) -> Entry? { lock.withLock { last[app] } }
+
+    public func append(_ e: Entry) throws {
+        let enc = JSONEncoder()
+        enc.dateEncodingStrategy = .iso8601
+        enc.outputFormatting = [.sortedKeys]
+        let bytes = Array(try enc.encode(e)) + [UInt8(ascii: "\n")]
+        try lock.withLock {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, bytes.count) }
+            guard n == bytes.count, fsync(fd) == 0 else { throw SecureFileError.io(path: path, operation: "append", errno: errno) }
+            last[e.app] = e
+        }
+    }
+}
+
+/// Provisions every app of a manifest, paced by Graph's budget, resumable.
+public struct ProvisionRun: Sendable {
+    public let provisioner: Provisioner
+    public let manifest: Manifest
+    public let log: ProvisionLog
+    public let limit: AdaptiveLimit
+    public let keySize: RSAKeySize
+    let logger: Logger
+
+    public init(provisioner: Provisioner, manifest: Manifest, log: ProvisionLog, limit: AdaptiveLimit = AdaptiveLimit(), keySize: RSAKeySize = .bits2048,
+                logger: Logger = Logger(label: "keyroll.provision")) {
+        self.provisioner = provisioner.observingThrottling(limit)
+        self.manifest = manifest
+        self.log = log
+        self.limit = limit
+        self.keySize = keySize
+        self.logger = logger
+    }
+
+    public enum Outcome: Sendable, Equatable {
+        case created(appId: String)
+        case bootstrapIssued(appId: String)
+        case alreadyProvisioned(appId: String)
+        case agentOwnsIt(appId: String)
+        case needsRebootstrap(appId: String, reason: String)
+    }
+
+    public struct Report: Sendable {
+        public var outcomes: [String: Outcome] = [:]
+        public var failures: [String: String] = [:]
+        public var seconds: Double = 0
+        public var throttleEvents = 0
+    }
+
+    /// What exists already: KeyRoll-managed applications by marker.
+    public func existing() async throws -> [String: Application] {
+        var map: [String: Application] = [:]
+        for try await app in provisioner.graph.applications(filter: "tags/any(t:t eq '\(Provisioner.managedTag)')",
+                                                            select: ["id", "appId", "displayName", "tags"], pageSize: 999) {
+            for tag in app.tags ?? [] where tag.hasPrefix("keyroll:app:") { map[String(tag.dropFirst("keyroll:app:".count))] = app }
+        }
+        return map
+    }
+
+    public func execute(progress: ProgressReporter? = nil) async throws -> Report {
+        let started = Date()
+        let existing = try await existing()
+        let apps = manifest.apps
+        let results = await BulkRunner.run(apps, limit: limit, progress: progress) { app in
+            try await provisionOne(app, existing: existing[app.name])
+        }
+        var report = Report()
+        for (app, r) in zip(apps, results) {
+            switch r {
+            case .success(let o): report.outcomes[app.name] = o
+            case .failure(let e): report.failures[app.name] = "\(e)"
+            }
+        }
+        report.seconds = Date().timeIntervalSince(started)
+        report.throttleEvents = await limit.throttleEvents
+        return report
+    }
+
+    func provisionOne(_ app: Manifest.App, existing: Application?) async throws -> Outcome {
+        let graph = provisioner.graph
+        let prior = log.lastEntry(app.name)
+        if prior?.event == .done, let appId = prior?.appId { return .alreadyProvisioned(appId: appId) }
+        let now = graph.correctedNow
+        let size = keySize, validity = manifest.bootstrapValidity
+        let keyId = UUID().uuidString.lowercased()
+        let tags = [Provisioner.managedTag, Provisioner.marker(for: app.name)] + app.tags + app.owners.map { "keyroll:owner:\($0)" }
+        if let target = existing {
+            let keys = try await graph.keyCredentials(objectID: target.id)
+            // a bootstrap left behind by a run that died before writing its bundle: its key is lost
+            if prior?.event == .intent, let orphan = prior?.keyId, keys.contains(where: { $0.keyId == orphan }) {
+                try await provisioner.removeKeyCredential(objectID: target.id, keyId: orphan)
+            } else if prior == nil {
+                if keys.contains(where: { $0.isValidCertificate(at: now) && ($0.displayName ?? "").hasPrefix("CN=keyroll-") && $0.displayName != "CN=keyroll-bootstrap" }) {
+                    return .agentOwnsIt(appId: target.appId)
+                }
+                if keys.contains(where: { $0.isValidCertificate(at: now) && $0.displayName == "CN=keyroll-bootstrap" }) {
+                    return .needsRebootstrap(appId: target.appId, reason: "it holds a bootstrap certificate this run did not issue; use `keyroll rebootstrap` for a new bundle")
+                }
+            }
+            _ = try await graph.createServicePrincipal(appId: target.appId)
+            let cred = try await Background.run { try Provisioner.bootstrapCredential(appId: target.appId, now: now, validity: validity, size: size) }
+            try log.append(.init(app: app.name, event: .intent, keyId: keyId, objectId: target.id, appId: target.appId, time: now))
+            try await provisioner.mergeKeyCredential(objectID: target.id, certificate: cred.certificate, keyId: keyId, displayName: Provisioner.bootstrapDisplayName)
+            try writeBundle(app, application: target, credential: cred, keyId: keyId, now: now)
+            return .bootstrapIssued(appId: target.appId)
+        }
+        // New application: the bootstrap certificate goes in with the create (one write, verified from its answer).
+        let cred = try await Background.run { try Provisioner.bootstrapCredential(appId: "new", now: now, validity: validity, size: size) }
+        try log.append(.init(app: app.name, event: .intent, keyId: keyId, time: now))
+        let entry: JSONValue = .object(["keyId": .string(keyId), "type": "AsymmetricX509Cert", "usage": "Verify",
+                                        "key": .string(Base64.encode(cred.certificate.der)), "displayName": .string(Provisioner.bootstrapDisplayName)])
+        let created = try await graph.createApplication(displayName: app.name, tags: tags.filter { $0 != Provisioner.marker(for: app.name) },
+                                                        keyCredentials: [entry], marker: Provisioner.marker(for: app.name), notes: app.notes)
+        guard created.keyCredentials?.contains(where: { $0.keyId == keyId && $0.matches(cred.certificate) }) == true else {
+            // found by its marker after a lost answer, but without this run's key: register it the merge way
+            try await provisioner.mergeKeyCredential(objectID: created.id, certificate: cred.certificate, keyId: keyId, displayName: Provisioner.bootstrapDisplayName)
+            _ = try await graph.createServicePrincipal(appId: created.appId)
+            try writeBundle(app, application: created, credential: cred, keyId: keyId, now: now)
+            return .created(appId: created.appId)
+        }
+        _ = try await graph.createServicePrincipal(appId: created.appId)
+        try writeBundle(app, application: created, credential: cred, keyId: keyId, now: now)
+        return .created(appId: created.appId)
+    }
+
+    func writeBundle(_ app: Manifest.App, application: Application, credential: SigningCredential, keyId: String, now: Date) throws {
+        let e = provisioner.graph.endpoints
+        let bundle = BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL, applicationObjectId: application.id,
+                                     appId: application.appId, displayName: app.name, credential: credential, keyId: keyId, createdAt: now, createdBy: nil)
+        try SecureFiles.ensurePrivateDirectory((app.bundlePath as NSString).deletingLastPathComponent)
+        try SecureFiles.writeAtomically(try bundle.encoded(), to: app.bundlePath)
+        try log.append(.init(app: app.name, event: .done, keyId: keyId, objectId: application.id, appId: application.appId, bundlePath: app.bundlePath, time: now))
+    }
+
+    /// What a run would do, the Graph writes it needs, and how long that takes within the budget.
+    public struct Plan: Sendable {
+        public var toCreate: [String] = []
+        public var toBootstrap: [String] = []
+        public var done: [String] = []
+        public var writes: Int { toCreate.count * 2 + toBootstrap.count * 2 }
+        public var reads: Int { 1 + toBootstrap.count * 3 }
+        /// Seconds at Graph's documented write budget (3,000 writes per 150 s per app + tenant) and
+        /// the 150/min `$select=keyCredentials` cap.
+        public var minimumSeconds: Double { max(Double(writes) / 3000 * 150, Double(toBootstrap.count * 2) / 150 * 60) }
+    }
+
+    public func plan() async throws -> Plan {
+        let existing = try await existing()
+        var p = Plan()
+        for app in manifest.apps {
+            if log.lastEntry(app.name)?.event == .done { p.done.append(app.name) }
+            else if existing[app.name] != nil { p.toBootstrap.append(app.name) }
+            else { p.toCreate.append(app.name) }
+        }
+        return p
+    }
+}
+
+extension Provisioner {
+    public static let bootstrapDisplayName = "CN=keyroll-bootstrap"
+
+    static func bootstrapCredential(appId: String, now: Date, validity: TimeInterval, size: RSAKeySize) throws -> SigningCredential {
+        try SigningCredential.generate(size: size, subject: .init(commonName: "keyroll-bootstrap"), notBefore: now.addingTimeInterval(-300),
+                                       notAfter: now.addingTimeInterval(validity))
+    }
+
+    /// The same provisioner, telling `limit` about every 429.
+    public func observingThrottling(_ limit: AdaptiveLimit) -> Provisioner {
+        Provisioner(graph: graph.observingThrottling { _ in Task { await limit.throttled() } }, clock: clock, logger: logger)
+    }
+
+    /// Read → PATCH without `keyId` → verify it is gone and nothing else is.
+    public func removeKeyCredential(objectID: String, keyId: String) async throws {
+        let before = try await graph.keyCredentials(objectID: objectID)
+        let kept = before.filter { $0.keyId != keyId }
+        try await graph.updateApplication(id: objectID, ["keyCredentials": .array(kept.map(Self.patchEntry))])
+        let after = Set(try await graph.keyCredentials(objectID: objectID).map(\.keyId))
+        guard after == Set(kept.map(\.keyId)) else {
+            throw EntraError(kind: .protocolViolation, operation: "removeKeyCredential", message: "after the PATCH Graph shows \(after.count) credentials, expected \(kept.count)")
+        }
+    }
+
+    /// A keyCredential as sent back in a merge PATCH: with its `key` when Graph returned it.
+    static func patchEntry(_ k: KeyCredential) -> JSONValue {
+        var o: [String: JSONValue] = ["keyId": .string(k.keyId), "type": .string(k.type ?? "AsymmetricX509Cert"), "usage": .string(k.usage ?? "Verify")]
+        if let key = k.key { o["key"] = .string(key) }
+        if let d = k.displayName { o["displayName"] = .string(d) }
+        if let c = k.customKeyIdentifier { o["customKeyIdentifier"] = .string(c) }
+        if let s = k.startDateTime { o["startDateTime"] = .string(ISO8601DateFormatter().string(from: s)) }
+        if let e = k.endDateTime { o["endDateTime"] = .string(ISO8601DateFormatter().string(from: e)) }
+        return .object(o)
+    }
+}
