@@ -84,11 +84,5 @@ public final class ClockOffset: @unchecked Sendable {
         lock.withLock { offset = abs(o) >= 5 ? o.rounded() : 0 }
     }
 
-    static func parseHTTPDate(_ s: String) -> Date? {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "GMT")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        return f.date(from: s)
-    }
+    static func parseHTTPDate(_ s: String) -> Date? { UTCTime.parseHTTPDate(s) }
 }

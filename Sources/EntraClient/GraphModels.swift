@@ -83,24 +83,9 @@ public struct ServicePrincipal: Sendable, Codable, Equatable {
 
 /// Graph's JSON dates: ISO 8601 with or without a fraction (up to 7 digits) and offset.
 enum GraphDates {
-    static func parse(_ s: String) -> Date? {
-        var text = s
-        if !text.hasSuffix("Z") && !text.contains("+") && text.count <= 27 { text += "Z" }
-        // Trim the fraction to milliseconds: ISO8601DateFormatter reads at most 3 digits reliably.
-        if let dot = text.firstIndex(of: "."), let end = text[dot...].firstIndex(where: { !$0.isNumber && $0 != "." }) {
-            let frac = text[text.index(after: dot)..<end]
-            text = String(text[..<dot]) + "." + String(frac.prefix(3)).padding(toLength: 3, withPad: "0", startingAt: 0) + String(text[end...])
-        }
-        let f = ISO8601DateFormatter()
-        f.formatOptions = text.contains(".") ? [.withInternetDateTime, .withFractionalSeconds] : [.withInternetDateTime]
-        return f.date(from: text)
-    }
+    static func parse(_ s: String) -> Date? { UTCTime.parseISO(s) }
 
-    static func format(_ d: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        return f.string(from: d)
-    }
+    static func format(_ d: Date) -> String { UTCTime.iso(d) }
 
     static var encoder: JSONEncoder {
         let e = JSONEncoder()

@@ -7,6 +7,9 @@ import GRDB
 ///
 /// Every mutation runs in one SQLite transaction, so concurrent requests never see or leave a
 /// half-applied change, and a restart on the same file sees exactly the state that was committed.
+/// Dates are stored as `Date`'s own `timeIntervalSinceReferenceDate`, so they round-trip bit for
+/// bit (a conversion through the 1970 epoch can move an instant by one ulp, enough to make a key
+/// registered "now" not yet active "now").
 public final class DirectoryStore: Sendable {
     let db: DatabaseQueue
     /// The schema version this build writes; older files are migrated forward at open.
@@ -132,7 +135,7 @@ public final class DirectoryStore: Sendable {
         let id: String = row["id"]
         return StoredApplication(
             id: id, appId: row["app_id"], tenantID: row["tenant_id"], displayName: row["display_name"],
-            signInAudience: row["sign_in_audience"], createdDateTime: Date(timeIntervalSince1970: row["created"]),
+            signInAudience: row["sign_in_audience"], createdDateTime: Date(timeIntervalSinceReferenceDate: row["created"]),
             extra: decodeExtra(row["extra"]), keyCredentials: try keyCredentials(db, owner: id),
             passwordCredentials: try passwordCredentials(db, owner: id),
             owners: try String.fetchAll(db, sql: "SELECT owner_id FROM app_owner WHERE application_id = ? ORDER BY owner_id", arguments: [id]))
@@ -143,7 +146,7 @@ public final class DirectoryStore: Sendable {
         try db.execute(sql: """
             INSERT INTO application (id, tenant_id, app_id, display_name, sign_in_audience, created, extra, seq)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [a.id, a.tenantID, a.appId, a.displayName, a.signInAudience, a.createdDateTime.timeIntervalSince1970, encodeExtra(a.extra), seq])
+            """, arguments: [a.id, a.tenantID, a.appId, a.displayName, a.signInAudience, a.createdDateTime.timeIntervalSinceReferenceDate, encodeExtra(a.extra), seq])
         try replaceKeyCredentials(db, owner: a.id, a.keyCredentials)
         try replacePasswordCredentials(db, owner: a.id, a.passwordCredentials)
         for o in a.owners { try db.execute(sql: "INSERT OR IGNORE INTO app_owner VALUES (?, ?)", arguments: [a.id, o]) }
@@ -171,9 +174,9 @@ public final class DirectoryStore: Sendable {
         try Row.fetchAll(db, sql: "SELECT * FROM key_credential WHERE owner_id = ? ORDER BY position", arguments: [owner]).map {
             StoredKeyCredential(
                 keyId: $0["key_id"], key: [UInt8]($0["der"] as Data), customKeyIdentifier: ($0["custom_key_identifier"] as Data?).map { [UInt8]($0) },
-                displayName: $0["display_name"], startDateTime: Date(timeIntervalSince1970: $0["start"]),
-                endDateTime: Date(timeIntervalSince1970: $0["end"]), type: $0["type"], usage: $0["usage"],
-                activeAt: Date(timeIntervalSince1970: $0["active_at"]))
+                displayName: $0["display_name"], startDateTime: Date(timeIntervalSinceReferenceDate: $0["start"]),
+                endDateTime: Date(timeIntervalSinceReferenceDate: $0["end"]), type: $0["type"], usage: $0["usage"],
+                activeAt: Date(timeIntervalSinceReferenceDate: $0["active_at"]))
         }
     }
 
@@ -184,16 +187,16 @@ public final class DirectoryStore: Sendable {
                 INSERT INTO key_credential (owner_id, key_id, position, der, custom_key_identifier, display_name, start, end, type, usage, active_at, sha1, sha256)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [owner, k.keyId, i, Data(k.key), k.customKeyIdentifier.map { Data($0) }, k.displayName,
-                                 k.startDateTime.timeIntervalSince1970, k.endDateTime.timeIntervalSince1970, k.type, k.usage,
-                                 k.activeAt.timeIntervalSince1970, k.sha1.hex, k.sha256.hex])
+                                 k.startDateTime.timeIntervalSinceReferenceDate, k.endDateTime.timeIntervalSinceReferenceDate, k.type, k.usage,
+                                 k.activeAt.timeIntervalSinceReferenceDate, k.sha1.hex, k.sha256.hex])
         }
     }
 
     static func passwordCredentials(_ db: Database, owner: String) throws -> [StoredPasswordCredential] {
         try Row.fetchAll(db, sql: "SELECT * FROM password_credential WHERE owner_id = ? ORDER BY start, key_id", arguments: [owner]).map {
             StoredPasswordCredential(keyId: $0["key_id"], secretHash: [UInt8]($0["secret_hash"] as Data), hint: $0["hint"],
-                                     displayName: $0["display_name"], startDateTime: Date(timeIntervalSince1970: $0["start"]),
-                                     endDateTime: Date(timeIntervalSince1970: $0["end"]))
+                                     displayName: $0["display_name"], startDateTime: Date(timeIntervalSinceReferenceDate: $0["start"]),
+                                     endDateTime: Date(timeIntervalSinceReferenceDate: $0["end"]))
         }
     }
 
@@ -201,7 +204,7 @@ public final class DirectoryStore: Sendable {
         try db.execute(sql: "DELETE FROM password_credential WHERE owner_id = ?", arguments: [owner])
         for p in creds {
             try db.execute(sql: "INSERT INTO password_credential VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           arguments: [owner, p.keyId, Data(p.secretHash), p.hint, p.displayName, p.startDateTime.timeIntervalSince1970, p.endDateTime.timeIntervalSince1970])
+                           arguments: [owner, p.keyId, Data(p.secretHash), p.hint, p.displayName, p.startDateTime.timeIntervalSinceReferenceDate, p.endDateTime.timeIntervalSinceReferenceDate])
         }
     }
 
@@ -229,14 +232,14 @@ public final class DirectoryStore: Sendable {
         let id: String = row["id"]
         let roles = try String.fetchAll(db, sql: "SELECT role FROM role_grant WHERE sp_id = ?", arguments: [id]).compactMap(GraphRole.init(rawValue:))
         return StoredServicePrincipal(id: id, appId: row["app_id"], tenantID: row["tenant_id"], displayName: row["display_name"],
-                                      createdDateTime: Date(timeIntervalSince1970: row["created"]),
+                                      createdDateTime: Date(timeIntervalSinceReferenceDate: row["created"]),
                                       keyCredentials: try keyCredentials(db, owner: id), roles: Set(roles), extra: decodeExtra(row["extra"]))
     }
 
     static func insert(_ db: Database, servicePrincipal s: StoredServicePrincipal) throws {
         let seq = (try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) + 1 FROM service_principal")) ?? 1
         try db.execute(sql: "INSERT INTO service_principal (id, tenant_id, app_id, display_name, created, extra, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       arguments: [s.id, s.tenantID, s.appId, s.displayName, s.createdDateTime.timeIntervalSince1970, encodeExtra(s.extra), seq])
+                       arguments: [s.id, s.tenantID, s.appId, s.displayName, s.createdDateTime.timeIntervalSinceReferenceDate, encodeExtra(s.extra), seq])
         try replaceKeyCredentials(db, owner: s.id, s.keyCredentials)
         try setRoles(db, spID: s.id, s.roles)
     }
@@ -258,7 +261,7 @@ public final class DirectoryStore: Sendable {
     public func logSignIn(_ e: SignInEvent) throws {
         try db.write { db in
             try db.execute(sql: "INSERT INTO sign_in (time, tenant_id, app_id, key_id, thumbprint, result, error_code, credential_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           arguments: [e.time.timeIntervalSince1970, e.tenantID, e.appId, e.keyId, e.thumbprint, e.result, e.errorCode, e.credentialType])
+                           arguments: [e.time.timeIntervalSinceReferenceDate, e.tenantID, e.appId, e.keyId, e.thumbprint, e.result, e.errorCode, e.credentialType])
         }
     }
 
@@ -267,7 +270,7 @@ public final class DirectoryStore: Sendable {
         try db.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM sign_in WHERE seq > ? AND (? IS NULL OR app_id = ?) ORDER BY seq LIMIT ?",
                              arguments: [after, appId, appId, limit]).map {
-                SignInEvent(sequence: $0["seq"], time: Date(timeIntervalSince1970: $0["time"]), tenantID: $0["tenant_id"], appId: $0["app_id"],
+                SignInEvent(sequence: $0["seq"], time: Date(timeIntervalSinceReferenceDate: $0["time"]), tenantID: $0["tenant_id"], appId: $0["app_id"],
                             keyId: $0["key_id"], thumbprint: $0["thumbprint"], result: $0["result"], errorCode: $0["error_code"],
                             credentialType: $0["credential_type"])
             }
@@ -277,9 +280,9 @@ public final class DirectoryStore: Sendable {
     /// Records `jti`; returns false if it was already seen and has not expired (strict replay mode).
     public func recordJTI(_ jti: String, expires: Date, now: Date) throws -> Bool {
         try db.write { db in
-            try db.execute(sql: "DELETE FROM seen_jti WHERE expires < ?", arguments: [now.timeIntervalSince1970])
+            try db.execute(sql: "DELETE FROM seen_jti WHERE expires < ?", arguments: [now.timeIntervalSinceReferenceDate])
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM seen_jti WHERE jti = ?", arguments: [jti]) != nil { return false }
-            try db.execute(sql: "INSERT INTO seen_jti VALUES (?, ?)", arguments: [jti, expires.timeIntervalSince1970])
+            try db.execute(sql: "INSERT INTO seen_jti VALUES (?, ?)", arguments: [jti, expires.timeIntervalSinceReferenceDate])
             return true
         }
     }

@@ -86,41 +86,13 @@ public enum FormEncoding {
     }
 }
 
-/// The timestamp formats Entra and Graph put on the wire.
+/// The timestamp formats Entra and Graph put on the wire (see ``UTCTime``).
 enum WireTime {
-    /// `2016-01-09 02:02:12Z`: token-endpoint `timestamp`.
-    static func tokenTimestamp(_ d: Date) -> String { format(d, "yyyy-MM-dd HH:mm:ss'Z'") }
-    /// `2020-11-15T01:32:03`: Graph `innerError.date` (no offset, no fraction).
-    static func graphInnerDate(_ d: Date) -> String { format(d, "yyyy-MM-dd'T'HH:mm:ss") }
-    /// `2024-01-11T15:31:26Z`: keyCredential dates.
-    static func iso(_ d: Date) -> String { format(d, "yyyy-MM-dd'T'HH:mm:ss'Z'") }
-    /// `2019-09-17T19:10:35.2742618Z`: createdDateTime (7-digit fraction, as Graph shows it).
-    static func isoFraction(_ d: Date) -> String {
-        let whole = d.timeIntervalSince1970.rounded(.down)
-        let frac = Int(((d.timeIntervalSince1970 - whole) * 10_000_000).rounded(.down))
-        return format(Date(timeIntervalSince1970: whole), "yyyy-MM-dd'T'HH:mm:ss") + "." + String(format: "%07d", frac) + "Z"
-    }
-    /// `2025-08-29T05:47:32.1501147Z`, as AADSTS700024 prints times.
-    static func aadTime(_ d: Date) -> String { isoFraction(d) }
-    /// `Sun, 29 Nov 2026 03:14:49 GMT`: the HTTP `Date` header.
-    static func httpDate(_ d: Date) -> String { format(d, "EEE, dd MMM yyyy HH:mm:ss 'GMT'") }
-
-    /// Parses ISO 8601 with or without fraction and offset (as Graph clients send dates).
-    static func parse(_ s: String) -> Date? {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = f.date(from: s) { return d }
-        f.formatOptions = [.withInternetDateTime]
-        if let d = f.date(from: s) { return d }
-        // no offset: UTC
-        return f.date(from: s + "Z")
-    }
-
-    private static func format(_ d: Date, _ pattern: String) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = pattern
-        return f.string(from: d)
-    }
+    static func tokenTimestamp(_ d: Date) -> String { UTCTime.spaced(d) }
+    static func graphInnerDate(_ d: Date) -> String { UTCTime.isoNoOffset(d) }
+    static func iso(_ d: Date) -> String { UTCTime.iso(d) }
+    static func isoFraction(_ d: Date) -> String { UTCTime.isoFraction(d) }
+    static func aadTime(_ d: Date) -> String { UTCTime.isoFraction(d) }
+    static func httpDate(_ d: Date) -> String { UTCTime.httpDate(d) }
+    static func parse(_ s: String) -> Date? { UTCTime.parseISO(s) }
 }

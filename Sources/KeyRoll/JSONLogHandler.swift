@@ -1,4 +1,5 @@
 import EntraClient
+import EntraCrypto
 import Foundation
 import Logging
 
@@ -33,7 +34,7 @@ public struct KeyRollLogHandler: LogHandler {
         let text = Redaction.scrub(message.description)
         let line: String
         if json {
-            var obj: [String: String] = ["ts": ISO8601DateFormatter().string(from: Date()), "level": level.rawValue, "label": label, "msg": text]
+            var obj: [String: String] = ["ts": UTCTime.iso(Date()), "level": level.rawValue, "label": label, "msg": text]
             for (k, v) in all { obj[k] = Redaction.scrub("\(v)") }
             let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
             line = String(decoding: data, as: UTF8.self)

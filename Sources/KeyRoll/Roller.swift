@@ -406,7 +406,7 @@ public final class Roller: @unchecked Sendable {
     }
 }
 
-func iso(_ d: Date) -> String { ISO8601DateFormatter().string(from: d) }
+func iso(_ d: Date) -> String { UTCTime.iso(d) }
 
 /// CPU-heavy work (RSA key generation) off Swift's cooperative pool, which has only as many threads
 /// as cores: a 4096-bit keygen can block one for seconds.

@@ -1,3 +1,4 @@
+import EntraCrypto
 import Foundation
 
 /// Renders a ``FleetAudit`` as a terminal table, JSON, CSV or a self-contained HTML page.
@@ -77,14 +78,14 @@ public enum AuditReport {
             for c in app.credentials {
                 guard let s = c.start, let e = c.end else { continue }
                 let x1 = x(s), x2 = max(x(e), x1 + 2)
-                svg += "<rect class=\"cred \(c.finding.rawValue)\" x=\"\(x1)\" y=\"\(y + 3)\" width=\"\(x2 - x1)\" height=\"10\" rx=\"2\" fill=\"\(colors[c.finding]!)\"><title>\(escape(app.name)) \(escape(c.displayName ?? c.keyId)): \(c.finding.rawValue), ends \(ISO8601DateFormatter().string(from: e))</title></rect>"
+                svg += "<rect class=\"cred \(c.finding.rawValue)\" x=\"\(x1)\" y=\"\(y + 3)\" width=\"\(x2 - x1)\" height=\"10\" rx=\"2\" fill=\"\(colors[c.finding]!)\"><title>\(escape(app.name)) \(escape(c.displayName ?? c.keyId)): \(c.finding.rawValue), ends \(UTCTime.iso(e))</title></rect>"
             }
             if let cliff = app.cliff { svg += "<line class=\"cliff\" x1=\"\(x(cliff))\" y1=\"\(y + 1)\" x2=\"\(x(cliff))\" y2=\"\(y + 15)\" stroke=\"#000\" stroke-width=\"2\"/>" }
         }
         svg += "<line id=\"now\" x1=\"\(x(now))\" y1=\"\(top - 5)\" x2=\"\(x(now))\" y2=\"\(height - 25)\" stroke=\"#c62828\" stroke-dasharray=\"4 3\"/><text x=\"\(x(now) + 3)\" y=\"\(height - 12)\" fill=\"#c62828\">now</text></svg>"
         let legend = CredentialFinding.allCases.map { "<span class=\"key\"><i style=\"background:\(colors[$0]!)\"></i>\($0.rawValue)</span>" }.joined(separator: " ")
         let rows = a.apps.map { app in
-            "<tr class=\"\(app.worst.rawValue)\"><td>\(escape(app.name))</td><td><code>\(app.appId)</code></td><td>\(app.worst.rawValue)</td><td>\(app.credentials.count)</td><td>\(app.cliff.map { ISO8601DateFormatter().string(from: $0) } ?? "—")</td><td>\(escape(app.conditions.map(\.rawValue).joined(separator: ", ")))</td></tr>"
+            "<tr class=\"\(app.worst.rawValue)\"><td>\(escape(app.name))</td><td><code>\(app.appId)</code></td><td>\(app.worst.rawValue)</td><td>\(app.credentials.count)</td><td>\(app.cliff.map { UTCTime.iso($0) } ?? "—")</td><td>\(escape(app.conditions.map(\.rawValue).joined(separator: ", ")))</td></tr>"
         }.joined(separator: "\n")
         return """
             <!DOCTYPE html>
@@ -96,7 +97,7 @@ public enum AuditReport {
             .key{margin-right:12px} .key i{display:inline-block;width:12px;height:10px;margin-right:4px;border-radius:2px}
             </style></head><body>
             <h1>KeyRoll fleet audit</h1>
-            <p>Generated \(ISO8601DateFormatter().string(from: now)) · expiring means within \(Int(a.expiringWithinDays)) days · \(escape(summary(a)))</p>
+            <p>Generated \(UTCTime.iso(now)) · expiring means within \(Int(a.expiringWithinDays)) days · \(escape(summary(a)))</p>
             <h2>Expiry timeline</h2><p>\(legend) · black tick: the app's cliff (no valid certificate after it)</p>
             \(svg)
             <h2>Applications</h2>

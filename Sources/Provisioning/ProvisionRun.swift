@@ -233,8 +233,8 @@ extension Provisioner {
         if let key = k.key { o["key"] = .string(key) }
         if let d = k.displayName { o["displayName"] = .string(d) }
         if let c = k.customKeyIdentifier { o["customKeyIdentifier"] = .string(c) }
-        if let s = k.startDateTime { o["startDateTime"] = .string(ISO8601DateFormatter().string(from: s)) }
-        if let e = k.endDateTime { o["endDateTime"] = .string(ISO8601DateFormatter().string(from: e)) }
+        if let s = k.startDateTime { o["startDateTime"] = .string(UTCTime.iso(s)) }
+        if let e = k.endDateTime { o["endDateTime"] = .string(UTCTime.iso(e)) }
         return .object(o)
     }
 }

@@ -30,7 +30,7 @@ public struct Rebootstrap: Sendable {
         let keys = try await provisioner.graph.keyCredentials(objectID: app.id)
         let valid = keys.filter { $0.isValidCertificate(at: now) }
         if !valid.isEmpty && !force {
-            let latest = valid.compactMap(\.endDateTime).max().map { ISO8601DateFormatter().string(from: $0) } ?? "?"
+            let latest = valid.compactMap(\.endDateTime).max().map { UTCTime.iso($0) } ?? "?"
             throw Refused(description: "\(app.displayName ?? app.appId) still has \(valid.count) valid certificate(s) (until \(latest)); its agent can roll by itself. Use --force to issue a bootstrap anyway.")
         }
         let bundle = try await provisioner.issueBootstrap(application: app, validity: validity)
@@ -38,7 +38,7 @@ public struct Rebootstrap: Sendable {
         try SecureFiles.writeAtomically(try bundle.encoded(), to: bundlePath)
         let thumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
         let record: [String: JSONValue] = [
-            "time": .string(ISO8601DateFormatter().string(from: now)), "action": "rebootstrap", "operator": .string(who),
+            "time": .string(UTCTime.iso(now)), "action": "rebootstrap", "operator": .string(who),
             "provisionerClientId": .string(provisioner.graph.tokens.clientID), "app": .string(app.displayName ?? ""), "appId": .string(app.appId),
             "objectId": .string(app.id), "keyId": .string(bundle.bootstrap.keyId ?? ""), "thumbprint": .string(thumb),
             "forced": .bool(force), "validCertificatesBefore": .int(Int64(valid.count)), "reason": .string(reason), "bundle": .string(bundlePath),

@@ -13,7 +13,7 @@ struct KeyRollCommand: AsyncParsableCommand {
             service ever holds the apps' long-lived private keys.
             """,
         version: version,
-        subcommands: [DemoCommand.self, EmulatorCommand.self, ProvisionCommand.self, ImportCommand.self, AgentCommand.self, RollCommand.self, StatusCommand.self, PlanCommand.self, AuditCommand.self, RebootstrapCommand.self, CertCommand.self]
+        subcommands: [DemoCommand.self, EmulatorCommand.self, ProvisionCommand.self, ImportCommand.self, AgentCommand.self, RollCommand.self, StatusCommand.self, PlanCommand.self, AuditCommand.self, RebootstrapCommand.self, CertCommand.self, BenchCommand.self]
     )
 }
 

@@ -143,3 +143,22 @@ import TestSupport
         await server.stop()
     }
 }
+
+@Suite struct DateRoundTripTests {
+    /// A key registered at a fractional instant is usable at that same instant (regression: dates
+    /// stored through the 1970 epoch came back up to one ulp later, failing about half the time).
+    @Test func keysAreActiveAtTheInstantTheyWereAdded() async throws {
+        let clock = ManualClock(Date(timeIntervalSinceReferenceDate: 786_000_000))
+        let emulator = try EntraEmulator(clock: clock)
+        let tenant = try emulator.createTenant(domain: "t.example")
+        let cred = try SigningCredential.generate(subject: .init(commonName: "rt"), notBefore: clock.now().addingTimeInterval(-86_400),
+                                                  notAfter: clock.now().addingTimeInterval(86_400 * 30))
+        var failures = 0
+        for i in 0..<200 {
+            clock.set(Date(timeIntervalSinceReferenceDate: 786_000_000 + Double(i) * 0.123_456_789 + 0.000_000_1 * Double(i * i)))
+            let reg = try emulator.register(tenantID: tenant.id, displayName: "a\(i)", certificates: [cred.certificate])
+            if try emulator.keyCredentials(appId: reg.appId).first?.activeAt != clock.now() { failures += 1 }
+        }
+        #expect(failures == 0, "\(failures) of 200 keys came back with a different activation instant")
+    }
+}
