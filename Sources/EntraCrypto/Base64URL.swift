@@ -9,11 +9,34 @@ import Foundation
 /// - ``decodeStrict(_:)`` accepts only the canonical unpadded base64url alphabet (Graph rejects proofs
 ///   with `=` padding).
 public enum Base64URL {
+    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    /// Byte → 6-bit value for both alphabets (`+`/`-` → 62, `/`/`_` → 63); 0xFF elsewhere.
+    static let decodeTable: [UInt8] = {
+        var t = [UInt8](repeating: 0xFF, count: 256)
+        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".utf8.enumerated() { t[Int(c)] = UInt8(i) }
+        t[Int(UInt8(ascii: "+"))] = 62; t[Int(UInt8(ascii: "-"))] = 62
+        t[Int(UInt8(ascii: "/"))] = 63; t[Int(UInt8(ascii: "_"))] = 63
+        return t
+    }()
+
     public static func encode<D: DataProtocol>(_ bytes: D) -> String {
-        var s = Data(bytes).base64EncodedString()
-        s = s.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-        while s.hasSuffix("=") { s.removeLast() }
-        return s
+        let input = Array(bytes)
+        var out = [UInt8]()
+        out.reserveCapacity((input.count + 2) / 3 * 4)
+        var i = 0
+        while i + 2 < input.count {
+            let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
+            out += [alphabet[Int(n >> 18)], alphabet[Int(n >> 12 & 63)], alphabet[Int(n >> 6 & 63)], alphabet[Int(n & 63)]]
+            i += 3
+        }
+        if input.count - i == 1 {
+            let n = UInt32(input[i]) << 16
+            out += [alphabet[Int(n >> 18)], alphabet[Int(n >> 12 & 63)]]
+        } else if input.count - i == 2 {
+            let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8
+            out += [alphabet[Int(n >> 18)], alphabet[Int(n >> 12 & 63)], alphabet[Int(n >> 6 & 63)]]
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Decodes canonical base64url: alphabet `A–Z a–z 0–9 - _`, no padding, no whitespace, zero unused bits.
@@ -32,29 +55,28 @@ public enum Base64URL {
 
     /// Decodes base64url or standard base64, padded or not, ignoring ASCII whitespace.
     public static func decodeLenient(_ text: Substring) -> [UInt8]? {
-        var s = String()
-        s.reserveCapacity(text.utf8.count + 3)
-        var sawPadding = false
-        for ch in text.unicodeScalars {
-            switch ch {
-            case " ", "\n", "\r", "\t": continue
-            case "=": sawPadding = true; continue
-            case "-": if sawPadding { return nil }; s.unicodeScalars.append("+")
-            case "_": if sawPadding { return nil }; s.unicodeScalars.append("/")
+        var out = [UInt8]()
+        out.reserveCapacity(text.utf8.count * 3 / 4)
+        var acc: UInt32 = 0, bits = 0, sawPadding = false, count = 0
+        for c in text.utf8 {
+            switch c {
+            case 32, 10, 13, 9: continue
+            case 61: sawPadding = true; continue  // '='
             default:
                 if sawPadding { return nil }  // data after padding
-                guard ch.isASCII, ch.properties.isAlphabetic || ("0"..."9").contains(ch) || ch == "+" || ch == "/" else { return nil }
-                s.unicodeScalars.append(ch)
+                let v = decodeTable[Int(c)]
+                if v == 0xFF { return nil }
+                acc = acc << 6 | UInt32(v)
+                bits += 6
+                count += 1
+                if bits >= 8 {
+                    bits -= 8
+                    out.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
+                }
             }
         }
-        switch s.utf8.count % 4 {
-        case 1: return nil
-        case 2: s += "=="
-        case 3: s += "="
-        default: break
-        }
-        guard let data = Data(base64Encoded: s) else { return nil }
-        return Array(data)
+        if count % 4 == 1 { return nil }
+        return out
     }
 
     public static func decodeLenient(_ text: String) -> [UInt8]? { decodeLenient(Substring(text)) }

@@ -74,13 +74,13 @@ public final class DirectoryStore: Sendable {
     // MARK: meta
 
     public func meta(_ key: String) throws -> [UInt8]? {
-        try db.read { db in try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key]).map { [UInt8]($0) } }
+        try db.read { db in try Data.fetchOne(try db.cachedStatement(sql: "SELECT value FROM meta WHERE key = ?"), arguments: [key]).map { [UInt8]($0) } }
     }
 
     /// Returns the stored value for `key`, or stores and returns `make()` (atomically).
     public func metaOrInsert(_ key: String, _ make: () throws -> [UInt8]) throws -> [UInt8] {
         try db.write { db in
-            if let v = try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key]) { return [UInt8](v) }
+            if let v = try Data.fetchOne(try db.cachedStatement(sql: "SELECT value FROM meta WHERE key = ?"), arguments: [key]) { return [UInt8](v) }
             let v = try make()
             try db.execute(sql: "INSERT INTO meta (key, value) VALUES (?, ?)", arguments: [key, Data(v)])
             return v
@@ -98,7 +98,7 @@ public final class DirectoryStore: Sendable {
     /// A tenant by GUID or by domain (case-insensitive).
     public func tenant(_ idOrDomain: String) throws -> Tenant? {
         try db.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM tenant WHERE id = ? OR domain = ?", arguments: [idOrDomain.lowercased(), idOrDomain])
+            try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM tenant WHERE id = ? OR domain = ?"), arguments: [idOrDomain.lowercased(), idOrDomain])
                 .map { Tenant(id: $0["id"], domain: $0["domain"], displayName: $0["display_name"]) }
         }
     }
@@ -118,11 +118,11 @@ public final class DirectoryStore: Sendable {
     public func application(appId: String) throws -> StoredApplication? { try db.read { try Self.application($0, appId: appId) } }
 
     static func application(_ db: Database, id: String) throws -> StoredApplication? {
-        try Row.fetchOne(db, sql: "SELECT * FROM application WHERE id = ?", arguments: [id.lowercased()]).map { try application(db, row: $0) }
+        try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM application WHERE id = ?"), arguments: [id.lowercased()]).map { try application(db, row: $0) }
     }
 
     static func application(_ db: Database, appId: String) throws -> StoredApplication? {
-        try Row.fetchOne(db, sql: "SELECT * FROM application WHERE app_id = ?", arguments: [appId.lowercased()]).map { try application(db, row: $0) }
+        try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM application WHERE app_id = ?"), arguments: [appId.lowercased()]).map { try application(db, row: $0) }
     }
 
     /// Applications of a tenant in creation order, starting after sequence number `after`.
@@ -138,7 +138,7 @@ public final class DirectoryStore: Sendable {
             signInAudience: row["sign_in_audience"], createdDateTime: Date(timeIntervalSinceReferenceDate: row["created"]),
             extra: decodeExtra(row["extra"]), keyCredentials: try keyCredentials(db, owner: id),
             passwordCredentials: try passwordCredentials(db, owner: id),
-            owners: try String.fetchAll(db, sql: "SELECT owner_id FROM app_owner WHERE application_id = ? ORDER BY owner_id", arguments: [id]))
+            owners: try String.fetchAll(try db.cachedStatement(sql: "SELECT owner_id FROM app_owner WHERE application_id = ? ORDER BY owner_id"), arguments: [id]))
     }
 
     static func insert(_ db: Database, application a: StoredApplication) throws {
@@ -171,7 +171,7 @@ public final class DirectoryStore: Sendable {
     // MARK: credentials
 
     static func keyCredentials(_ db: Database, owner: String) throws -> [StoredKeyCredential] {
-        try Row.fetchAll(db, sql: "SELECT * FROM key_credential WHERE owner_id = ? ORDER BY position", arguments: [owner]).map {
+        try Row.fetchAll(try db.cachedStatement(sql: "SELECT * FROM key_credential WHERE owner_id = ? ORDER BY position"), arguments: [owner]).map {
             StoredKeyCredential(
                 keyId: $0["key_id"], key: [UInt8]($0["der"] as Data), customKeyIdentifier: ($0["custom_key_identifier"] as Data?).map { [UInt8]($0) },
                 displayName: $0["display_name"], startDateTime: Date(timeIntervalSinceReferenceDate: $0["start"]),
@@ -193,7 +193,7 @@ public final class DirectoryStore: Sendable {
     }
 
     static func passwordCredentials(_ db: Database, owner: String) throws -> [StoredPasswordCredential] {
-        try Row.fetchAll(db, sql: "SELECT * FROM password_credential WHERE owner_id = ? ORDER BY start, key_id", arguments: [owner]).map {
+        try Row.fetchAll(try db.cachedStatement(sql: "SELECT * FROM password_credential WHERE owner_id = ? ORDER BY start, key_id"), arguments: [owner]).map {
             StoredPasswordCredential(keyId: $0["key_id"], secretHash: [UInt8]($0["secret_hash"] as Data), hint: $0["hint"],
                                      displayName: $0["display_name"], startDateTime: Date(timeIntervalSinceReferenceDate: $0["start"]),
                                      endDateTime: Date(timeIntervalSinceReferenceDate: $0["end"]))
@@ -215,12 +215,12 @@ public final class DirectoryStore: Sendable {
     }
 
     static func servicePrincipal(_ db: Database, tenantID: String, appId: String) throws -> StoredServicePrincipal? {
-        try Row.fetchOne(db, sql: "SELECT * FROM service_principal WHERE tenant_id = ? AND app_id = ?", arguments: [tenantID, appId.lowercased()])
+        try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM service_principal WHERE tenant_id = ? AND app_id = ?"), arguments: [tenantID, appId.lowercased()])
             .map { try servicePrincipal(db, row: $0) }
     }
 
     static func servicePrincipal(_ db: Database, id: String) throws -> StoredServicePrincipal? {
-        try Row.fetchOne(db, sql: "SELECT * FROM service_principal WHERE id = ?", arguments: [id.lowercased()]).map { try servicePrincipal(db, row: $0) }
+        try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM service_principal WHERE id = ?"), arguments: [id.lowercased()]).map { try servicePrincipal(db, row: $0) }
     }
 
     static func servicePrincipals(_ db: Database, tenantID: String, after: Int64, limit: Int) throws -> [(seq: Int64, sp: StoredServicePrincipal)] {
@@ -230,7 +230,7 @@ public final class DirectoryStore: Sendable {
 
     static func servicePrincipal(_ db: Database, row: Row) throws -> StoredServicePrincipal {
         let id: String = row["id"]
-        let roles = try String.fetchAll(db, sql: "SELECT role FROM role_grant WHERE sp_id = ?", arguments: [id]).compactMap(GraphRole.init(rawValue:))
+        let roles = try String.fetchAll(try db.cachedStatement(sql: "SELECT role FROM role_grant WHERE sp_id = ?"), arguments: [id]).compactMap(GraphRole.init(rawValue:))
         return StoredServicePrincipal(id: id, appId: row["app_id"], tenantID: row["tenant_id"], displayName: row["display_name"],
                                       createdDateTime: Date(timeIntervalSinceReferenceDate: row["created"]),
                                       keyCredentials: try keyCredentials(db, owner: id), roles: Set(roles), extra: decodeExtra(row["extra"]))
@@ -260,8 +260,8 @@ public final class DirectoryStore: Sendable {
 
     public func logSignIn(_ e: SignInEvent) throws {
         try db.write { db in
-            try db.execute(sql: "INSERT INTO sign_in (time, tenant_id, app_id, key_id, thumbprint, result, error_code, credential_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           arguments: [e.time.timeIntervalSinceReferenceDate, e.tenantID, e.appId, e.keyId, e.thumbprint, e.result, e.errorCode, e.credentialType])
+            try db.cachedStatement(sql: "INSERT INTO sign_in (time, tenant_id, app_id, key_id, thumbprint, result, error_code, credential_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                .execute(arguments: [e.time.timeIntervalSinceReferenceDate, e.tenantID, e.appId, e.keyId, e.thumbprint, e.result, e.errorCode, e.credentialType])
         }
     }
 
@@ -281,7 +281,7 @@ public final class DirectoryStore: Sendable {
     public func recordJTI(_ jti: String, expires: Date, now: Date) throws -> Bool {
         try db.write { db in
             try db.execute(sql: "DELETE FROM seen_jti WHERE expires < ?", arguments: [now.timeIntervalSinceReferenceDate])
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM seen_jti WHERE jti = ?", arguments: [jti]) != nil { return false }
+            if try Bool.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM seen_jti WHERE jti = ?"), arguments: [jti]) != nil { return false }
             try db.execute(sql: "INSERT INTO seen_jti VALUES (?, ?)", arguments: [jti, expires.timeIntervalSinceReferenceDate])
             return true
         }

@@ -67,14 +67,36 @@ public struct EmulatorResponse: Sendable {
 /// `application/x-www-form-urlencoded` decoding.
 public enum FormEncoding {
     public static func decode(_ text: String) -> [(name: String, value: String)] {
-        text.split(separator: "&", omittingEmptySubsequences: true).map { pair in
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func dec(_ s: Substring) -> String {
-                let spaced = s.replacingOccurrences(of: "+", with: " ")
-                return spaced.removingPercentEncoding ?? spaced
-            }
-            return (dec(kv[0]), kv.count > 1 ? dec(kv[1]) : "")
+        text.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true).map { pair in
+            let kv = pair.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
+            return (unescape(kv[0]), kv.count > 1 ? unescape(kv[1]) : "")
         }
+    }
+
+    /// `+` → space, `%XX` → byte; malformed escapes are kept as they are.
+    static func unescape(_ bytes: Substring.UTF8View.SubSequence) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count)
+        var i = bytes.startIndex
+        func hex(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 48...57: return c - 48
+            case 65...70: return c - 55
+            case 97...102: return c - 87
+            default: return nil
+            }
+        }
+        while i < bytes.endIndex {
+            let c = bytes[i]
+            if c == UInt8(ascii: "+") { out.append(32) } else if c == UInt8(ascii: "%"), let a = bytes.index(i, offsetBy: 1, limitedBy: bytes.endIndex), a < bytes.endIndex,
+                                                                 let b = bytes.index(i, offsetBy: 2, limitedBy: bytes.endIndex), b < bytes.endIndex,
+                                                                 let h = hex(bytes[a]), let l = hex(bytes[b]) {
+                out.append(h << 4 | l)
+                i = b
+            } else { out.append(c) }
+            i = bytes.index(after: i)
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     public static func encode(_ pairs: [(String, String)]) -> String {

@@ -52,6 +52,21 @@ public final class Roller: @unchecked Sendable {
     private let lock = NSLock()
     private var _journal: Journal
     private var exportedThumbprints: Set<String> = []
+    /// Credentials already read from the store (it is locked by this roller, so they cannot change).
+    private var loaded: [String: SigningCredential] = [:]
+
+    /// A held credential, parsed once.
+    func credential(_ thumbprint: String) throws -> SigningCredential {
+        if let c = lock.withLock({ loaded[thumbprint] }) { return c }
+        let c = try store.credential(thumbprint)
+        lock.withLock { loaded[thumbprint] = c }
+        return c
+    }
+
+    private func forget(_ thumbprint: String) throws {
+        lock.withLock { loaded[thumbprint] = nil }
+        try store.destroyCredential(thumbprint)
+    }
 
     public var journal: Journal { lock.withLock { _journal } }
 
@@ -145,6 +160,7 @@ public final class Roller: @unchecked Sendable {
             let cred = try await Background.run { try SigningCredential.generate(size: size, subject: .init(commonName: subject), notBefore: window.notBefore, notAfter: window.notAfter) }
             emit(.generated, "RSA-\(size.rawValue) key and certificate \(cred.certificate.sha1Thumbprint.hex), valid until \(iso(window.notAfter))")
             try store.storeCredential(cred)
+            lock.withLock { loaded[cred.certificate.sha1Thumbprint.hex] = cred }
             let record = CredentialRecord(thumbprint: cred.certificate.sha1Thumbprint.hex, notBefore: cred.certificate.notBefore,
                                           notAfter: cred.certificate.notAfter, keyId: nil, origin: .keyroll)
             try commit(try journal.beginning(new: record, now: now, reason: reason), phase: .stored, event: (.stored, "new key stored (\(reason))"))
@@ -183,7 +199,7 @@ public final class Roller: @unchecked Sendable {
         case .verified: try await stepSwitch(r)
         case .switched: try await stepRetire(r)
         case .retired:
-            try store.destroyCredential(r.oldThumbprint)
+            try forget(r.oldThumbprint)
             try commit(try journal.finished(now: clock.now()), phase: nil, event: (.finished, "old key \(r.oldThumbprint) destroyed; roll complete"))
             metrics.increment("keyroll_rolls_total", ["app_id": identity.appId, "outcome": "rolled"])
             return .rolled(newThumbprint: r.newThumbprint)
@@ -197,8 +213,8 @@ public final class Roller: @unchecked Sendable {
 
     /// stored → added. On replay, a key already registered (found by thumbprint) is not added twice.
     private func stepAdd(_ r: RollInProgress) async throws {
-        let new = try store.credential(r.newThumbprint)
-        let active = try store.credential(r.oldThumbprint)
+        let new = try credential(r.newThumbprint)
+        let active = try credential(r.oldThumbprint)
         let graph = graphBase.authenticated(with: .certificate(active))
         if let existing = try await readKeys(graph)?.first(where: { $0.matches(new.certificate) }) {
             try commit(try journal.added(keyId: existing.keyId), phase: .added, event: (.added, "already registered as \(existing.keyId) (replayed)"))
@@ -210,8 +226,8 @@ public final class Roller: @unchecked Sendable {
 
     /// added → visible: Graph shows the key (when the app may read itself; else addKey's 200 stands).
     private func stepVisible(_ r: RollInProgress) async throws {
-        let new = try store.credential(r.newThumbprint)
-        let graph = graphBase.authenticated(with: .certificate(try store.credential(r.oldThumbprint)))
+        let new = try credential(r.newThumbprint)
+        let graph = graphBase.authenticated(with: .certificate(try credential(r.oldThumbprint)))
         var attempt = 0
         while true {
             guard let keys = try await readKeys(graph) else { break }
@@ -228,7 +244,7 @@ public final class Roller: @unchecked Sendable {
 
     /// visible → verified after K consecutive token successes; returns an abandon reason on timeout.
     private func stepVerify(_ r: RollInProgress) async throws -> String? {
-        let new = try store.credential(r.newThumbprint)
+        let new = try credential(r.newThumbprint)
         let started = r.verifyStartedAt ?? clock.now()
         var successes = 0, attempt = 0
         while successes < policy.verifySuccesses {
@@ -258,7 +274,7 @@ public final class Roller: @unchecked Sendable {
 
     /// verified → switched: publish the new credential, then tell the application.
     private func stepSwitch(_ r: RollInProgress) async throws {
-        let new = try store.credential(r.newThumbprint)
+        let new = try credential(r.newThumbprint)
         try store.publish(new)
         try commit(try journal.switched(), phase: .switched, event: (.switched, "current.pem now holds \(r.newThumbprint)"))
         runReloadHook()
@@ -273,8 +289,8 @@ public final class Roller: @unchecked Sendable {
         guard r.oldThumbprint != r.newThumbprint, let old = j.credential(r.oldThumbprint), [.bootstrap, .keyroll].contains(old.origin) else {
             throw Journal.TransitionError(description: "refusing to remove a key KeyRoll did not create")
         }
-        let new = try store.credential(r.newThumbprint)
-        let oldCert = try store.credential(r.oldThumbprint).certificate
+        let new = try credential(r.newThumbprint)
+        let oldCert = try credential(r.oldThumbprint).certificate
         let graph = graphBase.authenticated(with: .certificate(new))
         var keyIds: [String] = []
         if let keys = try await readKeys(graph) {
@@ -294,13 +310,13 @@ public final class Roller: @unchecked Sendable {
     /// abandoning → idle: remove the new key from Graph (proof by the still-active old key), delete it.
     private func stepAbandon(_ r: RollInProgress) async throws {
         if store.hasCredential(r.newThumbprint) {
-            let newCert = try store.credential(r.newThumbprint).certificate
-            let active = try store.credential(r.oldThumbprint)
+            let newCert = try credential(r.newThumbprint).certificate
+            let active = try credential(r.oldThumbprint)
             let graph = graphBase.authenticated(with: .certificate(active))
             var keyIds = journal.credential(r.newThumbprint)?.keyId.map { [$0] } ?? []
             if let keys = try await readKeys(graph) { keyIds = keys.filter { $0.matches(newCert) }.map(\.keyId) }
             for k in keyIds { try await counted { try await graph.removeKey(objectID: identity.applicationObjectId, keyId: k, prover: active) } }
-            try store.destroyCredential(r.newThumbprint)
+            try forget(r.newThumbprint)
         }
         try commit(try journal.abandoned(now: clock.now()), phase: nil, event: (.abandoned, r.abandonReason ?? "abandoned"))
     }
@@ -311,19 +327,19 @@ public final class Roller: @unchecked Sendable {
     /// missing keyIds, and reports an active credential Entra no longer lists.
     public func reconcile() async throws {
         let j = journal
-        if let active = try? store.credential(j.active), store.published()?.certificate != active.certificate {
+        if let active = try? credential(j.active), store.published()?.certificate != active.certificate {
             try store.publish(active)
             emit(.reconciled, "republished current.pem for \(j.active)")
         }
         if let keys = try? await readKeys(graphBase) {
             var updated = j
             for c in j.credentials where c.keyId == nil {
-                if let cert = try? store.credential(c.thumbprint).certificate, let k = keys.first(where: { $0.matches(cert) }) {
+                if let cert = try? credential(c.thumbprint).certificate, let k = keys.first(where: { $0.matches(cert) }) {
                     updated = updated.withKeyId(k.keyId, for: c.thumbprint)
                 }
             }
             if updated != j { try commit(updated, phase: nil, event: nil) }
-            if let activeCert = try? store.credential(j.active).certificate, !keys.contains(where: { $0.matches(activeCert) }) {
+            if let activeCert = try? credential(j.active).certificate, !keys.contains(where: { $0.matches(activeCert) }) {
                 emit(.alarm, "the active certificate \(j.active) is no longer registered in Entra; self-service rolling cannot continue — re-bootstrap through the provisioner")
             }
         }

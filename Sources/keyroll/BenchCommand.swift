@@ -405,7 +405,7 @@ extension BenchCommand {
                 }
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: me)
-                p.arguments = ["agent", "--metrics-port", "-1"] + stores.flatMap { ["--store", $0] }
+                p.arguments = ["agent", "--metrics-port=-1"] + stores.flatMap { ["--store", $0] }
                 p.environment = ProcessInfo.processInfo.environment.merging(["KEYROLL_CA_FILE": emu.dir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]) { $1 }
                 p.standardError = FileHandle.nullDevice
                 p.standardOutput = FileHandle.nullDevice
@@ -413,6 +413,7 @@ extension BenchCommand {
                 // wait until every identity has rolled its bootstrap
                 let deadline = Date().addingTimeInterval(900)
                 while Date() < deadline {
+                    guard p.isRunning else { throw UserFacingError("the agent exited with status \(p.terminationStatus) before rolling") }
                     let done = stores.filter { (try? StoreReader.status(path: $0, policy: RollPolicy(), now: Date()))?.activeOrigin == .keyroll }.count
                     if done == n { break }
                     try await Task.sleep(nanoseconds: 200_000_000)

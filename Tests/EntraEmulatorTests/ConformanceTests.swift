@@ -26,10 +26,10 @@ import TestSupport
 
     @Test func plainHTTPServesAndShutsDown() async throws {
         let server = try await RunningServer.start(https: false)
-        let r = try Tools.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", server.baseURL + "/healthz"])
+        let r = try await Tools.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", server.baseURL + "/healthz"])
         #expect(r.stdout == "200")
         await server.stop()
-        let after = try Tools.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", server.baseURL + "/healthz"])
+        let after = try await Tools.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", server.baseURL + "/healthz"])
         #expect(after.stdout == "000", "the port is closed after a graceful shutdown")
     }
 }

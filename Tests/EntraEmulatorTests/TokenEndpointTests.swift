@@ -173,7 +173,7 @@ import TestSupport
         #expect(code(await rig.tokenResponse(clientID: reg.appId, assertion: a)) == 1000502)
         // 1024-bit certificate registered by a privileged PATCH: refused at the token endpoint with 50032
         let dir = try Tools.temporaryDirectory()
-        try Tools.run(["openssl", "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", dir + "/k.pem", "-subj", "/CN=weak", "-days", "3650", "-out", dir + "/c.pem"])
+        try await Tools.run(["openssl", "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", dir + "/k.pem", "-subj", "/CN=weak", "-days", "3650", "-out", dir + "/c.pem"])
         let der = try PEMBlock.all(in: try String(contentsOfFile: dir + "/c.pem", encoding: .utf8))[0].der
         let admin = try rig.credential("admin", days: 10)
         let adminReg = try rig.emulator.register(tenantID: rig.tenant.id, displayName: "admin", roles: [.applicationReadWriteAll], certificates: [admin.certificate])
@@ -188,7 +188,7 @@ import TestSupport
         let payload = Base64URL.encode(JSONValue.object(["aud": .string(rig.tokenEndpoint), "iss": .string(reg.appId), "sub": .string(reg.appId),
                                                          "exp": NumericDate.value(rig.clock.now().addingTimeInterval(600))]).serialized())
         try Tools.write(header + "." + payload, to: dir + "/input")
-        try Tools.run(["openssl", "dgst", "-sha256", "-sign", dir + "/k.pem", "-out", dir + "/sig", dir + "/input"])
+        try await Tools.run(["openssl", "dgst", "-sha256", "-sign", dir + "/k.pem", "-out", dir + "/sig", dir + "/input"])
         let sig = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/sig")))
         let weak = await rig.tokenResponse(clientID: reg.appId, assertion: header + "." + payload + "." + Base64URL.encode(sig))
         #expect(code(weak) == 50032)

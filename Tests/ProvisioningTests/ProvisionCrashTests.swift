@@ -38,7 +38,7 @@ import TestSupport
         let partial = try server.emulator.store.counts()["application"] ?? 0
         #expect(partial > 1 && partial < 41, "killed midway: \(partial - 1) apps existed")
         // resume
-        let r = try Tools.run([Self.binary, "provision", dir + "/apps.csv"], environment: env)
+        let r = try await Tools.run([Self.binary, "provision", dir + "/apps.csv"], environment: env)
         #expect(r.status == 0, "\(r.stdout) \(r.stderr.suffix(1500))")
         #expect(try server.emulator.store.counts()["application"] == 41, "40 apps + the provisioner, no duplicates")
         for name in names {
@@ -48,7 +48,7 @@ import TestSupport
             #expect(keys.first?.key == (try? b.signingCredential().certificate.der), "\(name): the bundle's certificate is the registered one")
         }
         // and a third run is a no-op
-        let again = try Tools.run([Self.binary, "provision", dir + "/apps.csv"], environment: env)
+        let again = try await Tools.run([Self.binary, "provision", dir + "/apps.csv"], environment: env)
         #expect(again.stdout.contains("40 already provisioned"), "\(again.stdout)")
         await server.stop()
     }

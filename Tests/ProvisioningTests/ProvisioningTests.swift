@@ -174,7 +174,7 @@ struct Central {
         let html = AuditReport.html(audit)
         let dir = try Tools.temporaryDirectory()
         try Tools.write(html, to: dir + "/report.html")
-        let check = try Tools.run([Tools.python, "-c", """
+        let check = try await Tools.run([Tools.python, "-c", """
             import sys, html.parser
             class P(html.parser.HTMLParser):
                 def __init__(s): super().__init__(); s.stack=[]; s.rects=0; s.svg=0; s.errors=[]

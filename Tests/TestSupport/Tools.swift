@@ -45,6 +45,15 @@ public enum Tools {
         return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 
+    /// The same, from async code: runs on a Dispatch thread, because a cooperative thread blocked in
+    /// `waitUntilExit` cannot serve the in-process emulator the subprocess is talking to (two such
+    /// tests in parallel deadlock the 2-thread pool on a 2-core machine).
+    public static func run(_ argv: [String], stdin: [UInt8]? = nil, environment: [String: String]? = nil) async throws -> Result {
+        try await withCheckedThrowingContinuation { cont in
+            DispatchQueue.global().async { cont.resume(with: Swift.Result { try run(argv, stdin: stdin, environment: environment) as Result }) }
+        }
+    }
+
     /// Runs a Python script from Tests/python and parses its JSON output.
     public static func python(_ script: String, _ args: [String]) throws -> JSONValue {
         let r = try run([python, packageRoot + "/Tests/python/" + script] + args)
