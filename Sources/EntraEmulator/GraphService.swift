@@ -168,7 +168,7 @@ struct GraphService {
         if select?.contains("keycredentials") == true, let e = emulator.throttleKeyCredentialSelect(caller: caller.appId, tenant: caller.tenantID) { throw e }
         let filter = try request.queryValue("$filter").map { try ODataFilter(parsing: $0, resource: "application") }
         let top = try pageSize()
-        let after = Int64(request.queryValue("$skiptoken").flatMap { Base64URL.decodeLenient($0) }.map { String(decoding: $0, as: UTF8.self) } ?? "0") ?? 0
+        let after = skipToken()
         let tenant = try emulator.store.tenant(caller.tenantID)
         let wantCount = request.queryValue("$count")?.lowercased() == "true"
         var page: [StoredApplication] = [], lastSeq: Int64 = after, more = false, count = 0
@@ -203,6 +203,11 @@ struct GraphService {
         var items = request.query.filter { $0.name.lowercased() != "$skiptoken" }
         items.append(("$skiptoken", Base64URL.encode(Array(String(seq).utf8))))
         return "\(request.baseURL)\(request.path)?" + items.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: .urlQueryValueAllowed) ?? $0.1)" }.joined(separator: "&")
+    }
+
+    /// The sequence number a `$skiptoken` (from our own `@odata.nextLink`) continues after; 0 for the first page.
+    func skipToken() -> Int64 {
+        Int64(request.queryValue("$skiptoken").flatMap { Base64URL.decodeLenient($0) }.map { String(decoding: $0, as: UTF8.self) } ?? "0") ?? 0
     }
 
     func pageSize() throws -> Int {

@@ -53,7 +53,7 @@ struct ServicePrincipalRoutes {
         guard caller.canReadAll else { throw GraphError.denied }
         let filter = try graph.request.queryValue("$filter").map { try ODataFilter(parsing: $0, resource: "servicePrincipal") }
         let top = try graph.pageSize()
-        let after = Int64(graph.request.queryValue("$skiptoken").flatMap { Base64URL.decodeLenient($0) }.map { String(decoding: $0, as: UTF8.self) } ?? "0") ?? 0
+        let after = graph.skipToken()
         var page: [StoredServicePrincipal] = [], last: Int64 = after, more = false
         try emulator.store.read { db in
             var cursor = after

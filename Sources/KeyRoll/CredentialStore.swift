@@ -27,6 +27,21 @@ public final class CredentialStore: @unchecked Sendable {
         public var applicationObjectId: String
         public var appId: String
         public var displayName: String?
+
+        /// Who a bootstrap bundle says this is.
+        public init(bundle b: BootstrapBundle) {
+            self.init(tenantId: b.tenantId, authorityHost: b.authorityHost, graphBaseURL: b.graphBaseURL,
+                      applicationObjectId: b.applicationObjectId, appId: b.appId, displayName: b.displayName)
+        }
+
+        public init(tenantId: String, authorityHost: String, graphBaseURL: String, applicationObjectId: String, appId: String, displayName: String?) {
+            self.tenantId = tenantId
+            self.authorityHost = authorityHost
+            self.graphBaseURL = graphBaseURL
+            self.applicationObjectId = applicationObjectId
+            self.appId = appId
+            self.displayName = displayName
+        }
     }
 
     public enum StoreError: Error, CustomStringConvertible, Equatable {

@@ -110,8 +110,7 @@ public final class Roller: @unchecked Sendable {
     public static func importBundle(_ bundle: BootstrapBundle, into store: CredentialStore, now: Date) throws -> Journal {
         guard !store.exists else { throw CredentialStore.StoreError.corrupted("\(store.path) already holds an identity; import into an empty folder") }
         let cred = try bundle.signingCredential()
-        try store.create(identity: .init(tenantId: bundle.tenantId, authorityHost: bundle.authorityHost, graphBaseURL: bundle.graphBaseURL,
-                                         applicationObjectId: bundle.applicationObjectId, appId: bundle.appId, displayName: bundle.displayName))
+        try store.create(identity: .init(bundle: bundle))
         try store.storeCredential(cred)
         let record = CredentialRecord(thumbprint: cred.certificate.sha1Thumbprint.hex, notBefore: cred.certificate.notBefore,
                                       notAfter: cred.certificate.notAfter, keyId: bundle.bootstrap.keyId, origin: .bootstrap)
