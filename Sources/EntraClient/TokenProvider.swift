@@ -44,7 +44,7 @@ public actor TokenProvider {
     /// minutes left.
     public func token(credential: ClientCredential, scope: String? = nil) async throws -> AccessToken {
         let scope = scope ?? endpoints.graphScope
-        let key = [endpoints.authorityHost, endpoints.tenant, clientID, credential.cacheIdentity, scope].joined(separator: "|")
+        let key = cacheKey(credential, scope)
         if let cached = cache[key], cached.expiresOn.timeIntervalSince(clock.now()) > Self.refreshMargin { return cached }
         if let task = inFlight[key] { return try await task.value }
         let task = Task { try await self.fetch(credential: credential, scope: scope) }
@@ -58,9 +58,17 @@ public actor TokenProvider {
     /// Forgets cached tokens (e.g. after Graph answered 401).
     public func invalidate() { cache.removeAll() }
 
-    /// One token request without the cache: used to *prove* a credential works.
+    /// One token request that is never answered from the cache: used to *prove* a credential works
+    /// now. The token it obtains is real, so it is kept for later calls with the same credential.
     public func probe(credential: ClientCredential, scope: String? = nil) async throws -> AccessToken {
-        try await fetch(credential: credential, scope: scope ?? endpoints.graphScope, maxAttempts: 1)
+        let scope = scope ?? endpoints.graphScope
+        let token = try await fetch(credential: credential, scope: scope, maxAttempts: 1)
+        cache[cacheKey(credential, scope)] = token
+        return token
+    }
+
+    private func cacheKey(_ credential: ClientCredential, _ scope: String) -> String {
+        [endpoints.authorityHost, endpoints.tenant, clientID, credential.cacheIdentity, scope].joined(separator: "|")
     }
 
     private func fetch(credential: ClientCredential, scope: String, maxAttempts: Int? = nil) async throws -> AccessToken {

@@ -71,10 +71,16 @@ public final class DirectoryStore: Sendable {
         return m
     }
 
+    /// Runs a read. The queue serializes every access to the one connection, so a read sees one
+    /// consistent state without a transaction of its own. (`DatabaseQueue.read` would wrap it in
+    /// `PRAGMA query_only`, and changing that flag expires every prepared statement in SQLite:
+    /// each request would re-prepare all of its cached statements.)
+    private func reading<T>(_ body: (Database) throws -> T) throws -> T { try db.inDatabase(body) }
+
     // MARK: meta
 
     public func meta(_ key: String) throws -> [UInt8]? {
-        try db.read { db in try Data.fetchOne(try db.cachedStatement(sql: "SELECT value FROM meta WHERE key = ?"), arguments: [key]).map { [UInt8]($0) } }
+        try reading { db in try Data.fetchOne(try db.cachedStatement(sql: "SELECT value FROM meta WHERE key = ?"), arguments: [key]).map { [UInt8]($0) } }
     }
 
     /// Returns the stored value for `key`, or stores and returns `make()` (atomically).
@@ -82,7 +88,7 @@ public final class DirectoryStore: Sendable {
         try db.write { db in
             if let v = try Data.fetchOne(try db.cachedStatement(sql: "SELECT value FROM meta WHERE key = ?"), arguments: [key]) { return [UInt8](v) }
             let v = try make()
-            try db.execute(sql: "INSERT INTO meta (key, value) VALUES (?, ?)", arguments: [key, Data(v)])
+            try db.cachedStatement(sql: "INSERT INTO meta (key, value) VALUES (?, ?)").execute(arguments: [key, Data(v)])
             return v
         }
     }
@@ -91,31 +97,31 @@ public final class DirectoryStore: Sendable {
 
     public func createTenant(_ t: Tenant) throws {
         try db.write { db in
-            try db.execute(sql: "INSERT INTO tenant (id, domain, display_name) VALUES (?, ?, ?)", arguments: [t.id, t.domain, t.displayName])
+            try db.cachedStatement(sql: "INSERT INTO tenant (id, domain, display_name) VALUES (?, ?, ?)").execute(arguments: [t.id, t.domain, t.displayName])
         }
     }
 
     /// A tenant by GUID or by domain (case-insensitive).
     public func tenant(_ idOrDomain: String) throws -> Tenant? {
-        try db.read { db in
+        try reading { db in
             try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM tenant WHERE id = ? OR domain = ?"), arguments: [idOrDomain.lowercased(), idOrDomain])
                 .map { Tenant(id: $0["id"], domain: $0["domain"], displayName: $0["display_name"]) }
         }
     }
 
     public func tenants() throws -> [Tenant] {
-        try db.read { db in
+        try reading { db in
             try Row.fetchAll(db, sql: "SELECT * FROM tenant ORDER BY domain").map { Tenant(id: $0["id"], domain: $0["domain"], displayName: $0["display_name"]) }
         }
     }
 
     // MARK: applications
 
-    public func read<T>(_ body: (Database) throws -> T) throws -> T { try db.read(body) }
+    public func read<T>(_ body: (Database) throws -> T) throws -> T { try reading(body) }
     public func write<T>(_ body: (Database) throws -> T) throws -> T { try db.write(body) }
 
-    public func application(id: String) throws -> StoredApplication? { try db.read { try Self.application($0, id: id) } }
-    public func application(appId: String) throws -> StoredApplication? { try db.read { try Self.application($0, appId: appId) } }
+    public func application(id: String) throws -> StoredApplication? { try reading { try Self.application($0, id: id) } }
+    public func application(appId: String) throws -> StoredApplication? { try reading { try Self.application($0, appId: appId) } }
 
     static func application(_ db: Database, id: String) throws -> StoredApplication? {
         try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM application WHERE id = ?"), arguments: [id.lowercased()]).map { try application(db, row: $0) }
@@ -142,29 +148,29 @@ public final class DirectoryStore: Sendable {
     }
 
     static func insert(_ db: Database, application a: StoredApplication) throws {
-        let seq = (try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) + 1 FROM application")) ?? 1
-        try db.execute(sql: """
+        let seq = (try Int64.fetchOne(try db.cachedStatement(sql: "SELECT COALESCE(MAX(seq), 0) + 1 FROM application"))) ?? 1
+        try db.cachedStatement(sql: """
             INSERT INTO application (id, tenant_id, app_id, display_name, sign_in_audience, created, extra, seq)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [a.id, a.tenantID, a.appId, a.displayName, a.signInAudience, a.createdDateTime.timeIntervalSinceReferenceDate, encodeExtra(a.extra), seq])
+            """).execute(arguments: [a.id, a.tenantID, a.appId, a.displayName, a.signInAudience, a.createdDateTime.timeIntervalSinceReferenceDate, encodeExtra(a.extra), seq])
         try replaceKeyCredentials(db, owner: a.id, a.keyCredentials)
         try replacePasswordCredentials(db, owner: a.id, a.passwordCredentials)
-        for o in a.owners { try db.execute(sql: "INSERT OR IGNORE INTO app_owner VALUES (?, ?)", arguments: [a.id, o]) }
+        for o in a.owners { try db.cachedStatement(sql: "INSERT OR IGNORE INTO app_owner VALUES (?, ?)").execute(arguments: [a.id, o]) }
     }
 
     static func update(_ db: Database, application a: StoredApplication) throws {
-        try db.execute(sql: "UPDATE application SET display_name = ?, sign_in_audience = ?, extra = ? WHERE id = ?",
-                       arguments: [a.displayName, a.signInAudience, encodeExtra(a.extra), a.id])
+        try db.cachedStatement(sql: "UPDATE application SET display_name = ?, sign_in_audience = ?, extra = ? WHERE id = ?").execute(
+            arguments: [a.displayName, a.signInAudience, encodeExtra(a.extra), a.id])
         try replaceKeyCredentials(db, owner: a.id, a.keyCredentials)
         try replacePasswordCredentials(db, owner: a.id, a.passwordCredentials)
-        try db.execute(sql: "DELETE FROM app_owner WHERE application_id = ?", arguments: [a.id])
-        for o in a.owners { try db.execute(sql: "INSERT OR IGNORE INTO app_owner VALUES (?, ?)", arguments: [a.id, o]) }
+        try db.cachedStatement(sql: "DELETE FROM app_owner WHERE application_id = ?").execute(arguments: [a.id])
+        for o in a.owners { try db.cachedStatement(sql: "INSERT OR IGNORE INTO app_owner VALUES (?, ?)").execute(arguments: [a.id, o]) }
     }
 
     static func deleteApplication(_ db: Database, id: String) throws {
         for sql in ["DELETE FROM key_credential WHERE owner_id = ?", "DELETE FROM password_credential WHERE owner_id = ?",
                     "DELETE FROM app_owner WHERE application_id = ?", "DELETE FROM application WHERE id = ?"] {
-            try db.execute(sql: sql, arguments: [id])
+            try db.cachedStatement(sql: sql).execute(arguments: [id])
         }
     }
 
@@ -181,12 +187,12 @@ public final class DirectoryStore: Sendable {
     }
 
     static func replaceKeyCredentials(_ db: Database, owner: String, _ creds: [StoredKeyCredential]) throws {
-        try db.execute(sql: "DELETE FROM key_credential WHERE owner_id = ?", arguments: [owner])
+        try db.cachedStatement(sql: "DELETE FROM key_credential WHERE owner_id = ?").execute(arguments: [owner])
         for (i, k) in creds.enumerated() {
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO key_credential (owner_id, key_id, position, der, custom_key_identifier, display_name, start, end, type, usage, active_at, sha1, sha256)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [owner, k.keyId, i, Data(k.key), k.customKeyIdentifier.map { Data($0) }, k.displayName,
+                """).execute(arguments: [owner, k.keyId, i, Data(k.key), k.customKeyIdentifier.map { Data($0) }, k.displayName,
                                  k.startDateTime.timeIntervalSinceReferenceDate, k.endDateTime.timeIntervalSinceReferenceDate, k.type, k.usage,
                                  k.activeAt.timeIntervalSinceReferenceDate, k.sha1.hex, k.sha256.hex])
         }
@@ -201,17 +207,17 @@ public final class DirectoryStore: Sendable {
     }
 
     static func replacePasswordCredentials(_ db: Database, owner: String, _ creds: [StoredPasswordCredential]) throws {
-        try db.execute(sql: "DELETE FROM password_credential WHERE owner_id = ?", arguments: [owner])
+        try db.cachedStatement(sql: "DELETE FROM password_credential WHERE owner_id = ?").execute(arguments: [owner])
         for p in creds {
-            try db.execute(sql: "INSERT INTO password_credential VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           arguments: [owner, p.keyId, Data(p.secretHash), p.hint, p.displayName, p.startDateTime.timeIntervalSinceReferenceDate, p.endDateTime.timeIntervalSinceReferenceDate])
+            try db.cachedStatement(sql: "INSERT INTO password_credential VALUES (?, ?, ?, ?, ?, ?, ?)").execute(
+                arguments: [owner, p.keyId, Data(p.secretHash), p.hint, p.displayName, p.startDateTime.timeIntervalSinceReferenceDate, p.endDateTime.timeIntervalSinceReferenceDate])
         }
     }
 
     // MARK: service principals
 
     public func servicePrincipal(tenantID: String, appId: String) throws -> StoredServicePrincipal? {
-        try db.read { try Self.servicePrincipal($0, tenantID: tenantID, appId: appId) }
+        try reading { try Self.servicePrincipal($0, tenantID: tenantID, appId: appId) }
     }
 
     static func servicePrincipal(_ db: Database, tenantID: String, appId: String) throws -> StoredServicePrincipal? {
@@ -237,22 +243,22 @@ public final class DirectoryStore: Sendable {
     }
 
     static func insert(_ db: Database, servicePrincipal s: StoredServicePrincipal) throws {
-        let seq = (try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) + 1 FROM service_principal")) ?? 1
-        try db.execute(sql: "INSERT INTO service_principal (id, tenant_id, app_id, display_name, created, extra, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       arguments: [s.id, s.tenantID, s.appId, s.displayName, s.createdDateTime.timeIntervalSinceReferenceDate, encodeExtra(s.extra), seq])
+        let seq = (try Int64.fetchOne(try db.cachedStatement(sql: "SELECT COALESCE(MAX(seq), 0) + 1 FROM service_principal"))) ?? 1
+        try db.cachedStatement(sql: "INSERT INTO service_principal (id, tenant_id, app_id, display_name, created, extra, seq) VALUES (?, ?, ?, ?, ?, ?, ?)").execute(
+            arguments: [s.id, s.tenantID, s.appId, s.displayName, s.createdDateTime.timeIntervalSinceReferenceDate, encodeExtra(s.extra), seq])
         try replaceKeyCredentials(db, owner: s.id, s.keyCredentials)
         try setRoles(db, spID: s.id, s.roles)
     }
 
     static func setRoles(_ db: Database, spID: String, _ roles: Set<GraphRole>) throws {
-        try db.execute(sql: "DELETE FROM role_grant WHERE sp_id = ?", arguments: [spID])
-        for r in roles { try db.execute(sql: "INSERT INTO role_grant VALUES (?, ?)", arguments: [spID, r.rawValue]) }
+        try db.cachedStatement(sql: "DELETE FROM role_grant WHERE sp_id = ?").execute(arguments: [spID])
+        for r in roles { try db.cachedStatement(sql: "INSERT INTO role_grant VALUES (?, ?)").execute(arguments: [spID, r.rawValue]) }
     }
 
     static func deleteServicePrincipal(_ db: Database, id: String) throws {
         for sql in ["DELETE FROM key_credential WHERE owner_id = ?", "DELETE FROM role_grant WHERE sp_id = ?",
                     "DELETE FROM app_owner WHERE owner_id = ?", "DELETE FROM service_principal WHERE id = ?"] {
-            try db.execute(sql: sql, arguments: [id])
+            try db.cachedStatement(sql: sql).execute(arguments: [id])
         }
     }
 
@@ -267,7 +273,7 @@ public final class DirectoryStore: Sendable {
 
     /// The sign-in log, oldest first, optionally for one appId, after sequence number `after`.
     public func signIns(appId: String? = nil, after: Int64 = 0, limit: Int = 1000) throws -> [SignInEvent] {
-        try db.read { db in
+        try reading { db in
             try Row.fetchAll(db, sql: "SELECT * FROM sign_in WHERE seq > ? AND (? IS NULL OR app_id = ?) ORDER BY seq LIMIT ?",
                              arguments: [after, appId, appId, limit]).map {
                 SignInEvent(sequence: $0["seq"], time: Date(timeIntervalSinceReferenceDate: $0["time"]), tenantID: $0["tenant_id"], appId: $0["app_id"],
@@ -280,16 +286,16 @@ public final class DirectoryStore: Sendable {
     /// Records `jti`; returns false if it was already seen and has not expired (strict replay mode).
     public func recordJTI(_ jti: String, expires: Date, now: Date) throws -> Bool {
         try db.write { db in
-            try db.execute(sql: "DELETE FROM seen_jti WHERE expires < ?", arguments: [now.timeIntervalSinceReferenceDate])
+            try db.cachedStatement(sql: "DELETE FROM seen_jti WHERE expires < ?").execute(arguments: [now.timeIntervalSinceReferenceDate])
             if try Bool.fetchOne(try db.cachedStatement(sql: "SELECT 1 FROM seen_jti WHERE jti = ?"), arguments: [jti]) != nil { return false }
-            try db.execute(sql: "INSERT INTO seen_jti VALUES (?, ?)", arguments: [jti, expires.timeIntervalSinceReferenceDate])
+            try db.cachedStatement(sql: "INSERT INTO seen_jti VALUES (?, ?)").execute(arguments: [jti, expires.timeIntervalSinceReferenceDate])
             return true
         }
     }
 
     /// Row counts per table: for status pages and tests of "nothing was corrupted".
     public func counts() throws -> [String: Int] {
-        try db.read { db in
+        try reading { db in
             var out: [String: Int] = [:]
             for t in ["tenant", "application", "service_principal", "key_credential", "password_credential", "sign_in"] {
                 out[t] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(t)") ?? 0
@@ -300,7 +306,7 @@ public final class DirectoryStore: Sendable {
 
     /// SQLite's own consistency check; "ok" when the file is sound.
     public func integrityCheck() throws -> String {
-        try db.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") ?? "unknown" }
+        try reading { try String.fetchOne($0, sql: "PRAGMA integrity_check") ?? "unknown" }
     }
 }
 

@@ -244,6 +244,17 @@ public final class EntraEmulator: Sendable {
                                            "request_id": "\(requestID)", "ms": "\(Int(elapsedMs))"])
     }
 
+    /// Requests served so far per route family (token, applications, addKey, …), any status.
+    public func requestCounts() -> [String: Int] {
+        let m = state.withLock { $0.metrics }
+        var out: [String: Int] = [:]
+        for (k, v) in m where k.hasPrefix("emulator_requests_total{route=\"") {
+            let family = k.dropFirst("emulator_requests_total{route=\"".count).prefix { $0 != "\"" }
+            out[String(family), default: 0] += v
+        }
+        return out
+    }
+
     func bump(_ metric: String, by n: Int = 1) { state.withLock { $0.metrics[metric, default: 0] += n } }
 
     static func routeFamily(_ r: EmulatorRequest) -> String {

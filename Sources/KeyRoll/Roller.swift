@@ -54,6 +54,9 @@ public final class Roller: @unchecked Sendable {
     private var exportedThumbprints: Set<String> = []
     /// Credentials already read from the store (it is locked by this roller, so they cannot change).
     private var loaded: [String: SigningCredential] = [:]
+    /// New keys this process generated and has not yet sent to addKey: Graph cannot hold them, so
+    /// the replay check (read the keys, look for the thumbprint) is skipped for them.
+    private var neverSent: Set<String> = []
 
     /// A held credential, parsed once.
     func credential(_ thumbprint: String) throws -> SigningCredential {
@@ -159,7 +162,10 @@ public final class Roller: @unchecked Sendable {
             let cred = try await Background.run { try SigningCredential.generate(size: size, subject: .init(commonName: subject), notBefore: window.notBefore, notAfter: window.notAfter) }
             emit(.generated, "RSA-\(size.rawValue) key and certificate \(cred.certificate.sha1Thumbprint.hex), valid until \(iso(window.notAfter))")
             try store.storeCredential(cred)
-            lock.withLock { loaded[cred.certificate.sha1Thumbprint.hex] = cred }
+            lock.withLock {
+                loaded[cred.certificate.sha1Thumbprint.hex] = cred
+                neverSent.insert(cred.certificate.sha1Thumbprint.hex)
+            }
             let record = CredentialRecord(thumbprint: cred.certificate.sha1Thumbprint.hex, notBefore: cred.certificate.notBefore,
                                           notAfter: cred.certificate.notAfter, keyId: nil, origin: .keyroll)
             try commit(try journal.beginning(new: record, now: now, reason: reason), phase: .stored, event: (.stored, "new key stored (\(reason))"))
@@ -210,12 +216,14 @@ public final class Roller: @unchecked Sendable {
         return nil
     }
 
-    /// stored → added. On replay, a key already registered (found by thumbprint) is not added twice.
+    /// stored → added. On replay, a key already registered (found by thumbprint) is not added twice;
+    /// an ambiguous answer to addKey itself is settled the same way inside `GraphClient.addKey`.
     private func stepAdd(_ r: RollInProgress) async throws {
         let new = try credential(r.newThumbprint)
         let active = try credential(r.oldThumbprint)
         let graph = graphBase.authenticated(with: .certificate(active))
-        if let existing = try await readKeys(graph)?.first(where: { $0.matches(new.certificate) }) {
+        let resumed = lock.withLock { neverSent.remove(r.newThumbprint) == nil }
+        if resumed, let existing = try await readKeys(graph)?.first(where: { $0.matches(new.certificate) }) {
             try commit(try journal.added(keyId: existing.keyId), phase: .added, event: (.added, "already registered as \(existing.keyId) (replayed)"))
             return
         }

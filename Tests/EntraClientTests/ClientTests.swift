@@ -62,6 +62,16 @@ struct ClientWorld {
         #expect(w.transport.count("/oauth2/") == 3)
     }
 
+    @Test func aProbeAlwaysAsksAndKeepsWhatItGets() async throws {
+        let w = try ClientWorld()
+        let cached = try await w.tokens.token(credential: .certificate(w.cred))
+        let probed = try await w.tokens.probe(credential: .certificate(w.cred))
+        #expect(w.transport.count("/oauth2/") == 2, "a probe is never answered from the cache")
+        #expect(probed.value != cached.value)
+        let next = try await w.tokens.token(credential: .certificate(w.cred))
+        #expect(next.value == probed.value && w.transport.count("/oauth2/") == 2, "the probe's token serves later calls")
+    }
+
     @Test func switchingCredentialNeverServesTheOldToken() async throws {
         let w = try ClientWorld()
         let old = try await w.tokens.token(credential: .certificate(w.cred))

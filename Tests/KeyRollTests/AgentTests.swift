@@ -128,6 +128,28 @@ import TestSupport
         #expect(try fleet.graphKeys(bundle.appId).count == 1)
     }
 
+    /// Graph budget of one roll at fleet scale: 3 tokens (old key once, new key twice, the second
+    /// reused for removeKey), 2 reads (visible, retire), addKey, removeKey. A fresh key is not looked
+    /// up before addKey; a resumed roll is, so a crash cannot register a key twice.
+    @Test func aRollSpendsNoMoreRequestsThanItNeeds() async throws {
+        let fleet = try await Fleet()
+        let (store, _) = try await fleet.agentStore("frugal")
+        let before = fleet.rig.emulator.requestCounts()
+        guard case .rolled = try await fleet.roller(store).rollIfDue() else { Issue.record("roll failed"); return }
+        let spent = fleet.rig.emulator.requestCounts().reduce(into: [String: Int]()) { $0[$1.key] = $1.value - (before[$1.key] ?? 0) }
+        #expect(spent.filter { $0.value != 0 } == ["token": 3, "applications": 2, "addKey": 1, "removeKey": 1])
+
+        // resumed after a failure that left the new key stored but not yet added
+        let (store2, bundle2) = try await fleet.agentStore("resumed")
+        fleet.rig.emulator.setFaults([FaultRule(route: "POST /addKey", action: .status(403, retryAfter: nil), sequence: [true])])
+        await #expect(throws: EntraError.self) { try await fleet.roller(store2).rollIfDue() }
+        #expect(try store2.journal().roll?.phase == .stored)
+        let before2 = fleet.rig.emulator.requestCounts()
+        guard case .rolled = try await fleet.roller(store2).rollIfDue() else { Issue.record("resumed roll failed"); return }
+        #expect((fleet.rig.emulator.requestCounts()["applications"] ?? 0) - (before2["applications"] ?? 0) == 3, "a resumed roll reads the keys before addKey")
+        #expect(try fleet.graphKeys(bundle2.appId).count == 1)
+    }
+
     @Test func aStoreOthersCanReadIsRefusedWithTheFix() async throws {
         let fleet = try await Fleet()
         let (store, _) = try await fleet.agentStore("open")
