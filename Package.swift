@@ -90,7 +90,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EntraClientTests",
-            dependencies: ["EntraClient", "EntraEmulator", "EntraCrypto", "TestSupport", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["EntraClient", "EntraEmulator", "EntraCrypto", "TestSupport", .product(name: "Logging", package: "swift-log"), .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(
             name: "EntraEmulatorTests",

@@ -114,25 +114,3 @@ public struct EntraError: Error, Sendable, CustomStringConvertible {
                           requestID: response.header("request-id"), clientRequestID: clientRequestID, retryAfter: retry)
     }
 }
-
-/// Removes secrets from text bound for logs and errors.
-public enum Redaction {
-    /// Replaces anything that looks like a JWT, a PEM block, a bearer token, or a secret-bearing form
-    /// field with a placeholder.
-    public static func scrub(_ text: String) -> String {
-        var s = text
-        s = replace(s, pattern: #"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-=]+\.[A-Za-z0-9_\-=]*"#, with: "[redacted-jwt]")
-        s = replace(s, pattern: #"-----BEGIN [A-Z ]+-----[\s\S]*?(-----END [A-Z ]+-----|$)"#, with: "[redacted-pem]")
-        s = replace(s, pattern: #"(?i)(bearer\s+)[A-Za-z0-9_\-\.=]+"#, with: "$1[redacted]")
-        s = replace(s, pattern: #"(?i)(client_secret|client_assertion|secretText|proof|access_token)(["']?\s*[=:]\s*["']?)[^&"'\s,}]+"#, with: "$1$2[redacted]")
-        return s
-    }
-
-    /// A URL without its query string (queries may carry identifiers, never needed in logs).
-    public static func url(_ u: String) -> String { String(u.split(separator: "?", maxSplits: 1).first ?? "") }
-
-    private static func replace(_ s: String, pattern: String, with template: String) -> String {
-        guard let re = try? NSRegularExpression(pattern: pattern) else { return s }
-        return re.stringByReplacingMatches(in: s, range: NSRange(s.startIndex..., in: s), withTemplate: template)
-    }
-}
