@@ -37,6 +37,8 @@ public enum UTCTime {
     public static func isoNoOffset(_ d: Date) -> String { let p = parts(d); return "\(date(p))T\(time(p))" }
     /// `2016-01-09 02:02:12Z` (token-endpoint timestamp)
     public static func spaced(_ d: Date) -> String { let p = parts(d); return "\(date(p)) \(time(p))Z" }
+    /// `01/09/2016 02:02:12` (US order, as AADSTS700027 prints a key's validity)
+    public static func usDateTime(_ d: Date) -> String { let p = parts(d); return "\(pad(p.month, 2))/\(pad(p.day, 2))/\(pad(p.year, 4)) \(time(p))" }
 
     static let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -105,5 +107,30 @@ public enum UTCTime {
         tmv.tm_sec = Int32(second)
         let t = timegm(&tmv)
         return Date(timeIntervalSince1970: Double(t) - Double(offset) + fraction)
+    }
+}
+
+extension JSONEncoder.DateEncodingStrategy {
+    /// ISO 8601 in UTC with whole seconds (`2024-01-11T15:31:26Z`), exactly as `.iso8601` writes it,
+    /// without Foundation's time-zone machinery (which loads ICU into every process that uses it).
+    public static var utcISO8601: Self {
+        .custom { date, encoder in
+            var c = encoder.singleValueContainer()
+            try c.encode(UTCTime.iso(date))
+        }
+    }
+}
+
+extension JSONDecoder.DateDecodingStrategy {
+    /// Reads what `.iso8601` reads (and fractions and offsets too), without ICU.
+    public static var utcISO8601: Self {
+        .custom { decoder in
+            let c = try decoder.singleValueContainer()
+            let text = try c.decode(String.self)
+            guard let date = UTCTime.parseISO(text) else {
+                throw DecodingError.dataCorruptedError(in: c, debugDescription: "Expected an ISO 8601 date, found '\(text)'")
+            }
+            return date
+        }
     }
 }

@@ -42,7 +42,7 @@ struct ControlAPI {
     private func encode<T: Encodable>(_ value: T) -> EmulatorResponse {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
-        enc.dateEncodingStrategy = .iso8601
+        enc.dateEncodingStrategy = .utcISO8601
         return EmulatorResponse(status: 200, headers: [("Content-Type", "application/json")], body: Array((try? enc.encode(value)) ?? Data()))
     }
 

@@ -57,9 +57,7 @@ public struct TokenError: Error, Sendable, Equatable {
         TokenError("invalid_client", 700027, "Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint of key used by client: '\(thumbprint)', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '\(appId)'. Review the documentation at https://docs.microsoft.com/en-us/graph/deployments to determine the corresponding service endpoint and https://docs.microsoft.com/en-us/graph/api/application-get?view=graph-rest-1.0&tabs=http to build a query request URL, such as 'https://graph.microsoft.com/beta/applications/\(appId)']")
     }
     static func signatureMismatch(thumbprint: String, start: Date, end: Date) -> TokenError {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX"); f.timeZone = TimeZone(identifier: "UTC"); f.dateFormat = "MM/dd/yyyy HH:mm:ss"
-        return TokenError("invalid_client", 700027, "Client assertion contains an invalid signature. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '\(thumbprint)', Found key 'Start=\(f.string(from: start)), End=\(f.string(from: end))']")
+        TokenError("invalid_client", 700027, "Client assertion contains an invalid signature. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '\(thumbprint)', Found key 'Start=\(UTCTime.usDateTime(start)), End=\(UTCTime.usDateTime(end))']")
     }
     static func certificateOutsideValidity() -> TokenError {
         TokenError("invalid_client", 1000502, "The client certificate is not within its valid time range. Ensure that the certificate is valid and not expired.")

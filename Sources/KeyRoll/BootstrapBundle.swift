@@ -49,7 +49,7 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
     public func encoded() throws -> [UInt8] {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .iso8601
+        e.dateEncodingStrategy = .utcISO8601
         return Array(try e.encode(self))
     }
 
@@ -67,7 +67,7 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
 
     public static func decode(_ bytes: [UInt8]) throws -> BootstrapBundle {
         let d = JSONDecoder()
-        d.dateDecodingStrategy = .iso8601
+        d.dateDecodingStrategy = .utcISO8601
         if let probe = try? JSONDecoder().decode([String: JSONValue].self, from: Data(bytes)), let f = probe["format"]?.stringValue, f != formatV1 {
             throw BundleError.unsupportedFormat(f)
         }

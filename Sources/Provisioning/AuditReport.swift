@@ -6,7 +6,7 @@ public enum AuditReport {
     public static func json(_ a: FleetAudit) -> String {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .iso8601
+        e.dateEncodingStrategy = .utcISO8601
         return String(decoding: (try? e.encode(a)) ?? Data(), as: UTF8.self)
     }
 

@@ -31,7 +31,7 @@ public final class ProvisionLog: @unchecked Sendable {
         self.path = path
         if let data = FileManager.default.contents(atPath: path) {
             let d = JSONDecoder()
-            d.dateDecodingStrategy = .iso8601
+            d.dateDecodingStrategy = .utcISO8601
             for line in data.split(separator: UInt8(ascii: "\n")) {
                 // a torn last line (killed mid-write) is ignored: its step is redone
                 if let e = try? d.decode(Entry.self, from: Data(line)) { last[e.app] = e }
@@ -49,7 +49,7 @@ public final class ProvisionLog: @unchecked Sendable {
 
     public func append(_ e: Entry) throws {
         let enc = JSONEncoder()
-        enc.dateEncodingStrategy = .iso8601
+        enc.dateEncodingStrategy = .utcISO8601
         enc.outputFormatting = [.sortedKeys]
         let bytes = Array(try enc.encode(e)) + [UInt8(ascii: "\n")]
         try lock.withLock {

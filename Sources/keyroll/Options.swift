@@ -118,6 +118,6 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 func jsonString<T: Encodable>(_ v: T) -> String {
     let e = JSONEncoder()
     e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    e.dateEncodingStrategy = .iso8601
+    e.dateEncodingStrategy = .utcISO8601
     return String(decoding: (try? e.encode(v)) ?? Data(), as: UTF8.self)
 }
