@@ -265,10 +265,7 @@ struct GraphService {
     /// relies on); entries left out are deleted.
     private func updateApplication(_ caller: GraphCaller, _ lookup: AppLookup) throws {
         var body = try bodyObject()
-        try emulator.store.write { db in
-            var app = try loadApplication(db, lookup, caller: caller)
-            guard caller.mayWrite(app) else { throw GraphError.denied }
-            if let e = emulator.throttleWrite(caller: caller.appId, tenant: caller.tenantID) { throw e }
+        try mutateApplication(caller, lookup, allowed: caller.mayWrite) { app in
             if body["passwordCredentials"] != nil {
                 throw GraphError.badRequest("Property 'passwordCredentials' is read-only and cannot be set.")
             }
@@ -284,7 +281,21 @@ struct GraphService {
             }
             for k in ["displayName", "signInAudience", "keyCredentials", "@odata.type", "id", "appId", "createdDateTime"] { body[k] = nil }
             for (k, v) in body { app.extra[k] = v }
+        }
+    }
+
+    /// Every change to one application: loaded inside one write transaction, refused unless
+    /// `allowed` says the caller may, counted against the caller's write throttle, changed by
+    /// `change`, stored. A throw anywhere leaves the application as it was.
+    private func mutateApplication<T>(_ caller: GraphCaller, _ lookup: AppLookup, allowed: (StoredApplication) -> Bool,
+                                      _ change: (inout StoredApplication) throws -> T) throws -> T {
+        try emulator.store.write { db in
+            var app = try loadApplication(db, lookup, caller: caller)
+            guard allowed(app) else { throw GraphError.denied }
+            if let e = emulator.throttleWrite(caller: caller.appId, tenant: caller.tenantID) { throw e }
+            let result = try change(&app)
             try DirectoryStore.update(db, application: app)
+            return result
         }
     }
 
@@ -310,16 +321,12 @@ struct GraphService {
 
     private func addKey(_ caller: GraphCaller, _ lookup: AppLookup) throws -> JSONValue {
         let body = try bodyObject()
-        let added: StoredKeyCredential = try emulator.store.write { db in
-            var app = try loadApplication(db, lookup, caller: caller)
-            guard mayRollKeys(caller, app) else { throw GraphError.denied }
-            if let e = emulator.throttleWrite(caller: caller.appId, tenant: caller.tenantID) { throw e }
+        let added = try mutateApplication(caller, lookup, allowed: { mayRollKeys(caller, $0) }) { app in
             let input = try KeyCredentialInput.forAddKey(body)
             try ProofValidator(now: now, settings: emulator.settings).validate(body["proof"], objectID: app.id, credentials: app.keyCredentials)
             guard app.keyCredentials.count + app.passwordCredentials.count + 1 <= emulator.settings.maxCredentialItems else { throw GraphError.sizeExceeded }
             let k = try input.make(keyId: nil, existing: [], now: now, activeAt: now.addingTimeInterval(emulator.propagationDelay()), settings: emulator.settings)
             app.keyCredentials.append(k)
-            try DirectoryStore.update(db, application: app)
             return k
         }
         emulator.bump("keys_added_total")
@@ -330,10 +337,7 @@ struct GraphService {
 
     private func removeKey(_ caller: GraphCaller, _ lookup: AppLookup) throws {
         let body = try bodyObject()
-        try emulator.store.write { db in
-            var app = try loadApplication(db, lookup, caller: caller)
-            guard mayRollKeys(caller, app) else { throw GraphError.denied }
-            if let e = emulator.throttleWrite(caller: caller.appId, tenant: caller.tenantID) { throw e }
+        try mutateApplication(caller, lookup, allowed: { mayRollKeys(caller, $0) }) { app in
             guard let keyId = body["keyId"]?.stringValue, UUID(uuidString: keyId) != nil else {
                 throw GraphError.badRequest("Invalid value specified for property 'keyId' of resource 'RemoveKey'.")
             }
@@ -342,7 +346,6 @@ struct GraphService {
                 throw GraphError.badRequest("No credentials found to be removed.")
             }
             app.keyCredentials.remove(at: i)
-            try DirectoryStore.update(db, application: app)
         }
         emulator.bump("keys_removed_total")
     }
@@ -356,13 +359,9 @@ struct GraphService {
             displayName: pc["displayName"]?.stringValue,
             startDateTime: pc["startDateTime"]?.stringValue.flatMap(WireTime.parse) ?? now,
             endDateTime: pc["endDateTime"]?.stringValue.flatMap(WireTime.parse) ?? now.addingTimeInterval(2 * 365 * 86_400))
-        try emulator.store.write { db in
-            var app = try loadApplication(db, lookup, caller: caller)
-            guard caller.mayWrite(app) else { throw GraphError.denied }
-            if let e = emulator.throttleWrite(caller: caller.appId, tenant: caller.tenantID) { throw e }
+        try mutateApplication(caller, lookup, allowed: caller.mayWrite) { app in
             guard app.keyCredentials.count + app.passwordCredentials.count + 1 <= emulator.settings.maxCredentialItems else { throw GraphError.sizeExceeded }
             app.passwordCredentials.append(cred)
-            try DirectoryStore.update(db, application: app)
         }
         var out = GraphJSON.passwordCredential(cred, secretText: secret).objectValue ?? [:]
         out["@odata.context"] = .string("\(base)/$metadata#microsoft.graph.passwordCredential")
@@ -371,14 +370,11 @@ struct GraphService {
 
     private func removePassword(_ caller: GraphCaller, _ lookup: AppLookup) throws {
         let body = try bodyObject()
-        try emulator.store.write { db in
-            var app = try loadApplication(db, lookup, caller: caller)
-            guard caller.mayWrite(app) else { throw GraphError.denied }
+        try mutateApplication(caller, lookup, allowed: caller.mayWrite) { app in
             guard let keyId = body["keyId"]?.stringValue, let i = app.passwordCredentials.firstIndex(where: { $0.keyId == keyId.lowercased() }) else {
                 throw GraphError.badRequest("No credentials found to be removed.")
             }
             app.passwordCredentials.remove(at: i)
-            try DirectoryStore.update(db, application: app)
         }
     }
 }
