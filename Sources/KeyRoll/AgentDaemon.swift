@@ -2,6 +2,9 @@ import EntraClient
 import EntraCrypto
 import Foundation
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs many identities: each reconciles at start, then sleeps until its next roll is due (timers,
 /// no polling), rolls, and on failure backs off (1 min doubling to 1 h) while it keeps trying.
@@ -45,6 +48,7 @@ public final class AgentDaemon: @unchecked Sendable {
                     logger.warning("\(advice)", metadata: ["app_id": "\(r.identity.appId)", "alarm": "\(status.alarm.rawValue)",
                                                            "time_to_cliff_s": "\(Int(status.timeToCliff ?? 0))"])
                 }
+                if case .rolled = outcome { MemoryRelease.returnFreedMemory() }
                 if case .notDue(let next) = outcome {
                     // Wake when due, and at least hourly to refresh alarms and metrics.
                     try await sleeper.sleep(seconds: min(3600, max(1, next.timeIntervalSince(clock.now()))))
@@ -72,4 +76,21 @@ public final class AgentDaemon: @unchecked Sendable {
         let statuses = rollers.map { $0.identityStatus() }
         return (statuses.allSatisfy { $0.alarm < .critical }, statuses, lock.withLock { lastError })
     }
+}
+
+/// A roll allocates a few hundred kilobytes (key generation, TLS, JSON) that the allocator keeps
+/// after it is freed; an agent then sleeps for months. Handing the freed pages back to the system
+/// keeps an idle agent's private memory at what it holds, not at its busiest moment.
+enum MemoryRelease {
+    /// glibc's `malloc_trim`, looked up at run time (other C libraries do not have it).
+    private static let trim: (@convention(c) (Int) -> Int32)? = {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
+        #else
+        return nil
+        #endif
+    }()
+
+    static func returnFreedMemory() { _ = trim?(0) }
 }
