@@ -21,5 +21,5 @@ $K bench rolls --apps "$APPS" --json | tee -a "$out"
 $K bench emulator --seconds 10 --connections 16 --apps 100 --json | tee -a "$out"
 $K bench footprint --idle-seconds "$IDLE" --identities "$IDENTITIES" --json | tee -a "$out"
 $K bench peers --reps "$REPS" --python .venv-py/bin/python --az .venv-azcli/bin/az --json | tee -a "$out"
-python3 Benchmarks/render.py "$out" > docs/benchmarks.md
+python3 Benchmarks/render.py "$out" docs/benchmarks.md
 echo "wrote docs/benchmarks.md" >&2

@@ -387,14 +387,19 @@ struct Measured {
 extension BenchCommand {
     static var selfPath: String { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0] }
 
-    /// VmRSS (KiB) and CPU ticks of a process, from /proc.
-    static func sample(pid: Int32) -> (rssKiB: Double, cpuSeconds: Double)? {
+    /// Memory (KiB) and CPU time of a process, from /proc: VmRSS, and RssAnon (heap, stacks and
+    /// pages the process wrote: what it costs beyond the file pages it shares with the page cache).
+    static func sample(pid: Int32) -> (rssKiB: Double, anonKiB: Double, cpuSeconds: Double)? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return nil }
-        let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { Double($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
-        let fields = stat[stat.range(of: ")")!.upperBound...].split(separator: " ")
+              let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.range(of: ")") else { return nil }
+        func kib(_ field: String) -> Double {
+            status.split(separator: "\n").first { $0.hasPrefix(field) }.flatMap { Double($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
+        }
+        let fields = stat[close.upperBound...].split(separator: " ")
+        guard fields.count > 12 else { return nil }
         let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
-        return (rss, ticks / Double(sysconf(Int32(_SC_CLK_TCK))))
+        return (kib("VmRSS:"), kib("RssAnon:"), ticks / Double(sysconf(Int32(_SC_CLK_TCK))))
     }
 
     struct Footprint: AsyncParsableCommand {
@@ -423,7 +428,8 @@ extension BenchCommand {
             baseline.arguments = ["bench", "footprint", "--baseline-child"]
             try baseline.run()
             try await Task.sleep(nanoseconds: 1_500_000_000)
-            let baseRSS = BenchCommand.sample(pid: baseline.processIdentifier)?.rssKiB ?? 0
+            let base = BenchCommand.sample(pid: baseline.processIdentifier)
+            let baseRSS = base?.rssKiB ?? 0, baseAnon = base?.anonKiB ?? 0
             baseline.terminate()
             let emu = try await BenchEmulator.start()
             defer { Task { await emu.stop() } }
@@ -458,6 +464,8 @@ extension BenchCommand {
                 p.waitUntilExit()
                 Figure(name: "agent idle RSS, \(n) identit\(n == 1 ? "y" : "ies")", value: b.rssKiB / 1024, unit: "MiB",
                        bound: baseRSS / 1024, boundName: "the same binary asleep", command: "keyroll bench footprint --identities \(identities)").print(json: json)
+                Figure(name: "agent idle anonymous memory (RssAnon: heap, stacks), \(n) identit\(n == 1 ? "y" : "ies")", value: b.anonKiB / 1024, unit: "MiB",
+                       bound: baseAnon / 1024, boundName: "the same binary asleep", command: "keyroll bench footprint --identities \(identities)").print(json: json)
                 Figure(name: "agent idle CPU over \(Int(idleSeconds)) s, \(n) identit\(n == 1 ? "y" : "ies")", value: b.cpuSeconds - a.cpuSeconds, unit: "CPU-s",
                        bound: idleSeconds, boundName: "one core for the window", command: "keyroll bench footprint --idle-seconds \(Int(idleSeconds))").print(json: json)
             }
@@ -519,6 +527,8 @@ extension BenchCommand {
                     let r = try await emu.provisioner.provision(name: "peer-az-\(i)")
                     let m = try await Measured.run([az, "ad", "app", "credential", "reset", "--id", r.application.appId, "--append", "--create-cert"], env: azEnv)
                     guard m.status == 0 else { throw UserFacingError("az ad app credential reset failed (\(m.status))") }
+                    let keys = try emu.emulator.keyCredentials(appId: r.application.appId)
+                    guard keys.count == 2 else { throw UserFacingError("az ad app credential reset left \(keys.count) keys on the app, expected the bootstrap key and a new one") }
                     azRuns.append(m)
                 }
                 report("Azure CLI `az ad app credential reset --append --create-cert` (privileged add only)", azRuns, "keyroll bench peers --az \(az)")
