@@ -27,7 +27,7 @@ for r in rows:
 table = "\n".join(lines)
 
 doc = open(doc_path).read()
-pattern = re.compile(r"(<!-- results:begin -->\n).*?(\n<!-- results:end -->)", re.S)
+pattern = re.compile(r"(<!-- results:begin -->\n).*?(<!-- results:end -->)", re.S)
 if not pattern.search(doc):
     sys.exit(f"{doc_path} has no <!-- results:begin --> / <!-- results:end --> markers")
-open(doc_path, "w").write(pattern.sub(lambda m: m.group(1) + table + m.group(2), doc))
+open(doc_path, "w").write(pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), doc))

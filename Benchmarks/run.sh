@@ -13,7 +13,8 @@ scripts/python-env >&2
 [ -x .venv-azcli/bin/az ] || { python3 -m venv .venv-azcli && .venv-azcli/bin/pip install -q azure-cli; }
 swift build -c release --product keyroll --scratch-path .build-release
 K=.build-release/release/keyroll
-out=$(mktemp -d)/bench.jsonl
+out=Benchmarks/results.jsonl
+: > "$out"
 export KEYROLL_PYTHON=$PWD/.venv-py/bin/python
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
 $K bench crypto --seconds 3 --keys 30 --json | tee -a "$out"
@@ -22,4 +23,4 @@ $K bench emulator --seconds 10 --connections 16 --apps 100 --json | tee -a "$out
 $K bench footprint --idle-seconds "$IDLE" --identities "$IDENTITIES" --json | tee -a "$out"
 $K bench peers --reps "$REPS" --python .venv-py/bin/python --az .venv-azcli/bin/az --json | tee -a "$out"
 python3 Benchmarks/render.py "$out" docs/benchmarks.md
-echo "wrote docs/benchmarks.md" >&2
+echo "wrote $out and the table in docs/benchmarks.md" >&2
