@@ -159,7 +159,11 @@ public final class Roller: @unchecked Sendable {
             let window = policy.newCertificateWindow(now: now)
             let subject = policy.subject.replacingOccurrences(of: "{appId}", with: identity.appId)
             let size = policy.keySize
-            let cred = try await Background.run { try SigningCredential.generate(size: size, subject: .init(commonName: subject), notBefore: window.notBefore, notAfter: window.notAfter) }
+            let (cred, cpuSeconds) = try await Background.run {
+                try ThreadCPUTime.measure { try SigningCredential.generate(size: size, subject: .init(commonName: subject), notBefore: window.notBefore, notAfter: window.notAfter) }
+            }
+            metrics.increment("keyroll_keygens_total")
+            metrics.increment("keyroll_keygen_cpu_seconds_total", by: cpuSeconds)
             emit(.generated, "RSA-\(size.rawValue) key and certificate \(cred.certificate.sha1Thumbprint.hex), valid until \(iso(window.notAfter))")
             try store.storeCredential(cred)
             lock.withLock {
@@ -430,6 +434,22 @@ public final class Roller: @unchecked Sendable {
 }
 
 func iso(_ d: Date) -> String { UTCTime.iso(d) }
+
+/// CPU time of the calling thread: what a piece of work cost, whatever else the machine was doing.
+public enum ThreadCPUTime {
+    public static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+
+    /// `work`'s result and the seconds of CPU this thread spent on it.
+    public static func measure<T>(_ work: () throws -> T) rethrows -> (T, Double) {
+        let start = now()
+        let result = try work()
+        return (result, now() - start)
+    }
+}
 
 /// CPU-heavy work (RSA key generation) off Swift's cooperative pool, which has only as many threads
 /// as cores: a 4096-bit keygen can block one for seconds.

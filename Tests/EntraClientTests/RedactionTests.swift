@@ -10,7 +10,8 @@ import Testing
         var s = text
         for (pattern, template) in [
             (#"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-=]+\.[A-Za-z0-9_\-=]*"#, "[redacted-jwt]"),
-            (#"-----BEGIN [A-Z ]+-----[\s\S]*?(-----END [A-Z ]+-----|$)"#, "[redacted-pem]"),
+            // `\z`, the very end: `$` would also stop before a final line break, leaving it unredacted
+            (#"-----BEGIN [A-Z ]+-----[\s\S]*?(-----END [A-Z ]+-----|\z)"#, "[redacted-pem]"),
             (#"(?i)(bearer\s+)[A-Za-z0-9_\-\.=]+"#, "$1[redacted]"),
             (#"(?i)(client_secret|client_assertion|secretText|proof|access_token)(["']?\s*[=:]\s*["']?)[^&"'\s,}]+"#, "$1$2[redacted]"),
         ] {
@@ -38,7 +39,7 @@ import Testing
     }
 
     @Test func agreesWithTheRegularExpressionsItReplaced() async {
-        await propertyCheck(count: 2000, input: Gen.int(in: 0...Int.max)) { seed in
+        await propertyCheck(count: Int(ProcessInfo.processInfo.environment["KEYROLL_REDACTION_CASES"] ?? "") ?? 2000, input: Gen.int(in: 0...Int.max)) { seed in
             let t = Self.text(seed: seed, count: 1 + seed % 40)
             #expect(Redaction.scrub(t) == Self.oracle(t), "seed \(seed): \(t.debugDescription)")
         }
