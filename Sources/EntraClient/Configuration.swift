@@ -79,10 +79,8 @@ public final class ClockOffset: @unchecked Sendable {
     /// Records a `Date` header observed at local time `localNow`. Offsets under 5 s are HTTP-date
     /// rounding and network noise, and are ignored.
     public func observe(dateHeader: String?, localNow: Date) {
-        guard let h = dateHeader, let server = Self.parseHTTPDate(h) else { return }
+        guard let h = dateHeader, let server = UTCTime.parseHTTPDate(h) else { return }
         let o = server.timeIntervalSince(localNow)
         lock.withLock { offset = abs(o) >= 5 ? o.rounded() : 0 }
     }
-
-    static func parseHTTPDate(_ s: String) -> Date? { UTCTime.parseHTTPDate(s) }
 }

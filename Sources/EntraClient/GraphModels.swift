@@ -83,28 +83,11 @@ public struct ServicePrincipal: Sendable, Codable, Equatable {
 
 /// Graph's JSON dates: ISO 8601 with or without a fraction (up to 7 digits) and offset.
 enum GraphDates {
-    static func parse(_ s: String) -> Date? { UTCTime.parseISO(s) }
-
-    static func format(_ d: Date) -> String { UTCTime.iso(d) }
-
     static var encoder: JSONEncoder {
         let e = JSONEncoder()
-        e.dateEncodingStrategy = .custom { date, enc in
-            var c = enc.singleValueContainer()
-            try c.encode(format(date))
-        }
+        e.dateEncodingStrategy = .utcISO8601
         return e
     }
 
-    static var decoder: JSONDecoder {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .custom { dec in
-            let s = try dec.singleValueContainer().decode(String.self)
-            guard let date = parse(s) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: dec.codingPath, debugDescription: "not an ISO 8601 date: \(s)"))
-            }
-            return date
-        }
-        return d
-    }
+    static var decoder: JSONDecoder { .utcDates() }
 }

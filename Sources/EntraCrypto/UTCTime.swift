@@ -121,6 +121,26 @@ extension JSONEncoder.DateEncodingStrategy {
     }
 }
 
+extension JSONEncoder {
+    /// Every JSON document KeyRoll writes for people or for itself (store files, bundles, reports,
+    /// `--json`): pretty-printed, keys sorted, `/` unescaped, dates as UTC ISO 8601 seconds.
+    public static func readable() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        e.dateEncodingStrategy = .utcISO8601
+        return e
+    }
+}
+
+extension JSONDecoder {
+    /// A decoder whose dates are ISO 8601 (`.utcISO8601`).
+    public static func utcDates() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .utcISO8601
+        return d
+    }
+}
+
 extension JSONDecoder.DateDecodingStrategy {
     /// Reads what `.iso8601` reads (and fractions and offsets too), without ICU.
     public static var utcISO8601: Self {

@@ -47,10 +47,7 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
     }
 
     public func encoded() throws -> [UInt8] {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .utcISO8601
-        return Array(try e.encode(self))
+        Array(try JSONEncoder.readable().encode(self))
     }
 
     public enum BundleError: Error, CustomStringConvertible, Equatable {
@@ -66,12 +63,10 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
     }
 
     public static func decode(_ bytes: [UInt8]) throws -> BootstrapBundle {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .utcISO8601
         if let probe = try? JSONDecoder().decode([String: JSONValue].self, from: Data(bytes)), let f = probe["format"]?.stringValue, f != formatV1 {
             throw BundleError.unsupportedFormat(f)
         }
-        do { return try d.decode(BootstrapBundle.self, from: Data(bytes)) } catch {
+        do { return try JSONDecoder.utcDates().decode(BootstrapBundle.self, from: Data(bytes)) } catch {
             throw BundleError.unreadable("not a \(formatV1) JSON document (\(String(describing: error).prefix(160)))")
         }
     }

@@ -176,17 +176,12 @@ public final class CredentialStore: @unchecked Sendable {
     // MARK: JSON files
 
     private func writeJSON<T: Encodable>(_ value: T, to file: String) throws {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .utcISO8601
-        try SecureFiles.writeAtomically(Array(try e.encode(value)), to: file)
+        try SecureFiles.writeAtomically(Array(try JSONEncoder.readable().encode(value)), to: file)
     }
 
     private func readJSON<T: Decodable>(_ type: T.Type, from file: String) throws -> T {
         guard let data = FileManager.default.contents(atPath: file) else { throw StoreError.corrupted("\((file as NSString).lastPathComponent) cannot be read") }
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .utcISO8601
-        do { return try d.decode(T.self, from: data) } catch {
+        do { return try JSONDecoder.utcDates().decode(T.self, from: data) } catch {
             throw StoreError.corrupted("\((file as NSString).lastPathComponent) is not valid (\(String(describing: error).prefix(120)))")
         }
     }

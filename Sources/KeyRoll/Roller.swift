@@ -164,7 +164,7 @@ public final class Roller: @unchecked Sendable {
             }
             metrics.increment("keyroll_keygens_total")
             metrics.increment("keyroll_keygen_cpu_seconds_total", by: cpuSeconds)
-            emit(.generated, "RSA-\(size.rawValue) key and certificate \(cred.certificate.sha1Thumbprint.hex), valid until \(iso(window.notAfter))")
+            emit(.generated, "RSA-\(size.rawValue) key and certificate \(cred.certificate.sha1Thumbprint.hex), valid until \(UTCTime.iso(window.notAfter))")
             try store.storeCredential(cred)
             lock.withLock {
                 loaded[cred.certificate.sha1Thumbprint.hex] = cred
@@ -432,8 +432,6 @@ public final class Roller: @unchecked Sendable {
         }
     }
 }
-
-func iso(_ d: Date) -> String { UTCTime.iso(d) }
 
 /// CPU time of the calling thread: what a piece of work cost, whatever else the machine was doing.
 public enum ThreadCPUTime {

@@ -4,15 +4,11 @@ import Foundation
 /// Renders a ``FleetAudit`` as a terminal table, JSON, CSV or a self-contained HTML page.
 public enum AuditReport {
     public static func json(_ a: FleetAudit) -> String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .utcISO8601
-        return String(decoding: (try? e.encode(a)) ?? Data(), as: UTF8.self)
+        String(decoding: (try? JSONEncoder.readable().encode(a)) ?? Data(), as: UTF8.self)
     }
 
     public static func csv(_ a: FleetAudit) -> String {
         var lines = ["app,app_id,object_id,managed,condition,credential_key_id,kind,display_name,start,end,finding"]
-        let iso = ISO8601DateFormatter()
         func q(_ s: String) -> String { s.contains(where: { ",\"\n".contains($0) }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }
         for app in a.apps {
             if app.credentials.isEmpty {
@@ -20,7 +16,7 @@ public enum AuditReport {
             }
             for c in app.credentials {
                 lines.append([app.name, app.appId, app.objectId, "\(app.managed)", app.worst.rawValue, c.keyId, c.kind, c.displayName ?? "",
-                              c.start.map(iso.string) ?? "", c.end.map(iso.string) ?? "", c.finding.rawValue].map(q).joined(separator: ","))
+                              c.start.map(UTCTime.iso) ?? "", c.end.map(UTCTime.iso) ?? "", c.finding.rawValue].map(q).joined(separator: ","))
             }
         }
         return lines.joined(separator: "\n") + "\n"

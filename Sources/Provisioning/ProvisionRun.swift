@@ -30,8 +30,7 @@ public final class ProvisionLog: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         if let data = FileManager.default.contents(atPath: path) {
-            let d = JSONDecoder()
-            d.dateDecodingStrategy = .utcISO8601
+            let d = JSONDecoder.utcDates()
             for line in data.split(separator: UInt8(ascii: "\n")) {
                 // a torn last line (killed mid-write) is ignored: its step is redone
                 if let e = try? d.decode(Entry.self, from: Data(line)) { last[e.app] = e }

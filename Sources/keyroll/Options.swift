@@ -99,13 +99,8 @@ func formatDuration(_ t: TimeInterval?) -> String {
     return sign + "\(Int(a))s"
 }
 
-func shortDate(_ d: Date) -> String {
-    let f = DateFormatter()
-    f.locale = Locale(identifier: "en_US_POSIX")
-    f.timeZone = TimeZone(identifier: "UTC")
-    f.dateFormat = "yyyy-MM-dd HH:mm"
-    return f.string(from: d)
-}
+/// `2026-11-29 07:47` (UTC, minutes).
+func shortDate(_ d: Date) -> String { String(UTCTime.spaced(d).prefix(16)) }
 
 /// A plain text table.
 func table(_ header: [String], _ rows: [[String]]) -> String {
@@ -116,8 +111,5 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 }
 
 func jsonString<T: Encodable>(_ v: T) -> String {
-    let e = JSONEncoder()
-    e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    e.dateEncodingStrategy = .utcISO8601
-    return String(decoding: (try? e.encode(v)) ?? Data(), as: UTF8.self)
+    String(decoding: (try? JSONEncoder.readable().encode(v)) ?? Data(), as: UTF8.self)
 }
