@@ -131,10 +131,17 @@ public final class Roller: @unchecked Sendable {
         let j = journal
         if j.roll != nil { return clock.now() }
         if let planned = j.nextRollAt { return planned }
-        guard let active = j.activeCredential else { return clock.now() }
-        let date = policy.rollDate(for: active, random: random())
-        try? commit(j.planned(date), phase: nil, event: nil)
+        let withPlan = planningNextRoll(j)
+        guard let date = withPlan.nextRollAt else { return clock.now() }
+        try? commit(withPlan, phase: nil, event: nil)
         return date
+    }
+
+    /// `j` with its next roll planned for its active credential (policy date plus this roller's
+    /// jitter). A roll's last transition carries the plan, so ending a roll is one durable write.
+    private func planningNextRoll(_ j: Journal) -> Journal {
+        guard let active = j.activeCredential else { return j }
+        return j.planned(policy.rollDate(for: active, random: random()))
     }
 
     public func timeToCliff(now: Date? = nil) -> TimeInterval? {
@@ -209,7 +216,7 @@ public final class Roller: @unchecked Sendable {
         case .switched: try await stepRetire(r)
         case .retired:
             try forget(r.oldThumbprint)
-            try commit(try journal.finished(now: clock.now()), phase: nil, event: (.finished, "old key \(r.oldThumbprint) destroyed; roll complete"))
+            try commit(planningNextRoll(try journal.finished(now: clock.now())), phase: nil, event: (.finished, "old key \(r.oldThumbprint) destroyed; roll complete"))
             metrics.increment("keyroll_rolls_total", ["app_id": identity.appId, "outcome": "rolled"])
             return .rolled(newThumbprint: r.newThumbprint)
         case .abandoning:
@@ -329,7 +336,7 @@ public final class Roller: @unchecked Sendable {
             for k in keyIds { try await counted { try await graph.removeKey(objectID: identity.applicationObjectId, keyId: k, prover: active) } }
             try forget(r.newThumbprint)
         }
-        try commit(try journal.abandoned(now: clock.now()), phase: nil, event: (.abandoned, r.abandonReason ?? "abandoned"))
+        try commit(planningNextRoll(try journal.abandoned(now: clock.now())), phase: nil, event: (.abandoned, r.abandonReason ?? "abandoned"))
     }
 
     // MARK: reconcile and status
@@ -390,6 +397,7 @@ public final class Roller: @unchecked Sendable {
     public func refreshMetrics() {
         let next = nextRollDate()
         let j = journal
+        let status = identityStatus()
         let labels = ["app_id": identity.appId]
         let held = Set(j.credentials.map(\.thumbprint))
         let stale = lock.withLock { () -> Set<String> in
@@ -402,9 +410,8 @@ public final class Roller: @unchecked Sendable {
             metrics.remove("keyroll_last_token_success_timestamp_seconds", ["app_id": identity.appId, "thumbprint": t])
         }
         for c in j.credentials { metrics.set("keyroll_certificate_not_after_seconds", ["app_id": identity.appId, "thumbprint": c.thumbprint], c.notAfter.timeIntervalSince1970) }
-        if let ttc = timeToCliff() { metrics.set("keyroll_time_to_cliff_seconds", labels, ttc) }
-        let alarm = policy.alarm(timeToCliff: timeToCliff())
-        for a in [RollPolicy.Alarm.ok, .warning, .critical, .pastCliff] { metrics.set("keyroll_alarm", ["app_id": identity.appId, "level": a.rawValue], a == alarm ? 1 : 0) }
+        if let ttc = status.timeToCliff { metrics.set("keyroll_time_to_cliff_seconds", labels, ttc) }
+        for a in [RollPolicy.Alarm.ok, .warning, .critical, .pastCliff] { metrics.set("keyroll_alarm", ["app_id": identity.appId, "level": a.rawValue], a == status.alarm ? 1 : 0) }
         metrics.set("keyroll_next_roll_timestamp_seconds", labels, next.timeIntervalSince1970)
         metrics.set("keyroll_clock_offset_seconds", labels, tokens.offset.seconds)
         for p in RollPhase.allCases { metrics.set("keyroll_roll_phase", ["app_id": identity.appId, "phase": p.rawValue], j.roll?.phase == p ? 1 : 0) }

@@ -135,7 +135,13 @@ import TestSupport
         let fleet = try await Fleet()
         let (store, _) = try await fleet.agentStore("frugal")
         let before = fleet.rig.emulator.requestCounts()
-        guard case .rolled = try await fleet.roller(store).rollIfDue() else { Issue.record("roll failed"); return }
+        let writes = Counter()
+        let frugal = try fleet.roller(store, afterTransition: { _ in writes.increment() })
+        _ = frugal.nextRollDate()  // plans the bootstrap roll (one write) before counting the roll's own
+        writes.reset()
+        guard case .rolled = try await frugal.rollIfDue() else { Issue.record("roll failed"); return }
+        #expect(writes.value == 7, "one fsynced journal write per transition; the last one carries the next roll's plan")
+        #expect(try store.journal().nextRollAt != nil)
         let spent = fleet.rig.emulator.requestCounts().reduce(into: [String: Int]()) { $0[$1.key] = $1.value - (before[$1.key] ?? 0) }
         #expect(spent.filter { $0.value != 0 } == ["token": 3, "applications": 2, "addKey": 1, "removeKey": 1])
 
@@ -192,4 +198,13 @@ import TestSupport
         #expect(try fleet.graphKeys(bundle.appId) == before)
         #expect(try fleet.graphKeys(bundle2.appId).count == 1)
     }
+}
+
+/// A thread-safe tally for callbacks.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func increment() { lock.withLock { n += 1 } }
+    func reset() { lock.withLock { n = 0 } }
+    var value: Int { lock.withLock { n } }
 }
