@@ -49,11 +49,12 @@ struct RollCommand: AsyncParsableCommand {
 
     func run() async throws {
         KeyRollLogHandler.bootstrap()
+        let policy = try policy.policy()
         let transport = try trust.transport()
-        var abandoned = false
-        do {
+        let abandoned = try await transport.closing {
+            var abandoned = false
             for path in try stores.paths() {
-                let roller = try Roller(store: CredentialStore(path: path), policy: try policy.policy(), transport: transport,
+                let roller = try Roller(store: CredentialStore(path: path), policy: policy, transport: transport,
                                         afterTransition: CrashHook.fromEnvironment())
                 try await roller.reconcile()
                 let outcome = ifDue ? try await roller.rollIfDue() : try await roller.roll(reason: "requested")
@@ -63,11 +64,8 @@ struct RollCommand: AsyncParsableCommand {
                 case .notDue(let next): print(json ? #"{"store":"\#(path)","outcome":"notDue","next":"\#(shortDate(next))"}"# : "\(path): not due until \(shortDate(next)) UTC")
                 }
             }
-        } catch {
-            try? await transport.shutdown()
-            throw error
+            return abandoned
         }
-        try await transport.shutdown()
         if abandoned { throw ExitCode(2) }
     }
 }

@@ -89,6 +89,20 @@ struct TrustOptions: ParsableArguments {
     }
 }
 
+extension AsyncHTTPTransport {
+    /// Runs `body`, then shuts the transport down whether `body` returned or threw (an HTTP client
+    /// must never be left running). A failure to shut down is reported only when `body` succeeded.
+    func closing<T>(after body: () async throws -> T) async throws -> T {
+        let result: T
+        do { result = try await body() } catch {
+            try? await shutdown()
+            throw error
+        }
+        try await shutdown()
+        return result
+    }
+}
+
 func formatDuration(_ t: TimeInterval?) -> String {
     guard let t else { return "-" }
     let sign = t < 0 ? "-" : ""

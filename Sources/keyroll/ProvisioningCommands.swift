@@ -78,7 +78,7 @@ struct ProvisionCommand: AsyncParsableCommand {
         KeyRollLogHandler.bootstrap(level: .warning)
         let m = try Manifest.load(path: manifest)
         let (provisioner, transport) = try identity.connect()
-        do {
+        try await transport.closing {
             let run = ProvisionRun(provisioner: provisioner, manifest: m, log: try ProvisionLog(path: log ?? manifest + ".log"),
                                    limit: AdaptiveLimit(start: concurrency, maximum: max(concurrency, 32)))
             if plan {
@@ -92,7 +92,6 @@ struct ProvisionCommand: AsyncParsableCommand {
                 print(String(format: "  at Graph's budget (3,000 writes / 150 s per app+tenant; 150 keyCredential reads / min) this takes at least %.0f s", p.minimumSeconds))
                 for name in p.toCreate.prefix(20) { print("    + \(name)") }
                 if p.toCreate.count > 20 { print("    … \(p.toCreate.count - 20) more") }
-                try await transport.shutdown()
                 return
             }
             let progress = ProgressReporter(title: "provision", total: m.apps.count)
@@ -113,11 +112,7 @@ struct ProvisionCommand: AsyncParsableCommand {
                 if case .needsRebootstrap(_, let why) = o { print("  \(name): \(why)") }
             }
             for (name, e) in report.failures.sorted(by: { $0.key < $1.key }) { print("  \(name): FAILED: \(e)") }
-            try await transport.shutdown()
             if !report.failures.isEmpty { throw ExitCode(1) }
-        } catch {
-            try? await transport.shutdown()
-            throw error
         }
     }
 }
@@ -148,12 +143,9 @@ struct AuditCommand: AsyncParsableCommand {
     func run() async throws {
         KeyRollLogHandler.bootstrap(level: .warning)
         let (provisioner, transport) = try identity.connect()
-        let audit: FleetAudit
-        do { audit = try await Auditor(graph: provisioner.graph).scan(now: provisioner.graph.correctedNow, expiringWithinDays: expiringDays, managedOnly: managedOnly) } catch {
-            try? await transport.shutdown()
-            throw error
+        let audit = try await transport.closing {
+            try await Auditor(graph: provisioner.graph).scan(now: provisioner.graph.correctedNow, expiringWithinDays: expiringDays, managedOnly: managedOnly)
         }
-        try await transport.shutdown()
         if json { print(AuditReport.json(audit)) } else if csv { print(AuditReport.csv(audit), terminator: "") } else { print(AuditReport.table(audit)) }
         if let html {
             try AuditReport.html(audit).write(toFile: html, atomically: true, encoding: .utf8)
@@ -189,15 +181,15 @@ struct RebootstrapCommand: AsyncParsableCommand {
         KeyRollLogHandler.bootstrap(level: .warning)
         let (provisioner, transport) = try identity.connect()
         do {
-            let target = try await find(provisioner.graph)
-            let who = ProcessInfo.processInfo.environment["USER"] ?? ProcessInfo.processInfo.environment["LOGNAME"] ?? "unknown"
-            let bundle = try await Rebootstrap(provisioner: provisioner, auditLogPath: auditLog)
-                .run(application: target, bundlePath: out, force: force, reason: reason, operator: who)
-            try await transport.shutdown()
+            let (target, bundle) = try await transport.closing {
+                let target = try await find(provisioner.graph)
+                let who = ProcessInfo.processInfo.environment["USER"] ?? ProcessInfo.processInfo.environment["LOGNAME"] ?? "unknown"
+                return (target, try await Rebootstrap(provisioner: provisioner, auditLogPath: auditLog)
+                    .run(application: target, bundlePath: out, force: force, reason: reason, operator: who))
+            }
             print("New bootstrap bundle for \(target.displayName ?? target.appId) written to \(out) (keyId \(bundle.bootstrap.keyId ?? "?")); recorded in \(auditLog).")
             print("On the app's host: keyroll import --bundle \(out) --store DIR, then start the agent within 2 days.")
         } catch {
-            try? await transport.shutdown()
             if let r = error as? Rebootstrap.Refused { throw UserFacingError(r.description) }
             throw error
         }
