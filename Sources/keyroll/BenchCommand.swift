@@ -49,11 +49,13 @@ struct BenchCommand: AsyncParsableCommand {
 
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-    /// User + system CPU seconds this process has used so far (all threads).
-    static func processCPUSeconds() -> Double {
+    /// User + system CPU seconds used so far by this process (`RUSAGE_SELF`, all threads) or by
+    /// its waited-for children (`RUSAGE_CHILDREN`).
+    static func cpuSeconds(_ who: __rusage_who) -> Double {
         var u = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &u)
-        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+        getrusage(who.rawValue, &u)
+        func secs(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return secs(u.ru_utime) + secs(u.ru_stime)
     }
 
     /// RSA keygen/s with `threads` parallel generators for `count` keys in total.
@@ -97,20 +99,12 @@ struct BenchCommand: AsyncParsableCommand {
         return nil
     }
 
+    /// A command's standard output; throws unless it exits 0.
     @discardableResult
     static func run(_ argv: [String], env: [String: String] = [:]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = argv
-        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw UserFacingError("\(argv[0]) exited \(p.terminationStatus)") }
-        return String(decoding: data, as: UTF8.self)
+        let m = try Measured.runBlocking(argv, env: env)
+        guard m.status == 0 else { throw UserFacingError("\(argv[0]) exited \(m.status)") }
+        return m.stdout
     }
 
     static func quietLogs() {
@@ -184,12 +178,12 @@ struct BenchCommand: AsyncParsableCommand {
             let boundBefore = BenchCommand.keygenRate(bits: .bits2048, count: apps, threads: cores)
             FileHandle.standardError.write(Data("rolling \(apps) apps…\n".utf8))
             let t0 = BenchCommand.now()
-            let cpu0 = BenchCommand.processCPUSeconds()
+            let cpu0 = BenchCommand.cpuSeconds(RUSAGE_SELF)
             let requests0 = emulator.requestCounts()
             let limit = AdaptiveLimit(start: inFlight, minimum: inFlight, maximum: inFlight)
             let results = await BulkRunner.run(rollers, limit: limit, progress: nil) { r in try await r.roll(reason: "bench") }
             let elapsed = BenchCommand.now() - t0
-            let cpu = BenchCommand.processCPUSeconds() - cpu0
+            let cpu = BenchCommand.cpuSeconds(RUSAGE_SELF) - cpu0
             let bound = 2 / (1 / boundBefore + 1 / BenchCommand.keygenRate(bits: .bits2048, count: apps, threads: cores))
             if !json {
                 let perRoll = emulator.requestCounts().map { ($0.key, Double($0.value - (requests0[$0.key] ?? 0)) / Double(max(1, apps))) }
@@ -236,13 +230,8 @@ struct BenchCommand: AsyncParsableCommand {
             settings.maxCredentialItems = 100_000
             let emulator = try EntraEmulator(settings: settings)
             let (reg, cred) = try emulator.seedDevelopmentTenant()
-            let (stream, cont) = AsyncStream<Int>.makeStream()
-            let app = try EmulatorServer(emulator: emulator, logger: Logger(label: "bench")).makeApplication { cont.yield($0) }
-            let group = ServiceGroup(configuration: .init(services: [app], logger: Logger(label: "bench")))
-            let server = Task { try await group.run() }
-            var it = stream.makeAsyncIterator()
-            guard let port = await it.next() else { throw UserFacingError("server did not start") }
-            let base = "http://127.0.0.1:\(port)"
+            let server = try await ServedEmulator.start(emulator)
+            let base = "http://127.0.0.1:\(server.port)"
             let dir = NSTemporaryDirectory() + "/keyroll-wrk-\(UUID().uuidString.prefix(6))"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -281,8 +270,7 @@ struct BenchCommand: AsyncParsableCommand {
             Figure(name: "emulator addKey over loopback HTTP (wrk, \(connections) connections, \(apps) apps; \(added) keys stored)", value: adds, unit: "addKey/s",
                    bound: signBound * Double(cores), boundName: "RSA-2048 sign/s × \(cores) cores",
                    command: "keyroll bench emulator --seconds \(seconds) --apps \(apps)").print(json: json)
-            await group.triggerGracefulShutdown()
-            _ = try? await server.value
+            await server.stop()
         }
 
         /// Requests/s of non-error answers, from wrk's summary.
@@ -308,10 +296,31 @@ struct BenchCommand: AsyncParsableCommand {
 }
 
 /// An HTTPS emulator hosted by the benchmark process, with a provisioner on an in-process transport.
-struct BenchEmulator {
-    let emulator: EntraEmulator
+/// An emulator served over loopback (HTTPS with `tls`, else HTTP) by this process until `stop()`.
+struct ServedEmulator {
     let group: ServiceGroup
     let task: Task<Void, Error>
+    let port: Int
+
+    static func start(_ emulator: EntraEmulator, tls: EmulatorServer.TLSMaterial? = nil) async throws -> ServedEmulator {
+        let (stream, cont) = AsyncStream<Int>.makeStream()
+        let app = try EmulatorServer(emulator: emulator, tls: tls, logger: Logger(label: "bench")).makeApplication { cont.yield($0) }
+        let group = ServiceGroup(configuration: .init(services: [app], logger: Logger(label: "bench")))
+        let task = Task { try await group.run() }
+        var it = stream.makeAsyncIterator()
+        guard let port = await it.next() else { throw UserFacingError("the emulator's server did not start") }
+        return ServedEmulator(group: group, task: task, port: port)
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+    }
+}
+
+struct BenchEmulator {
+    let emulator: EntraEmulator
+    let server: ServedEmulator
     let base: String
     let dir: String
     let provisioner: Provisioner
@@ -322,13 +331,8 @@ struct BenchEmulator {
         let emulator = try EntraEmulator()
         let (reg, cred) = try emulator.seedDevelopmentTenant()
         let tls = try EmulatorServer.TLSMaterial.generate(now: Date())
-        let (stream, cont) = AsyncStream<Int>.makeStream()
-        let app = try EmulatorServer(emulator: emulator, tls: tls, logger: Logger(label: "bench")).makeApplication { cont.yield($0) }
-        let group = ServiceGroup(configuration: .init(services: [app], logger: Logger(label: "bench")))
-        let task = Task { try await group.run() }
-        var it = stream.makeAsyncIterator()
-        guard let port = await it.next() else { throw UserFacingError("server did not start") }
-        let base = "https://127.0.0.1:\(port)"
+        let server = try await ServedEmulator.start(emulator, tls: tls)
+        let base = "https://127.0.0.1:\(server.port)"
         let dir = NSTemporaryDirectory() + "/keyroll-bench-\(UUID().uuidString.prefix(6))"
         try SecureFiles.ensurePrivateDirectory(dir)
         try SecureFiles.writeAtomically(tls.ca.certificate.pem, to: dir + "/ca.pem", mode: 0o644)
@@ -337,7 +341,7 @@ struct BenchEmulator {
         let endpoints = EntraEndpoints(authorityHost: base, tenant: reg.tenantID, graphBaseURL: base + "/v1.0")
         let provisioner = Provisioner(graph: GraphClient(endpoints: endpoints, tokens: TokenProvider(endpoints: endpoints, clientID: reg.appId, transport: transport),
                                                          auth: .certificate(cred), transport: transport))
-        return BenchEmulator(emulator: emulator, group: group, task: task, base: base, dir: dir, provisioner: provisioner, registration: reg, credential: cred)
+        return BenchEmulator(emulator: emulator, server: server, base: base, dir: dir, provisioner: provisioner, registration: reg, credential: cred)
     }
 
     /// Provisions `name` and returns its bundle path (0600).
@@ -349,9 +353,21 @@ struct BenchEmulator {
     }
 
     func stop() async {
-        await group.triggerGracefulShutdown()
-        _ = try? await task.value
+        await server.stop()
         try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// Runs `body` with an emulator that is stopped (and its folder removed) afterwards, also on error.
+    static func serving<T>(_ body: (BenchEmulator) async throws -> T) async throws -> T {
+        let emu = try await start()
+        do {
+            let result = try await body(emu)
+            await emu.stop()
+            return result
+        } catch {
+            await emu.stop()
+            throw error
+        }
     }
 }
 
@@ -368,8 +384,7 @@ struct Measured {
     }
 
     static func runBlocking(_ argv: [String], env: [String: String] = [:]) throws -> Measured {
-        var before = rusage()
-        getrusage(RUSAGE_CHILDREN.rawValue, &before)
+        let before = BenchCommand.cpuSeconds(RUSAGE_CHILDREN)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : "/usr/bin/env")
         p.arguments = argv[0].hasPrefix("/") ? Array(argv.dropFirst()) : argv
@@ -382,11 +397,7 @@ struct Measured {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let wall = BenchCommand.now() - t0
-        var after = rusage()
-        getrusage(RUSAGE_CHILDREN.rawValue, &after)
-        func secs(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-        let cpu = secs(after.ru_utime) + secs(after.ru_stime) - secs(before.ru_utime) - secs(before.ru_stime)
-        return Measured(status: p.terminationStatus, wall: wall, cpu: cpu, stdout: String(decoding: data, as: UTF8.self))
+        return Measured(status: p.terminationStatus, wall: wall, cpu: BenchCommand.cpuSeconds(RUSAGE_CHILDREN) - before, stdout: String(decoding: data, as: UTF8.self))
     }
 }
 
@@ -437,45 +448,44 @@ extension BenchCommand {
             let base = BenchCommand.sample(pid: baseline.processIdentifier)
             let baseRSS = base?.rssKiB ?? 0, baseAnon = base?.anonKiB ?? 0
             baseline.terminate()
-            let emu = try await BenchEmulator.start()
-            defer { Task { await emu.stop() } }
-            for n in [1, identities] {
-                var stores: [String] = []
-                for i in 0..<n {
-                    let b = try await emu.bundle("fp\(n)-\(i)")
-                    let store = "\(emu.dir)/stores-\(n)/\(i)"
-                    try Roller.importBundle(try BootstrapBundle.decode(try SecureFiles.read(b)), into: CredentialStore(path: store), now: Date())
-                    stores.append(store)
+            try await BenchEmulator.serving { emu in
+                for n in [1, identities] {
+                    var stores: [String] = []
+                    for i in 0..<n {
+                        let b = try await emu.bundle("fp\(n)-\(i)")
+                        let store = "\(emu.dir)/stores-\(n)/\(i)"
+                        try Roller.importBundle(try BootstrapBundle.decode(try SecureFiles.read(b)), into: CredentialStore(path: store), now: Date())
+                        stores.append(store)
+                    }
+                    let p = Process()
+                    p.executableURL = URL(fileURLWithPath: me)
+                    p.arguments = ["agent", "--metrics-port=-1"] + stores.flatMap { ["--store", $0] }
+                    p.environment = ProcessInfo.processInfo.environment.merging(["KEYROLL_CA_FILE": emu.dir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]) { $1 }
+                    p.standardError = FileHandle.nullDevice
+                    p.standardOutput = FileHandle.nullDevice
+                    try p.run()
+                    // wait until every identity has rolled its bootstrap
+                    let deadline = Date().addingTimeInterval(900)
+                    while Date() < deadline {
+                        guard p.isRunning else { throw UserFacingError("the agent exited with status \(p.terminationStatus) before rolling") }
+                        let done = stores.filter { (try? StoreReader.status(path: $0, policy: RollPolicy(), now: Date()))?.activeOrigin == .keyroll }.count
+                        if done == n { break }
+                        try await Task.sleep(nanoseconds: 200_000_000)
+                    }
+                    try await Task.sleep(nanoseconds: 2_000_000_000)
+                    guard let a = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
+                    try await Task.sleep(nanoseconds: UInt64(idleSeconds * 1e9))
+                    guard let b = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
+                    p.terminate()
+                    p.waitUntilExit()
+                    Figure(name: "agent idle RSS, \(n) identit\(n == 1 ? "y" : "ies")", value: b.rssKiB / 1024, unit: "MiB",
+                           bound: baseRSS / 1024, boundName: "the same binary asleep", command: "keyroll bench footprint --identities \(identities)").print(json: json)
+                    Figure(name: "agent idle anonymous memory (RssAnon: heap, stacks), \(n) identit\(n == 1 ? "y" : "ies")", value: b.anonKiB / 1024, unit: "MiB",
+                           bound: baseAnon / 1024, boundName: "the same binary asleep", command: "keyroll bench footprint --identities \(identities)").print(json: json)
+                    Figure(name: "agent idle CPU over \(Int(idleSeconds)) s, \(n) identit\(n == 1 ? "y" : "ies")", value: b.cpuSeconds - a.cpuSeconds, unit: "CPU-s",
+                           bound: idleSeconds, boundName: "one core for the window", command: "keyroll bench footprint --idle-seconds \(Int(idleSeconds))").print(json: json)
                 }
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: me)
-                p.arguments = ["agent", "--metrics-port=-1"] + stores.flatMap { ["--store", $0] }
-                p.environment = ProcessInfo.processInfo.environment.merging(["KEYROLL_CA_FILE": emu.dir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]) { $1 }
-                p.standardError = FileHandle.nullDevice
-                p.standardOutput = FileHandle.nullDevice
-                try p.run()
-                // wait until every identity has rolled its bootstrap
-                let deadline = Date().addingTimeInterval(900)
-                while Date() < deadline {
-                    guard p.isRunning else { throw UserFacingError("the agent exited with status \(p.terminationStatus) before rolling") }
-                    let done = stores.filter { (try? StoreReader.status(path: $0, policy: RollPolicy(), now: Date()))?.activeOrigin == .keyroll }.count
-                    if done == n { break }
-                    try await Task.sleep(nanoseconds: 200_000_000)
-                }
-                try await Task.sleep(nanoseconds: 2_000_000_000)
-                guard let a = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
-                try await Task.sleep(nanoseconds: UInt64(idleSeconds * 1e9))
-                guard let b = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
-                p.terminate()
-                p.waitUntilExit()
-                Figure(name: "agent idle RSS, \(n) identit\(n == 1 ? "y" : "ies")", value: b.rssKiB / 1024, unit: "MiB",
-                       bound: baseRSS / 1024, boundName: "the same binary asleep", command: "keyroll bench footprint --identities \(identities)").print(json: json)
-                Figure(name: "agent idle anonymous memory (RssAnon: heap, stacks), \(n) identit\(n == 1 ? "y" : "ies")", value: b.anonKiB / 1024, unit: "MiB",
-                       bound: baseAnon / 1024, boundName: "the same binary asleep", command: "keyroll bench footprint --identities \(identities)").print(json: json)
-                Figure(name: "agent idle CPU over \(Int(idleSeconds)) s, \(n) identit\(n == 1 ? "y" : "ies")", value: b.cpuSeconds - a.cpuSeconds, unit: "CPU-s",
-                       bound: idleSeconds, boundName: "one core for the window", command: "keyroll bench footprint --idle-seconds \(Int(idleSeconds))").print(json: json)
             }
-            await emu.stop()
         }
     }
 
@@ -490,56 +500,56 @@ extension BenchCommand {
         func run() async throws {
             BenchCommand.quietLogs()
             let me = BenchCommand.selfPath
-            let emu = try await BenchEmulator.start()
-            let env = ["KEYROLL_CA_FILE": emu.dir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]
-            var keyroll: [Measured] = [], py: [Measured] = [], azRuns: [Measured] = []
-            for i in 0..<reps {
-                let b1 = try await emu.bundle("peer-keyroll-\(i)")
-                let store = "\(emu.dir)/kr-\(i)"
-                try Roller.importBundle(try BootstrapBundle.decode(try SecureFiles.read(b1)), into: CredentialStore(path: store), now: Date())
-                let m = try await Measured.run([me, "roll", "--store", store], env: env)
-                guard m.status == 0 else { throw UserFacingError("keyroll roll failed") }
-                keyroll.append(m)
-                let b2 = try await emu.bundle("peer-python-\(i)")
-                let mp = try await Measured.run([python, script, b2, emu.dir + "/ca.pem", "\(emu.dir)/py-\(i)"])
-                guard mp.status == 0 else { throw UserFacingError("the MSAL peer script failed (\(mp.status)); run it by hand to see why") }
-                py.append(mp)
-            }
-            func report(_ name: String, _ ms: [Measured], _ cmd: String) {
-                let kw = BenchCommand.median(keyroll.map(\.wall)), kc = BenchCommand.median(keyroll.map(\.cpu))
-                Figure(name: "\(name): wall per operation", value: BenchCommand.median(ms.map(\.wall)), unit: "s", bound: kw, boundName: "keyroll roll", command: cmd).print(json: json)
-                Figure(name: "\(name): CPU per operation", value: BenchCommand.median(ms.map(\.cpu)), unit: "CPU-s", bound: kc, boundName: "keyroll roll", command: cmd).print(json: json)
-            }
-            report("keyroll roll (bootstrap + roll)", keyroll, "keyroll bench peers")
-            report("MSAL Python script (bootstrap + roll)", py, "keyroll bench peers --python \(python)")
-            if let az {
-                let cfg = emu.dir + "/azcfg"
-                try FileManager.default.createDirectory(atPath: cfg, withIntermediateDirectories: true)
-                let combined = emu.dir + "/combined-ca.pem"
-                let system = (try? String(contentsOfFile: "/etc/ssl/certs/ca-certificates.crt", encoding: .utf8)) ?? ""
-                try (system + (try String(contentsOfFile: emu.dir + "/ca.pem", encoding: .utf8))).write(toFile: combined, atomically: true, encoding: .utf8)
-                let azEnv = ["AZURE_CONFIG_DIR": cfg, "REQUESTS_CA_BUNDLE": combined, "CURL_CA_BUNDLE": combined, "AZURE_CORE_INSTANCE_DISCOVERY": "false",
-                             "AZURE_CORE_COLLECT_TELEMETRY": "false", "AZURE_CORE_USE_MSAL_HTTP_CACHE": "false", "AZURE_CORE_ONLY_SHOW_ERRORS": "true"]
-                let b = emu.base
-                for argv in [[az, "cloud", "register", "-n", "KeyRollEmu", "--endpoint-active-directory", b, "--endpoint-active-directory-resource-id", b + "/",
-                              "--endpoint-resource-manager", b + "/", "--endpoint-microsoft-graph-resource-id", b + "/", "--skip-endpoint-discovery"],
-                             [az, "cloud", "set", "-n", "KeyRollEmu"],
-                             [az, "login", "--service-principal", "-u", emu.registration.appId, "--certificate", emu.dir + "/provisioner.pem",
-                              "--tenant", emu.registration.tenantID, "--allow-no-subscriptions"]] {
-                    let r = try await Measured.run(argv, env: azEnv)
-                    guard r.status == 0 else { throw UserFacingError("\(argv[1...2].joined(separator: " ")) failed with status \(r.status)") }
-                }
+            try await BenchEmulator.serving { emu in
+                let env = ["KEYROLL_CA_FILE": emu.dir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]
+                var keyroll: [Measured] = [], py: [Measured] = [], azRuns: [Measured] = []
                 for i in 0..<reps {
-                    let r = try await emu.provisioner.provision(name: "peer-az-\(i)")
-                    let m = try await Measured.run([az, "ad", "app", "credential", "reset", "--id", r.application.appId, "--append", "--create-cert"], env: azEnv)
-                    guard m.status == 0 else { throw UserFacingError("az ad app credential reset failed (\(m.status))") }
-                    let keys = try emu.emulator.keyCredentials(appId: r.application.appId)
-                    guard keys.count == 2 else { throw UserFacingError("az ad app credential reset left \(keys.count) keys on the app, expected the bootstrap key and a new one") }
-                    azRuns.append(m)
+                    let b1 = try await emu.bundle("peer-keyroll-\(i)")
+                    let store = "\(emu.dir)/kr-\(i)"
+                    try Roller.importBundle(try BootstrapBundle.decode(try SecureFiles.read(b1)), into: CredentialStore(path: store), now: Date())
+                    let m = try await Measured.run([me, "roll", "--store", store], env: env)
+                    guard m.status == 0 else { throw UserFacingError("keyroll roll failed") }
+                    keyroll.append(m)
+                    let b2 = try await emu.bundle("peer-python-\(i)")
+                    let mp = try await Measured.run([python, script, b2, emu.dir + "/ca.pem", "\(emu.dir)/py-\(i)"])
+                    guard mp.status == 0 else { throw UserFacingError("the MSAL peer script failed (\(mp.status)); run it by hand to see why") }
+                    py.append(mp)
                 }
-                report("Azure CLI `az ad app credential reset --append --create-cert` (privileged add only)", azRuns, "keyroll bench peers --az \(az)")
+                func report(_ name: String, _ ms: [Measured], _ cmd: String) {
+                    let kw = BenchCommand.median(keyroll.map(\.wall)), kc = BenchCommand.median(keyroll.map(\.cpu))
+                    Figure(name: "\(name): wall per operation", value: BenchCommand.median(ms.map(\.wall)), unit: "s", bound: kw, boundName: "keyroll roll", command: cmd).print(json: json)
+                    Figure(name: "\(name): CPU per operation", value: BenchCommand.median(ms.map(\.cpu)), unit: "CPU-s", bound: kc, boundName: "keyroll roll", command: cmd).print(json: json)
+                }
+                report("keyroll roll (bootstrap + roll)", keyroll, "keyroll bench peers")
+                report("MSAL Python script (bootstrap + roll)", py, "keyroll bench peers --python \(python)")
+                if let az {
+                    let cfg = emu.dir + "/azcfg"
+                    try FileManager.default.createDirectory(atPath: cfg, withIntermediateDirectories: true)
+                    let combined = emu.dir + "/combined-ca.pem"
+                    let system = (try? String(contentsOfFile: "/etc/ssl/certs/ca-certificates.crt", encoding: .utf8)) ?? ""
+                    try (system + (try String(contentsOfFile: emu.dir + "/ca.pem", encoding: .utf8))).write(toFile: combined, atomically: true, encoding: .utf8)
+                    let azEnv = ["AZURE_CONFIG_DIR": cfg, "REQUESTS_CA_BUNDLE": combined, "CURL_CA_BUNDLE": combined, "AZURE_CORE_INSTANCE_DISCOVERY": "false",
+                                 "AZURE_CORE_COLLECT_TELEMETRY": "false", "AZURE_CORE_USE_MSAL_HTTP_CACHE": "false", "AZURE_CORE_ONLY_SHOW_ERRORS": "true"]
+                    let b = emu.base
+                    for argv in [[az, "cloud", "register", "-n", "KeyRollEmu", "--endpoint-active-directory", b, "--endpoint-active-directory-resource-id", b + "/",
+                                  "--endpoint-resource-manager", b + "/", "--endpoint-microsoft-graph-resource-id", b + "/", "--skip-endpoint-discovery"],
+                                 [az, "cloud", "set", "-n", "KeyRollEmu"],
+                                 [az, "login", "--service-principal", "-u", emu.registration.appId, "--certificate", emu.dir + "/provisioner.pem",
+                                  "--tenant", emu.registration.tenantID, "--allow-no-subscriptions"]] {
+                        let r = try await Measured.run(argv, env: azEnv)
+                        guard r.status == 0 else { throw UserFacingError("\(argv[1...2].joined(separator: " ")) failed with status \(r.status)") }
+                    }
+                    for i in 0..<reps {
+                        let r = try await emu.provisioner.provision(name: "peer-az-\(i)")
+                        let m = try await Measured.run([az, "ad", "app", "credential", "reset", "--id", r.application.appId, "--append", "--create-cert"], env: azEnv)
+                        guard m.status == 0 else { throw UserFacingError("az ad app credential reset failed (\(m.status))") }
+                        let keys = try emu.emulator.keyCredentials(appId: r.application.appId)
+                        guard keys.count == 2 else { throw UserFacingError("az ad app credential reset left \(keys.count) keys on the app, expected the bootstrap key and a new one") }
+                        azRuns.append(m)
+                    }
+                    report("Azure CLI `az ad app credential reset --append --create-cert` (privileged add only)", azRuns, "keyroll bench peers --az \(az)")
+                }
             }
-            await emu.stop()
         }
     }
 }
