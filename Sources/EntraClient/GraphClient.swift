@@ -12,14 +12,14 @@ public struct GraphClient: Sendable {
     public let endpoints: EntraEndpoints
     public let tokens: TokenProvider
     /// The credential whose token authenticates Graph calls (proofs are signed separately).
-    public let auth: ClientCredential
+    public private(set) var auth: ClientCredential
     let transport: any HTTPTransport
     let clock: any WallClock
     let sleeper: any Sleeper
     let retry: RetryPolicy
     let logger: Logger
     /// Told about every 429 (with its Retry-After): bulk schedulers slow down on it.
-    let onThrottle: (@Sendable (Double?) -> Void)?
+    private(set) var onThrottle: (@Sendable (Double?) -> Void)?
 
     public init(endpoints: EntraEndpoints, tokens: TokenProvider, auth: ClientCredential, transport: any HTTPTransport,
                 clock: any WallClock = SystemClock(), sleeper: any Sleeper = TaskSleeper(), retry: RetryPolicy = .init(),
@@ -37,14 +37,16 @@ public struct GraphClient: Sendable {
 
     /// The same client authenticating with another credential.
     public func authenticated(with credential: ClientCredential) -> GraphClient {
-        GraphClient(endpoints: endpoints, tokens: tokens, auth: credential, transport: transport, clock: clock, sleeper: sleeper, retry: retry,
-                    logger: logger, onThrottle: onThrottle)
+        var copy = self
+        copy.auth = credential
+        return copy
     }
 
     /// The same client reporting 429s to `observer`.
     public func observingThrottling(_ observer: @escaping @Sendable (Double?) -> Void) -> GraphClient {
-        GraphClient(endpoints: endpoints, tokens: tokens, auth: auth, transport: transport, clock: clock, sleeper: sleeper, retry: retry,
-                    logger: logger, onThrottle: observer)
+        var copy = self
+        copy.onThrottle = observer
+        return copy
     }
 
     /// Now, corrected by the offset learned from Entra's `Date` headers.

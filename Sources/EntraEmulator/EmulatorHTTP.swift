@@ -75,28 +75,31 @@ public enum FormEncoding {
 
     /// `+` → space, `%XX` → byte; malformed escapes are kept as they are.
     static func unescape(_ bytes: Substring.UTF8View.SubSequence) -> String {
+        let s = Array(bytes)
         var out = [UInt8]()
-        out.reserveCapacity(bytes.count)
-        var i = bytes.startIndex
-        func hex(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 48...57: return c - 48
-            case 65...70: return c - 55
-            case 97...102: return c - 87
-            default: return nil
+        out.reserveCapacity(s.count)
+        var i = 0
+        while i < s.count {
+            if s[i] == UInt8(ascii: "+") {
+                out.append(32)
+            } else if s[i] == UInt8(ascii: "%"), i + 2 < s.count, let high = hexValue(s[i + 1]), let low = hexValue(s[i + 2]) {
+                out.append(high << 4 | low)
+                i += 2
+            } else {
+                out.append(s[i])
             }
-        }
-        while i < bytes.endIndex {
-            let c = bytes[i]
-            if c == UInt8(ascii: "+") { out.append(32) } else if c == UInt8(ascii: "%"), let a = bytes.index(i, offsetBy: 1, limitedBy: bytes.endIndex), a < bytes.endIndex,
-                                                                 let b = bytes.index(i, offsetBy: 2, limitedBy: bytes.endIndex), b < bytes.endIndex,
-                                                                 let h = hex(bytes[a]), let l = hex(bytes[b]) {
-                out.append(h << 4 | l)
-                i = b
-            } else { out.append(c) }
-            i = bytes.index(after: i)
+            i += 1
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 48...57: return c - 48
+        case 65...70: return c - 55
+        case 97...102: return c - 87
+        default: return nil
+        }
     }
 
     public static func encode(_ pairs: [(String, String)]) -> String {

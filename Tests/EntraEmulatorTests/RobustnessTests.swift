@@ -6,6 +6,15 @@ import Testing
 import TestSupport
 
 @Suite struct RobustnessTests {
+    /// Form bodies decode as clients encode them; a broken escape is kept, never a crash.
+    @Test func formBodiesDecodeLikeTheWebDoes() {
+        let pairs = FormEncoding.decode("a=1+2&b=%41%2b%2F&c&d=&e=%&f=%4&g=%zz&h=caf%C3%A9&=x")
+        #expect(pairs.map(\.name) == ["a", "b", "c", "d", "e", "f", "g", "h", ""])
+        #expect(pairs.map(\.value) == ["1 2", "A+/", "", "", "%", "%4", "%zz", "café", "x"])
+        let assertion = "eyJhbGciOiJQUzI1NiJ9.e30.c2ln+/="
+        #expect(FormEncoding.decode(FormEncoding.encode([("client_assertion", assertion)])).first?.value == assertion)
+    }
+
     @Test func stateIsIdenticalAfterRestart() async throws {
         let dir = try Tools.temporaryDirectory()
         let path = dir + "/directory.sqlite"
