@@ -121,31 +121,32 @@ public struct GraphClient: Sendable {
     }
 
     /// `addKey`: registers `certificate` on application `objectID`, with a proof signed by `prover`
-    /// (a currently valid certificate already registered on it).
+    /// (a currently valid certificate already registered on it). Each attempt carries a proof
+    /// minted for it, so long Retry-After waits can never send an expired one.
     public func addKey(objectID: String, certificate: X509Certificate, prover: SigningCredential) async throws -> KeyCredential {
-        let body: JSONValue = .object([
-            "keyCredential": .object(["type": "AsymmetricX509Cert", "usage": "Verify", "key": .string(Base64.encode(certificate.der))]),
-            "passwordCredential": .null,
-            "proof": .string(try ProofOfPossession.make(objectID: objectID, credential: prover, now: correctedNow)),
-        ])
         let recover: @Sendable () async throws -> JSONValue? = {
             guard let found = try await self.findKey(objectID: objectID, certificate: certificate) else { return nil }
             return try JSONValue.parse(GraphDates.encoder.encode(found))
         }
-        return try decode(try await call("addKey", "POST", "/applications/\(objectID)/addKey", body: body, recover: recover))
+        return try decode(try await call("addKey", "POST", "/applications/\(objectID)/addKey", recover: recover) {
+            .object([
+                "keyCredential": .object(["type": "AsymmetricX509Cert", "usage": "Verify", "key": .string(Base64.encode(certificate.der))]),
+                "passwordCredential": .null,
+                "proof": .string(try ProofOfPossession.make(objectID: objectID, credential: prover, now: self.correctedNow)),
+            ])
+        })
     }
 
-    /// `removeKey` with a proof signed by `prover`. Succeeds if the key is already gone after an
-    /// ambiguous earlier attempt.
+    /// `removeKey` with a proof signed by `prover` (fresh for each attempt). Removal is idempotent:
+    /// Graph's "No credentials found to be removed" means the key is already gone — after a lost
+    /// answer, a crash, or a run that removed it before — which is the outcome asked for.
     public func removeKey(objectID: String, keyId: String, prover: SigningCredential) async throws {
-        let proof = try ProofOfPossession.make(objectID: objectID, credential: prover, now: correctedNow)
-        let ambiguous = Flag()
         do {
-            _ = try await call("removeKey", "POST", "/applications/\(objectID)/removeKey",
-                               body: .object(["keyId": .string(keyId), "proof": .string(proof)]),
-                               recover: { ambiguous.set(); return nil })
-        } catch let e as EntraError where e.kind == .badRequest && e.message.contains("No credentials found") && ambiguous.isSet {
-            return
+            _ = try await call("removeKey", "POST", "/applications/\(objectID)/removeKey", recover: { nil }) {
+                .object(["keyId": .string(keyId), "proof": .string(try ProofOfPossession.make(objectID: objectID, credential: prover, now: self.correctedNow))])
+            }
+        } catch let e as EntraError where e.kind == .badRequest && e.message.contains("No credentials found") {
+            logger.info("removeKey: the key is already gone", metadata: ["keyId": "\(keyId)"])
         }
     }
 
@@ -185,6 +186,12 @@ public struct GraphClient: Sendable {
     /// failure (no answer, 5xx) first runs `recover`, whose non-nil result is taken as the answer.
     func call(_ operation: String, _ method: String, _ path: String, body: JSONValue? = nil, idempotent: Bool? = nil,
               recover: (@Sendable () async throws -> JSONValue?)? = nil) async throws -> JSONValue {
+        try await call(operation, method, path, idempotent: idempotent, recover: recover, freshBody: body.map { b in { b } })
+    }
+
+    /// `call` with a body made anew for each attempt (proofs expire).
+    func call(_ operation: String, _ method: String, _ path: String, idempotent: Bool? = nil,
+              recover: (@Sendable () async throws -> JSONValue?)? = nil, freshBody: (() throws -> JSONValue)?) async throws -> JSONValue {
         let isIdempotent = idempotent ?? (method == "GET")
         let url = path.hasPrefix("http") ? path : endpoints.graphBaseURL + path
         var attempt = 0
@@ -200,6 +207,7 @@ public struct GraphClient: Sendable {
             let clientRequestID = UUID().uuidString.lowercased()
             var headers: [(String, String)] = [("Authorization", "Bearer \(token.value)"), ("Accept", "application/json"),
                                                ("client-request-id", clientRequestID), ("return-client-request-id", "true")]
+            let body = try freshBody?()
             if body != nil { headers.append(("Content-Type", "application/json")) }
             let request = HTTPRequestMessage(method: method, url: url, headers: headers, body: body?.serialized() ?? [])
             let error: EntraError
@@ -252,12 +260,4 @@ public struct GraphClient: Sendable {
         allowed.insert(charactersIn: "-._~'(),:$")
         return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
     }
-}
-
-/// A thread-safe one-way switch.
-final class Flag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
 }

@@ -34,6 +34,14 @@ public struct KeyCredential: Sendable, Codable, Equatable {
         return bytes == certificate.sha1Thumbprint.bytes
     }
 
+    /// Whether this is the certificate with SHA-1 thumbprint `hex` (by `customKeyIdentifier`): how
+    /// a key is found in Graph once its certificate file is gone.
+    public func matches(thumbprint hex: String) -> Bool {
+        guard let c = customKeyIdentifier, let bytes = Base64.decode(c) else { return false }
+        let digits = Array("0123456789ABCDEF")
+        return String(bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }) == hex.uppercased()
+    }
+
     /// A certificate credential Entra would accept at `date`.
     public func isValidCertificate(at date: Date) -> Bool {
         type == "AsymmetricX509Cert" && usage == "Verify" && (startDateTime ?? .distantPast) <= date && date <= (endDateTime ?? .distantPast)

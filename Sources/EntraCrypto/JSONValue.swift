@@ -16,6 +16,14 @@ public enum JSONValue: Sendable, Equatable, Hashable {
     public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
     public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
+    /// A JSON number as a Double (integers included); nil for anything else.
+    public var doubleValue: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
 
     public subscript(key: String) -> JSONValue? { objectValue?[key] }
 

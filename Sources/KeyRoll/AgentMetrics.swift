@@ -60,6 +60,8 @@ extension MetricsRegistry {
         m.describe("keyroll_graph_errors_total", "counter", "Graph errors by code.")
         m.describe("keyroll_clock_offset_seconds", "gauge", "Entra's clock minus this machine's, learned from Date headers.")
         m.describe("keyroll_roll_phase", "gauge", "1 while a roll is at this phase.")
+        m.describe("keyroll_roll_phase_since_timestamp_seconds", "gauge", "When the roll in progress entered its current phase (unix time; 0 when idle).")
+        m.describe("keyroll_reload_hook_failures_total", "counter", "Reload hook runs that failed (the old key stays registered meanwhile).")
         m.describe("keyroll_keygens_total", "counter", "RSA key pairs generated.")
         m.describe("keyroll_keygen_cpu_seconds_total", "counter", "CPU seconds spent generating RSA key pairs (thread CPU time).")
         return m

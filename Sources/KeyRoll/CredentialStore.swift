@@ -16,9 +16,11 @@ import Glibc
 /// lock                   held (flock) by the one agent rolling this identity
 /// ```
 /// Every write is atomic and fsynced; the store refuses to open if group or others can read it.
+/// Every file-system call passes `hook` first (see ``SideEffect``): the crash-point tests stop or
+/// fail the process there.
 public final class CredentialStore: @unchecked Sendable {
     public let path: String
-    private var lockFD: Int32 = -1
+    public let hook: SideEffectHook
 
     public struct Identity: Codable, Sendable, Equatable {
         public var tenantId: String
@@ -57,18 +59,18 @@ public final class CredentialStore: @unchecked Sendable {
             case .locked(let p):
                 return "Another KeyRoll agent holds the lock on \(p)/lock. Only one agent may roll an identity; stop the other one (or wait for it) first."
             case .corrupted(let why):
-                return "The store is damaged: \(why). Nothing was changed in Entra. Restore the store from backup, or re-bootstrap the app (keyroll rebootstrap) and import the new bundle into an empty folder."
+                return "The store is damaged: \(why). This run changed nothing in Entra. Restore the store from backup, or re-bootstrap the app (keyroll rebootstrap) and import the new bundle into an empty folder."
             case .missingKey(let t, let p):
-                return "The private key for certificate \(t) is missing from \(p). Nothing was changed in Entra. Restore it from backup, or re-bootstrap the app."
+                return "The private key for certificate \(t) is missing from \(p), and the journal still needs it: KeyRoll cannot sign in or prove possession with it. "
+                + "Restore the store from backup, or re-bootstrap the app (keyroll rebootstrap) and import the new bundle into an empty folder."
             }
         }
     }
 
-    public init(path: String) {
+    public init(path: String, hook: SideEffectHook = .none) {
         self.path = path.hasSuffix("/") ? String(path.dropLast()) : path
+        self.hook = hook
     }
-
-    deinit { if lockFD >= 0 { close(lockFD) } }
 
     var keysDir: String { path + "/keys" }
     public var currentPEMPath: String { path + "/current.pem" }
@@ -85,21 +87,10 @@ public final class CredentialStore: @unchecked Sendable {
         }
     }
 
-    /// Takes the exclusive lock. With `wait`, blocks until the other agent releases it.
-    public func lock(wait: Bool = false) throws {
-        guard lockFD < 0 else { return }
-        let fd = open(path + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SecureFileError.io(path: path + "/lock", operation: "open", errno: errno) }
-        if flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
-            close(fd)
-            throw StoreError.locked(path)
-        }
-        lockFD = fd
-    }
-
-    public func unlock() {
-        if lockFD >= 0 { flock(lockFD, LOCK_UN); close(lockFD); lockFD = -1 }
-    }
+    /// Takes the exclusive lock on this identity, without waiting: an agent that cannot have it
+    /// must not roll. The lock belongs to the returned object (released when it is released), so
+    /// two rollers can never share one, even through the same `CredentialStore`.
+    public func lock() throws -> StoreLock { try StoreLock(path: path + "/lock", store: path) }
 
     // MARK: identity and journal
 
@@ -122,18 +113,26 @@ public final class CredentialStore: @unchecked Sendable {
     }
 
     /// Durably records `journal` (atomic replace + fsync of file and folder).
-    public func save(_ journal: Journal) throws { try writeJSON(journal, to: path + "/journal.json") }
+    public func save(_ journal: Journal) throws { try writeJSON(journal, to: path + "/journal.json", hook: hook) }
 
     // MARK: keys
 
     public func keyPath(_ thumbprint: String) -> String { "\(keysDir)/\(thumbprint).key.pem" }
     public func certPath(_ thumbprint: String) -> String { "\(keysDir)/\(thumbprint).cert.pem" }
 
+    /// Writes a new key and its certificate. Until the journal records them they are untracked:
+    /// a crash before that leaves files the next ``sweep(keeping:)`` destroys. On a failure (a full
+    /// disk) whatever was written is destroyed at once.
     public func storeCredential(_ c: SigningCredential) throws {
         let t = c.certificate.sha1Thumbprint.hex
         try SecureFiles.ensurePrivateDirectory(keysDir)
-        try SecureFiles.writeAtomically(c.certificate.pem, to: certPath(t), mode: 0o600)
-        try SecureFiles.writeAtomically(c.privateKey.pkcs8PEM, to: keyPath(t))
+        do {
+            try SecureFiles.writeAtomically(c.certificate.pem, to: certPath(t), mode: 0o600, hook: hook)
+            try SecureFiles.writeAtomically(c.privateKey.pkcs8PEM, to: keyPath(t), hook: hook)
+        } catch {
+            try? destroyCredential(t)
+            throw error
+        }
     }
 
     public func credential(_ thumbprint: String) throws -> SigningCredential {
@@ -152,19 +151,54 @@ public final class CredentialStore: @unchecked Sendable {
 
     public func hasCredential(_ thumbprint: String) -> Bool { FileManager.default.fileExists(atPath: keyPath(thumbprint)) }
 
-    /// Overwrites and unlinks a private key and its certificate.
+    /// Destroys a private key and its certificate. Call it only once the journal no longer lists
+    /// the key: until then a crash must find it (see docs/design.md, "Crash points").
     public func destroyCredential(_ thumbprint: String) throws {
-        try SecureFiles.shred(keyPath(thumbprint))
-        try? FileManager.default.removeItem(atPath: certPath(thumbprint))
+        try SecureFiles.shred(keyPath(thumbprint), hook: hook)
+        try SecureFiles.shred(certPath(thumbprint), hook: hook)
+    }
+
+    /// Thumbprints of the keys on disk (whole `keys/<SHA1>.key.pem` files).
+    public func keysOnDisk() -> Set<String> {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: keysDir)) ?? []
+        return Set(names.compactMap { Self.thumbprint(ofKeyFile: $0, suffix: ".key.pem") })
+    }
+
+    /// Removes what a crash can leave behind, and nothing else: key and certificate files the
+    /// journal does not list (`keep`), and temporary files of interrupted atomic writes. Only
+    /// names KeyRoll itself writes are touched. Returns the removed file names, for the log.
+    @discardableResult
+    public func sweep(keeping keep: Set<String>) throws -> [String] {
+        var removed: [String] = []
+        for (dir, prefix) in [(keysDir, "keys/"), (path, "")] {
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() {
+                let file = dir + "/" + name
+                if name.hasPrefix("."), name.contains(".tmp-") {
+                    try SecureFiles.shred(file, hook: hook)
+                    removed.append(prefix + name)
+                } else if dir == keysDir, let t = Self.thumbprint(ofKeyFile: name, suffix: ".key.pem") ?? Self.thumbprint(ofKeyFile: name, suffix: ".cert.pem"),
+                          !keep.contains(t) {
+                    try SecureFiles.shred(file, hook: hook)
+                    removed.append(prefix + name)
+                }
+            }
+        }
+        return removed
+    }
+
+    private static func thumbprint(ofKeyFile name: String, suffix: String) -> String? {
+        guard name.hasSuffix(suffix) else { return nil }
+        let t = String(name.dropLast(suffix.count))
+        return t.count == 40 && t.allSatisfy({ $0.isHexDigit && !$0.isLowercase }) ? t : nil
     }
 
     /// Publishes `c` as the application's credential: `current.pem` (key + cert, the form
     /// azure-identity's CertificateCredential reads), `current-cert.pem`, `current-key.pem`. Each file
     /// is replaced atomically; readers see the old or the new, never a mix within a file.
     public func publish(_ c: SigningCredential) throws {
-        try SecureFiles.writeAtomically(c.privateKey.pkcs8PEM, to: path + "/current-key.pem")
-        try SecureFiles.writeAtomically(c.certificate.pem, to: path + "/current-cert.pem", mode: 0o600)
-        try SecureFiles.writeAtomically(c.combinedPEM, to: currentPEMPath)
+        try SecureFiles.writeAtomically(c.privateKey.pkcs8PEM, to: path + "/current-key.pem", hook: hook)
+        try SecureFiles.writeAtomically(c.certificate.pem, to: path + "/current-cert.pem", mode: 0o600, hook: hook)
+        try SecureFiles.writeAtomically(c.combinedPEM, to: currentPEMPath, hook: hook)
     }
 
     /// The published credential, if any.
@@ -175,8 +209,8 @@ public final class CredentialStore: @unchecked Sendable {
 
     // MARK: JSON files
 
-    private func writeJSON<T: Encodable>(_ value: T, to file: String) throws {
-        try SecureFiles.writeAtomically(Array(try JSONEncoder.readable().encode(value)), to: file)
+    private func writeJSON<T: Encodable>(_ value: T, to file: String, hook: SideEffectHook = .none) throws {
+        try SecureFiles.writeAtomically(Array(try JSONEncoder.readable().encode(value)), to: file, hook: hook)
     }
 
     private func readJSON<T: Decodable>(_ type: T.Type, from file: String) throws -> T {
@@ -184,5 +218,27 @@ public final class CredentialStore: @unchecked Sendable {
         do { return try JSONDecoder.utcDates().decode(T.self, from: data) } catch {
             throw StoreError.corrupted("\((file as NSString).lastPathComponent) is not valid (\(String(describing: error).prefix(120)))")
         }
+    }
+}
+
+/// The exclusive `flock` on one identity's store, held for as long as this object lives. `flock`
+/// locks belong to an open file description, so a second `StoreLock` on the same store fails even
+/// inside the same process.
+public final class StoreLock: @unchecked Sendable {
+    private let fd: Int32
+
+    init(path: String, store: String) throws {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw SecureFileError.io(path: path, operation: "open", errno: errno) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            close(fd)
+            throw CredentialStore.StoreError.locked(store)
+        }
+        self.fd = fd
+    }
+
+    deinit {
+        flock(fd, LOCK_UN)
+        close(fd)
     }
 }

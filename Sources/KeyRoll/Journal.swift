@@ -31,8 +31,10 @@ public struct CredentialRecord: Codable, Sendable, Equatable {
     public var lifetime: TimeInterval { notAfter.timeIntervalSince(notBefore) }
 }
 
-/// The durable steps of a roll (DESIGN.md §3). `generated` is in memory only; every phase here is
-/// recorded before the side effect that follows it, so a restart resumes at the right step.
+/// The durable steps of a roll (docs/design.md, "The roll"). A freshly generated key is in memory
+/// only; every phase here is recorded before the side effect that follows it, so a restart resumes
+/// at the right step. The rule, everywhere: record the intent, do the effect, record the outcome;
+/// destroy a key only after the journal no longer lists it.
 public enum RollPhase: String, Codable, Sendable, CaseIterable, Comparable {
     /// New key + certificate written to the store (fsynced); addKey not yet confirmed.
     case stored
@@ -42,9 +44,11 @@ public enum RollPhase: String, Codable, Sendable, CaseIterable, Comparable {
     case visible
     /// The token endpoint accepted the new key K consecutive times.
     case verified
-    /// The published credential is the new one; the reload hook has run.
+    /// The published credential is the new one; the reload hook runs (and is recorded as run) in
+    /// this phase, before the old key is removed.
     case switched
-    /// The old key was removed from Graph; its private key is being destroyed.
+    /// The old key was removed from Graph. (Journals of earlier versions stopped here before the
+    /// old key's file was destroyed; a roll at this phase just finishes.)
     case retired
     /// The roll is being undone: the new key is removed from Graph (if added) and deleted locally.
     case abandoning
@@ -63,6 +67,24 @@ public struct RollInProgress: Codable, Sendable, Equatable {
     /// When verification started polling (bounds the wait for propagation).
     public var verifyStartedAt: Date?
     public var abandonReason: String?
+    /// When the roll entered its current phase (status shows how long a roll has been stuck).
+    public var phaseSince: Date?
+    /// When the reload hook last succeeded for this roll's switch (nil: not yet, or no hook).
+    public var reloadedAt: Date?
+
+    /// Whether the roll still needs `thumbprint`'s private key on disk. The new key is given up
+    /// once the roll is abandoning; the old key once it is switched away from (only its
+    /// thumbprint and keyId are needed to remove it from Graph).
+    public func needsKey(_ thumbprint: String) -> Bool {
+        if thumbprint == newThumbprint { return phase != .abandoning }
+        if thumbprint == oldThumbprint { return phase < .switched || phase == .abandoning }
+        return true
+    }
+
+    /// Whether `thumbprint` is on its way out of Entra, so it must not count toward the cliff.
+    public func isLeaving(_ thumbprint: String) -> Bool {
+        (phase == .abandoning && thumbprint == newThumbprint) || (phase == .retired && thumbprint == oldThumbprint)
+    }
 }
 
 /// One finished roll, kept for `status` and the demo's summary.
@@ -110,51 +132,50 @@ public struct Journal: Codable, Sendable, Equatable {
         guard credential(new.thumbprint) == nil else { throw TransitionError(description: "credential \(new.thumbprint) already held") }
         var j = self
         j.credentials.append(new)
-        j.roll = RollInProgress(phase: .stored, newThumbprint: new.thumbprint, oldThumbprint: active, startedAt: now, reason: reason)
+        j.roll = RollInProgress(phase: .stored, newThumbprint: new.thumbprint, oldThumbprint: active, startedAt: now, reason: reason, phaseSince: now)
         return j
     }
 
     /// stored → added, recording Graph's keyId for the new key.
-    public func added(keyId: String) throws -> Journal {
-        var j = try expecting(.stored)
-        j.roll!.phase = .added
+    public func added(keyId: String, now: Date) throws -> Journal {
+        var j = try expecting(.stored).entering(.added, now)
         j.setKeyId(keyId, for: j.roll!.newThumbprint)
         return j
     }
 
     public func visible(now: Date) throws -> Journal {
-        var j = try expecting(.added)
-        j.roll!.phase = .visible
+        var j = try expecting(.added).entering(.visible, now)
         j.roll!.verifyStartedAt = now
         return j
     }
 
     public func verified(now: Date) throws -> Journal {
-        var j = try expecting(.visible)
-        j.roll!.phase = .verified
+        var j = try expecting(.visible).entering(.verified, now)
         j.markProven(j.roll!.newThumbprint, at: now)
         return j
     }
 
     /// verified → switched: the new credential becomes the active one.
-    public func switched() throws -> Journal {
-        var j = try expecting(.verified)
-        j.roll!.phase = .switched
+    public func switched(now: Date) throws -> Journal {
+        var j = try expecting(.verified).entering(.switched, now)
         j.active = j.roll!.newThumbprint
         return j
     }
 
-    /// switched → retired: the old key is gone from Graph.
-    public func retired() throws -> Journal {
+    /// switched: the application was told (the reload hook succeeded); the old key may go.
+    public func reloaded(now: Date) throws -> Journal {
         var j = try expecting(.switched)
-        j.roll!.phase = .retired
+        j.roll!.reloadedAt = now
         return j
     }
 
-    /// retired → idle: the old key's record is dropped (its file has been destroyed).
+    /// switched (or retired, for journals of earlier versions) → idle: the old key is gone from
+    /// Graph, so its record is dropped. Its file is destroyed after this is durable.
     public func finished(now: Date) throws -> Journal {
-        var j = try expecting(.retired)
-        let r = j.roll!
+        guard let r = roll, r.phase == .switched || r.phase == .retired else {
+            throw TransitionError(description: roll.map { "roll is at \($0.phase.rawValue), expected switched" } ?? "no roll in progress (expected switched)")
+        }
+        var j = self
         j.credentials.removeAll { $0.thumbprint == r.oldThumbprint }
         j.history.append(RollRecord(added: r.newThumbprint, removed: r.oldThumbprint, startedAt: r.startedAt, finishedAt: now, outcome: "rolled"))
         if j.history.count > 50 { j.history.removeFirst(j.history.count - 50) }
@@ -164,18 +185,20 @@ public struct Journal: Codable, Sendable, Equatable {
     }
 
     /// Any phase before `switched` → abandoning (e.g. the new key never verified in time).
-    public func abandoning(reason: String) throws -> Journal {
+    public func abandoning(reason: String, now: Date) throws -> Journal {
         guard var r = roll, r.phase < .switched || r.phase == .abandoning else {
             throw TransitionError(description: "cannot abandon a roll past the switch")
         }
         var j = self
+        if r.phase != .abandoning { r.phaseSince = now }
         r.phase = .abandoning
         r.abandonReason = reason
         j.roll = r
         return j
     }
 
-    /// abandoning → idle: the new key is gone from Graph and the store.
+    /// abandoning → idle: the new key is gone from Graph, so its record is dropped. Its file is
+    /// destroyed after this is durable.
     public func abandoned(now: Date) throws -> Journal {
         var j = try expecting(.abandoning)
         let r = j.roll!
@@ -202,6 +225,18 @@ public struct Journal: Codable, Sendable, Equatable {
     public func planned(_ date: Date?) -> Journal {
         var j = self
         j.nextRollAt = date
+        return j
+    }
+
+    /// The thumbprints whose private keys must be on disk for this journal to be carried on.
+    public var requiredKeys: Set<String> {
+        Set(credentials.map(\.thumbprint).filter { $0 == active || (roll?.needsKey($0) ?? true) })
+    }
+
+    private func entering(_ phase: RollPhase, _ now: Date) -> Journal {
+        var j = self
+        j.roll!.phase = phase
+        j.roll!.phaseSince = now
         return j
     }
 

@@ -23,8 +23,69 @@ public struct RollPolicy: Codable, Sendable, Equatable {
     public var subject: String = "keyroll-{appId}"
     /// New certificates start this much before now, to tolerate clock skew.
     public var backdate: TimeInterval = 300
+    /// A new certificate must stay valid at least this long after the latest date its own roll can
+    /// be planned for (roll fraction plus jitter), so a roll that fails for a while still has time.
+    public var minimumRollMargin: TimeInterval = 2 * 86_400
+    /// How long the old key stays registered while the reload hook keeps failing; after it the old
+    /// key is removed anyway, with an alarm (the application then holds a published credential it
+    /// has not reloaded).
+    public var reloadHookGrace: TimeInterval = 86_400
+    /// A reload command still running after this long is killed and counts as failed.
+    public var reloadHookTimeout: TimeInterval = 60
 
     public init() {}
+
+    /// A policy field out of its range: names the field, what it holds and what it must be.
+    public struct Invalid: Error, CustomStringConvertible, Equatable {
+        public let field: String
+        public let description: String
+    }
+
+    /// Checks every field and the combinations that would lock an app out (a certificate that
+    /// expires before its own roll is planned, a cap that leaves no margin). The first problem
+    /// found is thrown; a valid policy returns itself.
+    @discardableResult
+    public func validated() throws -> RollPolicy {
+        func days(_ t: TimeInterval) -> String { t.truncatingRemainder(dividingBy: 86_400) == 0 ? "\(Int(t / 86_400)) days" : "\(t / 86_400) days" }
+        func check(_ ok: Bool, _ field: String, _ why: @autoclosure () -> String) throws {
+            if !ok { throw Invalid(field: field, description: "\(field): \(why())") }
+        }
+        try check(validity.isFinite && validity >= 86_400 && validity <= 10 * 365 * 86_400, "validityDays",
+                  "\(days(validity)) is out of range; new certificates must be valid for 1 to 3650 days")
+        if let cap = tenantMaximumValidity {
+            try check(cap.isFinite && cap >= 86_400, "tenantMaximumValidityDays",
+                      "\(days(cap)) leaves no room to roll; a tenant cap must be at least 1 day (remove it if the tenant sets none)")
+        }
+        try check(rollAtFraction.isFinite && rollAtFraction > 0 && rollAtFraction < 1, "rollAtFraction",
+                  "\(rollAtFraction) must be between 0 and 1 (exclusive); 0.667 rolls at two thirds of the lifetime")
+        try check(jitterFraction.isFinite && jitterFraction >= 0 && jitterFraction < rollAtFraction && rollAtFraction + jitterFraction < 1,
+                  "jitterFraction", "\(jitterFraction) must be at least 0 and keep roll fraction ± jitter inside (0, 1); with rollAtFraction \(rollAtFraction) use at most \(max(0, min(rollAtFraction, 1 - rollAtFraction) - 0.01))")
+        try check(verifySuccesses >= 1 && verifySuccesses <= 20, "verifySuccesses", "\(verifySuccesses) must be 1 to 20")
+        try check(verifyTimeout.isFinite && verifyTimeout >= 30 && verifyTimeout <= 86_400, "verifyTimeoutSeconds", "\(verifyTimeout) must be 30 to 86400 seconds")
+        try check(criticalTimeToCliff.isFinite && criticalTimeToCliff > 0, "criticalDays", "\(days(criticalTimeToCliff)) must be more than 0")
+        try check(warnTimeToCliff.isFinite && warnTimeToCliff >= criticalTimeToCliff, "warnDays",
+                  "\(days(warnTimeToCliff)) must be at least criticalDays (\(days(criticalTimeToCliff)))")
+        try check(backdate.isFinite && backdate >= 0 && backdate <= 3600, "backdateSeconds", "\(backdate) must be 0 to 3600 seconds")
+        try check(minimumRollMargin.isFinite && minimumRollMargin >= 3600, "minimumRollMarginDays", "\(days(minimumRollMargin)) must be at least 1 hour")
+        try check(reloadHookGrace.isFinite && reloadHookGrace >= 0, "reloadHookGraceSeconds", "\(reloadHookGrace) must be 0 or more")
+        try check(reloadHookTimeout.isFinite && reloadHookTimeout >= 1 && reloadHookTimeout <= 3600, "reloadHookTimeoutSeconds", "\(reloadHookTimeout) must be 1 to 3600 seconds")
+        try check(!subject.isEmpty && subject.count <= 64 && !subject.unicodeScalars.contains { $0.properties.generalCategory == .control },
+                  "subject", "must be 1 to 64 printable characters")
+        let margin = effectiveValidity * (1 - rollAtFraction - jitterFraction)
+        try check(margin >= minimumRollMargin, effectiveValidity < validity ? "tenantMaximumValidityDays" : "validityDays",
+                  "a certificate valid for \(days(effectiveValidity)) would be rolled as late as \(days(effectiveValidity * (rollAtFraction + jitterFraction))) after it starts, leaving \(String(format: "%.2f", margin / 86_400)) days before it expires; at least \(days(minimumRollMargin)) are needed (minimumRollMarginDays). Lengthen the validity, or roll earlier")
+        return self
+    }
+
+    /// Refuses a new certificate window that would not outlive its own latest planned roll by the
+    /// margin (the clock-based check made just before a roll generates its key).
+    public func checkNewCertificate(notBefore: Date, notAfter: Date) throws {
+        let lifetime = notAfter.timeIntervalSince(notBefore)
+        let latestRoll = notBefore.addingTimeInterval(lifetime * (rollAtFraction + jitterFraction))
+        guard notAfter.timeIntervalSince(latestRoll) >= minimumRollMargin else {
+            throw Invalid(field: "validityDays", description: "refusing to roll: the new certificate (valid until \(UTCTime.iso(notAfter))) would expire less than \(Int(minimumRollMargin / 3600)) h after its own next roll")
+        }
+    }
 
     /// The validity to use for a new certificate: the configured one, clipped to the tenant maximum.
     public var effectiveValidity: TimeInterval { min(validity, tenantMaximumValidity ?? .infinity) }
@@ -50,10 +111,16 @@ public struct RollPolicy: Codable, Sendable, Equatable {
         }
     }
 
-    /// The cliff: the last instant at which any credential the agent holds and Entra has registered
-    /// is still valid. After it, self-service rolling is impossible forever.
-    public static func cliff(of journal: Journal) -> Date? {
-        journal.credentials.filter { $0.keyId != nil || $0.thumbprint == journal.active }.map(\.notAfter).max()
+    /// The cliff: the last instant at which a credential is still valid that both exists — its
+    /// private key is on disk (`keysOnDisk`) and, when a Graph read is known (`inEntra`), Graph
+    /// lists it — and is not on its way out (an abandoned new key, a retired old one). After it,
+    /// self-service rolling is impossible forever. It is computed from what exists, never from the
+    /// journal's intentions: a crash that left only the bootstrap key shows the bootstrap's cliff.
+    public static func cliff(of journal: Journal, keysOnDisk: Set<String>, inEntra: Set<String>? = nil) -> Date? {
+        journal.credentials.filter { c in
+            keysOnDisk.contains(c.thumbprint) && !(journal.roll?.isLeaving(c.thumbprint) ?? false)
+                && (inEntra.map { $0.contains(c.thumbprint) } ?? (c.keyId != nil || c.thumbprint == journal.active))
+        }.map(\.notAfter).max()
     }
 
     public func alarm(timeToCliff: TimeInterval?) -> Alarm {

@@ -3,37 +3,16 @@ import EntraCrypto
 import Foundation
 import Logging
 
-/// Something that happened to an identity: for logs, the demo's timeline and tests.
-public struct AgentEvent: Sendable, Equatable {
-    public enum Kind: String, Sendable {
-        case imported, generated, stored, added, visible, notYetActive, verified, switched, retired, finished
-        case abandoning, abandoned, retry, alarm, reconciled, reloadHookFailed
-    }
-    public var time: Date
-    public var appId: String
-    public var kind: Kind
-    public var detail: String
-}
-
-/// What the application is told after a switch: run a command or signal a process.
-public enum ReloadHook: Sendable, Equatable, Codable {
-    case command([String])
-    case signal(pid: Int32, signal: Int32)
-}
-
-public enum RollOutcome: Sendable, Equatable {
-    case notDue(next: Date)
-    case rolled(newThumbprint: String)
-    case abandoned(reason: String)
-}
-
 /// Rolls one identity's certificate through the journal's state machine: generate → store →
-/// addKey → visible → verified (K token successes) → switch → removeKey(old) → idle.
+/// addKey → visible → verified (K token successes) → switch (publish, reload hook) →
+/// removeKey(old) → idle, destroying the old key only once the journal no longer lists it.
 ///
-/// Invariants it keeps (DESIGN.md §2): the journal records each step before the next side effect;
-/// the old key is removed only after the new one is stored, visible and proven, with a proof signed
-/// by the new key; it never removes the last key it holds and has proven; it removes only keys it
-/// created or the bootstrap key.
+/// The rule every step follows (docs/design.md, "Crash points"): record the intent durably, do the
+/// effect, record the outcome. So a process that dies anywhere — between any two system calls,
+/// with an answer from Entra it never read — is resumed by the next start, which first sweeps what
+/// a crash can leave (untracked keys, temporary files). Invariants it keeps: the old key is
+/// removed only after the new one is stored, registered, proven and published, with a proof
+/// signed by the new key; it removes only keys it created or the bootstrap key it was handed.
 public final class Roller: @unchecked Sendable {
     public let store: CredentialStore
     public let policy: RollPolicy
@@ -49,6 +28,8 @@ public final class Roller: @unchecked Sendable {
     let random: @Sendable () -> Double
     /// Called after each durable transition; the crash tests kill the process here.
     let afterTransition: (@Sendable (RollPhase?) -> Void)?
+    /// This roller's hold on the store; released with the roller.
+    private let storeLock: StoreLock
     private let lock = NSLock()
     private var _journal: Journal
     private var exportedThumbprints: Set<String> = []
@@ -57,6 +38,9 @@ public final class Roller: @unchecked Sendable {
     /// New keys this process generated and has not yet sent to addKey: Graph cannot hold them, so
     /// the replay check (read the keys, look for the thumbprint) is skipped for them.
     private var neverSent: Set<String> = []
+    /// Thumbprints Graph listed at the last read of the application's keys (nil: never read, or
+    /// the app may not read itself). Status and the cliff take it into account.
+    private var lastSeenInEntra: Set<String>?
 
     /// A held credential, parsed once.
     func credential(_ thumbprint: String) throws -> SigningCredential {
@@ -66,27 +50,25 @@ public final class Roller: @unchecked Sendable {
         return c
     }
 
-    private func forget(_ thumbprint: String) throws {
-        lock.withLock { loaded[thumbprint] = nil }
-        try store.destroyCredential(thumbprint)
-    }
-
     public var journal: Journal { lock.withLock { _journal } }
 
-    /// Opens the store (checks permissions, takes the lock) and loads the journal.
+    /// Opens the store (checks permissions, takes the lock without waiting), loads the journal and
+    /// sweeps what a crash may have left: key files the journal does not list and temporary files.
+    /// It refuses to start only when a key the journal still needs is missing.
     public init(store: CredentialStore, policy: RollPolicy = .init(), transport: any HTTPTransport, clock: any WallClock = SystemClock(),
                 sleeper: any Sleeper = TaskSleeper(), retry: RetryPolicy = .init(), logger: Logger = Logger(label: "keyroll.agent"),
                 metrics: MetricsRegistry = .agent(), observer: (@Sendable (AgentEvent) -> Void)? = nil, reloadHook: ReloadHook? = nil,
-                waitForLock: Bool = false, random: @escaping @Sendable () -> Double = { Double.random(in: 0...1) },
+                random: @escaping @Sendable () -> Double = { Double.random(in: 0...1) },
                 afterTransition: (@Sendable (RollPhase?) -> Void)? = nil) throws {
         self.store = store
-        self.policy = policy
+        self.policy = try policy.validated()
         try store.checkPermissions()
-        try store.lock(wait: waitForLock)
+        self.storeLock = try store.lock()
         self.identity = try store.identity()
         self._journal = try store.journal()
         let endpoints = EntraEndpoints(authorityHost: identity.authorityHost, tenant: identity.tenantId, graphBaseURL: identity.graphBaseURL)
-        self.tokens = TokenProvider(endpoints: endpoints, clientID: identity.appId, transport: transport, clock: clock, sleeper: sleeper, retry: retry, logger: logger)
+        let wire = SideEffectTransport(transport, hook: store.hook)
+        self.tokens = TokenProvider(endpoints: endpoints, clientID: identity.appId, transport: wire, clock: clock, sleeper: sleeper, retry: retry, logger: logger)
         self.clock = clock
         self.sleeper = sleeper
         self.logger = logger
@@ -95,15 +77,33 @@ public final class Roller: @unchecked Sendable {
         self.reloadHook = reloadHook
         self.random = random
         self.afterTransition = afterTransition
-        let active = try store.credential(_journal.active)
-        self.graphBase = GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(active), transport: transport, clock: clock,
+        let j = _journal
+        for t in j.requiredKeys.sorted() where !store.hasCredential(t) {
+            throw CredentialStore.StoreError.missingKey(thumbprint: t, path: store.path + "/keys")
+        }
+        let active = try store.credential(j.active)
+        self.graphBase = GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(active), transport: wire, clock: clock,
                                      sleeper: sleeper, retry: retry, logger: logger)
-        for c in _journal.credentials where !store.hasCredential(c.thumbprint) {
-            throw CredentialStore.StoreError.missingKey(thumbprint: c.thumbprint, path: store.path + "/keys")
+        try sweep()
+    }
+
+    /// Opens the store like `init`, but waits (without blocking a thread) while another agent
+    /// holds its lock.
+    public static func waitingForLock(pollEvery seconds: Double = 1, sleeper: any Sleeper = TaskSleeper(),
+                                      _ open: () throws -> Roller) async throws -> Roller {
+        while true {
+            do { return try open() } catch CredentialStore.StoreError.locked {
+                try await sleeper.sleep(seconds: seconds)
+            }
         }
     }
 
-    deinit { store.unlock() }
+    /// Destroys key files the journal does not list and temporary files left by a crash.
+    private func sweep() throws {
+        let j = journal
+        let removed = try store.sweep(keeping: Set(j.credentials.map(\.thumbprint)))
+        if !removed.isEmpty { emit(.swept, "removed what an interrupted run left: \(removed.joined(separator: ", "))") }
+    }
 
     // MARK: import
 
@@ -145,7 +145,7 @@ public final class Roller: @unchecked Sendable {
     }
 
     public func timeToCliff(now: Date? = nil) -> TimeInterval? {
-        RollPolicy.cliff(of: journal).map { $0.timeIntervalSince(now ?? clock.now()) }
+        identityStatus().cliff.map { $0.timeIntervalSince(now ?? clock.now()) }
     }
 
     /// Rolls if due (or resumes a roll in progress).
@@ -161,26 +161,7 @@ public final class Roller: @unchecked Sendable {
     /// the journal keeps the progress.
     public func roll(reason: String = "requested") async throws -> RollOutcome {
         defer { refreshMetrics() }
-        if journal.roll == nil {
-            let now = clock.now()
-            let window = policy.newCertificateWindow(now: now)
-            let subject = policy.subject.replacingOccurrences(of: "{appId}", with: identity.appId)
-            let size = policy.keySize
-            let (cred, cpuSeconds) = try await Background.run {
-                try ThreadCPUTime.measure { try SigningCredential.generate(size: size, subject: .init(commonName: subject), notBefore: window.notBefore, notAfter: window.notAfter) }
-            }
-            metrics.increment("keyroll_keygens_total")
-            metrics.increment("keyroll_keygen_cpu_seconds_total", by: cpuSeconds)
-            emit(.generated, "RSA-\(size.rawValue) key and certificate \(cred.certificate.sha1Thumbprint.hex), valid until \(UTCTime.iso(window.notAfter))")
-            try store.storeCredential(cred)
-            lock.withLock {
-                loaded[cred.certificate.sha1Thumbprint.hex] = cred
-                neverSent.insert(cred.certificate.sha1Thumbprint.hex)
-            }
-            let record = CredentialRecord(thumbprint: cred.certificate.sha1Thumbprint.hex, notBefore: cred.certificate.notBefore,
-                                          notAfter: cred.certificate.notAfter, keyId: nil, origin: .keyroll)
-            try commit(try journal.beginning(new: record, now: now, reason: reason), phase: .stored, event: (.stored, "new key stored (\(reason))"))
-        }
+        if journal.roll == nil { try await begin(reason: reason) }
         var patienceStarted: Date?
         var patienceAttempt = 0
         while let r = journal.roll {
@@ -195,12 +176,38 @@ public final class Roller: @unchecked Sendable {
                 patienceStarted = started
                 patienceAttempt += 1
                 guard clock.now().timeIntervalSince(started) < policy.verifyTimeout else { throw e }
-                let delay = min(30, pow(2, Double(patienceAttempt)))
+                let delay = Backoff.delay(attempt: patienceAttempt, cap: 30)
                 emit(.notYetActive, "the signing credential is not accepted yet (AADSTS700027; still propagating?); retry in \(Int(delay)) s")
                 try await sleeper.sleep(seconds: delay)
             }
         }
         return .notDue(next: nextRollDate())
+    }
+
+    /// idle → stored: a new key and certificate, written to the store, then recorded. (A crash
+    /// between the two leaves an untracked key that the next start sweeps.)
+    private func begin(reason: String) async throws {
+        try sweep()
+        let now = clock.now()
+        let window = policy.newCertificateWindow(now: now)
+        try policy.checkNewCertificate(notBefore: window.notBefore, notAfter: window.notAfter)
+        let subject = policy.subject.replacingOccurrences(of: "{appId}", with: identity.appId)
+        let size = policy.keySize
+        let (cred, cpuSeconds) = try await Background.run {
+            try ThreadCPUTime.measure { try SigningCredential.generate(size: size, subject: .init(commonName: subject), notBefore: window.notBefore, notAfter: window.notAfter) }
+        }
+        metrics.increment("keyroll_keygens_total")
+        metrics.increment("keyroll_keygen_cpu_seconds_total", by: cpuSeconds)
+        let thumbprint = cred.certificate.sha1Thumbprint.hex
+        emit(.generated, "RSA-\(size.rawValue) key and certificate \(thumbprint), valid until \(UTCTime.iso(window.notAfter))")
+        try store.storeCredential(cred)
+        lock.withLock {
+            loaded[thumbprint] = cred
+            neverSent.insert(thumbprint)
+        }
+        let record = CredentialRecord(thumbprint: thumbprint, notBefore: cred.certificate.notBefore,
+                                      notAfter: cred.certificate.notAfter, keyId: nil, origin: .keyroll)
+        try commit(try journal.beginning(new: record, now: now, reason: reason), phase: .stored, event: (.stored, "new key stored (\(reason))"))
     }
 
     /// Executes the side effect of the roll's current phase; returns an outcome when the roll ends.
@@ -210,13 +217,11 @@ public final class Roller: @unchecked Sendable {
         case .added: try await stepVisible(r)
         case .visible:
             if let reason = try await stepVerify(r) {
-                try commit(try journal.abandoning(reason: reason), phase: .abandoning, event: (.abandoning, reason))
+                try commit(try journal.abandoning(reason: reason, now: clock.now()), phase: .abandoning, event: (.abandoning, reason))
             }
         case .verified: try await stepSwitch(r)
-        case .switched: try await stepRetire(r)
-        case .retired:
-            try forget(r.oldThumbprint)
-            try commit(planningNextRoll(try journal.finished(now: clock.now())), phase: nil, event: (.finished, "old key \(r.oldThumbprint) destroyed; roll complete"))
+        case .switched, .retired:
+            try await stepRetire(r)
             metrics.increment("keyroll_rolls_total", ["app_id": identity.appId, "outcome": "rolled"])
             return .rolled(newThumbprint: r.newThumbprint)
         case .abandoning:
@@ -235,32 +240,45 @@ public final class Roller: @unchecked Sendable {
         let graph = graphBase.authenticated(with: .certificate(active))
         let resumed = lock.withLock { neverSent.remove(r.newThumbprint) == nil }
         if resumed, let existing = try await readKeys(graph)?.first(where: { $0.matches(new.certificate) }) {
-            try commit(try journal.added(keyId: existing.keyId), phase: .added, event: (.added, "already registered as \(existing.keyId) (replayed)"))
+            try commit(try journal.added(keyId: existing.keyId, now: clock.now()), phase: .added,
+                       event: (.added, "already registered as \(existing.keyId) (replayed)"))
             return
         }
         let kc = try await counted { try await graph.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, prover: active) }
-        try commit(try journal.added(keyId: kc.keyId), phase: .added, event: (.added, "addKey → keyId \(kc.keyId)"))
+        try commit(try journal.added(keyId: kc.keyId, now: clock.now()), phase: .added, event: (.added, "addKey → keyId \(kc.keyId)"))
     }
 
     /// added → visible: Graph shows the key (when the app may read itself; else addKey's 200 stands).
+    /// Visibility is advisory — the token endpoint is the judge — so once the verification window
+    /// has passed, an error reading Graph no longer holds the roll here.
     private func stepVisible(_ r: RollInProgress) async throws {
         let new = try credential(r.newThumbprint)
         let graph = graphBase.authenticated(with: .certificate(try credential(r.oldThumbprint)))
+        let since = r.phaseSince ?? r.startedAt
         var attempt = 0
         while true {
-            guard let keys = try await readKeys(graph) else { break }
+            let keys: [KeyCredential]?
+            do { keys = try await readKeys(graph) } catch let e as EntraError where clock.now().timeIntervalSince(since) >= policy.verifyTimeout {
+                logger.warning("cannot confirm the new key in Graph (\(e.kind.rawValue)); going on to verify it at the token endpoint",
+                               metadata: ["app_id": "\(identity.appId)"])
+                break
+            }
+            guard let keys else { break }
             if keys.contains(where: { $0.matches(new.certificate) }) { break }
             attempt += 1
             if attempt > 10 {
-                try commit(try journal.abandoning(reason: "the new key never appeared in Graph"), phase: .abandoning, event: (.abandoning, "not visible"))
+                try commit(try journal.abandoning(reason: "the new key never appeared in Graph", now: clock.now()), phase: .abandoning,
+                           event: (.abandoning, "not visible"))
                 return
             }
-            try await sleeper.sleep(seconds: min(30, Double(1 << attempt)))
+            try await sleeper.sleep(seconds: Backoff.delay(attempt: attempt, cap: 30))
         }
         try commit(try journal.visible(now: clock.now()), phase: .visible, event: (.visible, "Graph lists the new key"))
     }
 
-    /// visible → verified after K consecutive token successes; returns an abandon reason on timeout.
+    /// visible → verified after K consecutive token successes. Returns an abandon reason once the
+    /// verification window (from `verifyStartedAt`, which is durable) has passed — whatever the
+    /// error, so no error can hold a roll here forever.
     private func stepVerify(_ r: RollInProgress) async throws -> String? {
         let new = try credential(r.newThumbprint)
         let started = r.verifyStartedAt ?? clock.now()
@@ -273,14 +291,15 @@ public final class Roller: @unchecked Sendable {
                 continue
             } catch let e as EntraError {
                 metrics.increment("keyroll_token_errors_total", ["app_id": identity.appId, "code": e.aadstsCodes.first.map(String.init) ?? e.kind.rawValue])
-                guard e.kind == .credentialNotYetActive || e.isRetryable else { throw e }
                 successes = 0
                 attempt += 1
                 let waited = clock.now().timeIntervalSince(started)
                 if waited >= policy.verifyTimeout {
-                    return "the token endpoint did not accept the new key within \(Int(policy.verifyTimeout)) s"
+                    return "the token endpoint did not accept the new key within \(Int(policy.verifyTimeout)) s (last: \(e.kind.rawValue))"
                 }
-                let delay = min(min(30, pow(2, Double(attempt))), max(1, policy.verifyTimeout - waited))
+                // Not retryable here: the agent retries the roll later; the window keeps running.
+                guard e.kind == .credentialNotYetActive || e.isRetryable else { throw e }
+                let delay = min(Backoff.delay(attempt: attempt, cap: 30), max(1, policy.verifyTimeout - waited))
                 emit(e.kind == .credentialNotYetActive ? .notYetActive : .retry,
                      e.kind == .credentialNotYetActive ? "AADSTS700027 for the new key (propagating); retry in \(Int(delay)) s" : "\(e.kind.rawValue); retry in \(Int(delay)) s")
                 try await sleeper.sleep(seconds: delay)
@@ -290,15 +309,16 @@ public final class Roller: @unchecked Sendable {
         return nil
     }
 
-    /// verified → switched: publish the new credential, then tell the application.
+    /// verified → switched: publish the new credential, then record the switch.
     private func stepSwitch(_ r: RollInProgress) async throws {
         let new = try credential(r.newThumbprint)
         try store.publish(new)
-        try commit(try journal.switched(), phase: .switched, event: (.switched, "current.pem now holds \(r.newThumbprint)"))
-        runReloadHook()
+        try commit(try journal.switched(now: clock.now()), phase: .switched, event: (.switched, "current.pem now holds \(r.newThumbprint)"))
     }
 
-    /// switched → retired: removeKey(old) with a proof signed by the new key.
+    /// switched → idle: tell the application (the reload hook, recorded once it succeeded), remove
+    /// the old key from Graph with a proof signed by the new key, record it, then destroy the old
+    /// key's file.
     private func stepRetire(_ r: RollInProgress) async throws {
         let j = journal
         guard let newRecord = j.credential(r.newThumbprint), newRecord.lastProvenAt != nil, j.active == r.newThumbprint else {
@@ -307,12 +327,12 @@ public final class Roller: @unchecked Sendable {
         guard r.oldThumbprint != r.newThumbprint, let old = j.credential(r.oldThumbprint), [.bootstrap, .keyroll].contains(old.origin) else {
             throw Journal.TransitionError(description: "refusing to remove a key KeyRoll did not create")
         }
+        if r.phase == .switched, r.reloadedAt == nil, let hook = reloadHook { try await runReloadHook(hook, r) }
         let new = try credential(r.newThumbprint)
-        let oldCert = try credential(r.oldThumbprint).certificate
         let graph = graphBase.authenticated(with: .certificate(new))
         var keyIds: [String] = []
         if let keys = try await readKeys(graph) {
-            keyIds = keys.filter { $0.matches(oldCert) }.map(\.keyId)  // every registration of the old cert
+            keyIds = keys.filter { $0.matches(thumbprint: r.oldThumbprint) }.map(\.keyId)  // every registration of the old cert
         } else if let k = old.keyId {
             keyIds = [k]
         } else {
@@ -322,21 +342,50 @@ public final class Roller: @unchecked Sendable {
         for keyId in keyIds {
             try await counted { try await graph.removeKey(objectID: identity.applicationObjectId, keyId: keyId, prover: new) }
         }
-        try commit(try journal.retired(), phase: .retired, event: (.retired, keyIds.isEmpty ? "old key already gone" : "removeKey \(keyIds.joined(separator: ", "))"))
+        emit(.retired, keyIds.isEmpty ? "old key already gone" : "removeKey \(keyIds.joined(separator: ", "))")
+        try commit(planningNextRoll(try journal.finished(now: clock.now())), phase: nil, event: nil)
+        destroyGivenUp(r.oldThumbprint, "old key \(r.oldThumbprint) destroyed; roll complete", event: .finished)
     }
 
-    /// abandoning → idle: remove the new key from Graph (proof by the still-active old key), delete it.
-    private func stepAbandon(_ r: RollInProgress) async throws {
-        if store.hasCredential(r.newThumbprint) {
-            let newCert = try credential(r.newThumbprint).certificate
-            let active = try credential(r.oldThumbprint)
-            let graph = graphBase.authenticated(with: .certificate(active))
-            var keyIds = journal.credential(r.newThumbprint)?.keyId.map { [$0] } ?? []
-            if let keys = try await readKeys(graph) { keyIds = keys.filter { $0.matches(newCert) }.map(\.keyId) }
-            for k in keyIds { try await counted { try await graph.removeKey(objectID: identity.applicationObjectId, keyId: k, prover: active) } }
-            try forget(r.newThumbprint)
+    /// Runs the reload hook once per switch. Until it succeeds the old key stays registered, so an
+    /// application still holding it keeps working; after `reloadHookGrace` the roll goes on anyway
+    /// with an alarm, so a broken hook cannot keep a roll from ever finishing.
+    private func runReloadHook(_ hook: ReloadHook, _ r: RollInProgress) async throws {
+        try store.hook.reach(SideEffect(.hook, "reload"))
+        do {
+            try await hook.run(certificatePath: store.currentPEMPath, appId: identity.appId, timeout: policy.reloadHookTimeout)
+            try commit(try journal.reloaded(now: clock.now()), phase: .switched, event: (.reloaded, "the application was told about the new credential"))
+        } catch let failure as ReloadHook.Failure {
+            metrics.increment("keyroll_reload_hook_failures_total", ["app_id": identity.appId])
+            let failingFor = clock.now().timeIntervalSince(r.phaseSince ?? r.startedAt)
+            guard failingFor >= policy.reloadHookGrace else {
+                emit(.reloadHookFailed, "\(failure); the old key stays registered until the hook succeeds (or for \(Int(policy.reloadHookGrace)) s)")
+                throw failure
+            }
+            emit(.alarm, "the reload hook has failed for \(Int(failingFor)) s (\(failure)); removing the old key anyway — the application must reload \(store.currentPEMPath) by itself")
         }
-        try commit(planningNextRoll(try journal.abandoned(now: clock.now())), phase: nil, event: (.abandoned, r.abandonReason ?? "abandoned"))
+    }
+
+    /// abandoning → idle: remove the new key from Graph (proof by the still-active old key), record
+    /// that, then destroy the new key's file.
+    private func stepAbandon(_ r: RollInProgress) async throws {
+        let active = try credential(r.oldThumbprint)
+        let graph = graphBase.authenticated(with: .certificate(active))
+        var keyIds = journal.credential(r.newThumbprint)?.keyId.map { [$0] } ?? []
+        if let keys = try await readKeys(graph) { keyIds = keys.filter { $0.matches(thumbprint: r.newThumbprint) }.map(\.keyId) }
+        for k in keyIds { try await counted { try await graph.removeKey(objectID: identity.applicationObjectId, keyId: k, prover: active) } }
+        try commit(planningNextRoll(try journal.abandoned(now: clock.now())), phase: nil, event: nil)
+        destroyGivenUp(r.newThumbprint, r.abandonReason ?? "abandoned", event: .abandoned)
+    }
+
+    /// Destroys a key the journal has just stopped listing. A failure here loses nothing: the key
+    /// is untracked now, and the next sweep destroys it.
+    private func destroyGivenUp(_ thumbprint: String, _ detail: String, event: AgentEvent.Kind) {
+        lock.withLock { loaded[thumbprint] = nil }
+        do { try store.destroyCredential(thumbprint) } catch {
+            logger.warning("could not destroy a retired key now; the next start sweeps it", metadata: ["app_id": "\(identity.appId)", "error": "\(error)"])
+        }
+        emit(event, detail)
     }
 
     // MARK: reconcile and status
@@ -352,12 +401,10 @@ public final class Roller: @unchecked Sendable {
         if let keys = try? await readKeys(graphBase) {
             var updated = j
             for c in j.credentials where c.keyId == nil {
-                if let cert = try? credential(c.thumbprint).certificate, let k = keys.first(where: { $0.matches(cert) }) {
-                    updated = updated.withKeyId(k.keyId, for: c.thumbprint)
-                }
+                if let k = keys.first(where: { $0.matches(thumbprint: c.thumbprint) }) { updated = updated.withKeyId(k.keyId, for: c.thumbprint) }
             }
             if updated != j { try commit(updated, phase: nil, event: nil) }
-            if let activeCert = try? credential(j.active).certificate, !keys.contains(where: { $0.matches(activeCert) }) {
+            if !keys.contains(where: { $0.matches(thumbprint: j.active) }) {
                 emit(.alarm, "the active certificate \(j.active) is no longer registered in Entra; self-service rolling cannot continue — re-bootstrap through the provisioner")
             }
         }
@@ -368,7 +415,12 @@ public final class Roller: @unchecked Sendable {
 
     /// Reads the application's key credentials; nil when the app may not read itself (403).
     private func readKeys(_ graph: GraphClient) async throws -> [KeyCredential]? {
-        do { return try await counted { try await graph.keyCredentials(objectID: identity.applicationObjectId) } } catch let e as EntraError where e.kind == .forbidden {
+        do {
+            let keys = try await counted { try await graph.keyCredentials(objectID: identity.applicationObjectId) }
+            let held = journal.credentials.map(\.thumbprint)
+            lock.withLock { lastSeenInEntra = Set(held.filter { t in keys.contains { $0.matches(thumbprint: t) } }) }
+            return keys
+        } catch let e as EntraError where e.kind == .forbidden {
             return nil
         }
     }
@@ -394,6 +446,9 @@ public final class Roller: @unchecked Sendable {
         observer?(e)
     }
 
+    /// What Graph listed of the held keys at the last read (nil: not read yet, or not allowed).
+    var keysSeenInEntra: Set<String>? { lock.withLock { lastSeenInEntra } }
+
     public func refreshMetrics() {
         let next = nextRollDate()
         let j = journal
@@ -414,54 +469,12 @@ public final class Roller: @unchecked Sendable {
         for a in [RollPolicy.Alarm.ok, .warning, .critical, .pastCliff] { metrics.set("keyroll_alarm", ["app_id": identity.appId, "level": a.rawValue], a == status.alarm ? 1 : 0) }
         metrics.set("keyroll_next_roll_timestamp_seconds", labels, next.timeIntervalSince1970)
         metrics.set("keyroll_clock_offset_seconds", labels, tokens.offset.seconds)
+        metrics.set("keyroll_roll_phase_since_timestamp_seconds", labels, j.roll?.phaseSince?.timeIntervalSince1970 ?? 0)
         for p in RollPhase.allCases { metrics.set("keyroll_roll_phase", ["app_id": identity.appId, "phase": p.rawValue], j.roll?.phase == p ? 1 : 0) }
     }
-
-    private func runReloadHook() {
-        guard let hook = reloadHook else { return }
-        switch hook {
-        case .signal(let pid, let sig):
-            if kill(pid, sig) != 0 { emit(.reloadHookFailed, "kill(\(pid), \(sig)) failed: errno \(errno)") }
-        case .command(let argv):
-            guard !argv.isEmpty else { return }
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : "/usr/bin/env")
-            p.arguments = argv[0].hasPrefix("/") ? Array(argv.dropFirst()) : argv
-            var env = ProcessInfo.processInfo.environment
-            env["KEYROLL_CERTIFICATE_PATH"] = store.currentPEMPath
-            env["KEYROLL_APP_ID"] = identity.appId
-            p.environment = env
-            do {
-                try p.run()
-                p.waitUntilExit()
-                if p.terminationStatus != 0 { emit(.reloadHookFailed, "\(argv[0]) exited \(p.terminationStatus)") }
-            } catch { emit(.reloadHookFailed, "\(argv[0]): \(error)") }
-        }
-    }
 }
 
-/// CPU time of the calling thread: what a piece of work cost, whatever else the machine was doing.
-public enum ThreadCPUTime {
-    public static func now() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
-    }
-
-    /// `work`'s result and the seconds of CPU this thread spent on it.
-    public static func measure<T>(_ work: () throws -> T) rethrows -> (T, Double) {
-        let start = now()
-        let result = try work()
-        return (result, now() - start)
-    }
-}
-
-/// CPU-heavy work (RSA key generation) off Swift's cooperative pool, which has only as many threads
-/// as cores: a 4096-bit keygen can block one for seconds.
-public enum Background {
-    public static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { cont in
-            DispatchQueue.global(qos: .utility).async { cont.resume(with: Swift.Result { try work() }) }
-        }
-    }
+/// Capped exponential backoff: 2, 4, 8 … seconds up to `cap` (the roller's waits for propagation).
+enum Backoff {
+    static func delay(attempt: Int, cap: Double) -> Double { min(cap, pow(2, Double(min(attempt, 30)))) }
 }

@@ -10,6 +10,8 @@ public enum SecureFileError: Error, Equatable, CustomStringConvertible {
     case io(path: String, operation: String, errno: Int32)
     case insecurePermissions(path: String, mode: UInt16, expected: UInt16)
     case notADirectory(path: String)
+    case symbolicLink(path: String)
+    case notARegularFile(path: String)
 
     public var description: String {
         switch self {
@@ -20,6 +22,10 @@ public enum SecureFileError: Error, Equatable, CustomStringConvertible {
                 + "Fix it with: chmod \(String(expected, radix: 8)) '\(path)'"
         case .notADirectory(let path):
             return "\(path) exists and is not a directory"
+        case .symbolicLink(let path):
+            return "\(path) is a symbolic link; KeyRoll never reads, writes or destroys a secret through a link. Replace it with the file itself."
+        case .notARegularFile(let path):
+            return "\(path) is not a regular file; KeyRoll only keeps secrets in regular files."
         }
     }
 }
@@ -52,32 +58,48 @@ public enum SecureFiles {
         if mode & 0o077 != 0 { throw SecureFileError.insecurePermissions(path: path, mode: mode, expected: expected) }
     }
 
-    /// Atomically replaces `path` with `bytes`, mode 0600.
-    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
+    /// Atomically replaces `path` with `bytes`, mode 0600: a temporary file beside it (created
+    /// exclusively, never through a link), written, fsynced, renamed over `path`, and the folder
+    /// fsynced. A crash at any point leaves the old content or the new, never a mix; what it can
+    /// leave is a `.NAME.tmp-*` file, which ``CredentialStore/sweep(keeping:)`` removes.
+    /// Each system call first passes `hook` (see ``SideEffect``).
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600, hook: SideEffectHook = .none) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = (dir.isEmpty ? "." : dir) + "/." + (path as NSString).lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        try hook.reach(.create, file: path)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
         guard fd >= 0 else { throw SecureFileError.io(path: tmp, operation: "create", errno: errno) }
         var ok = false
-        defer { if !ok { unlink(tmp) } }
+        defer {
+            // Cleaning up is a side effect too: a process that died here would leave the file.
+            if !ok, (try? hook.reach(.unlink, file: tmp)) != nil { unlink(tmp) }
+        }
         do {
             defer { close(fd) }
             guard fchmod(fd, mode) == 0 else { throw SecureFileError.io(path: tmp, operation: "chmod", errno: errno) }
-            var written = 0
-            while written < bytes.count {
-                let n = bytes.withUnsafeBytes { buf in write(fd, buf.baseAddress! + written, bytes.count - written) }
-                if n < 0 { if errno == EINTR { continue }; throw SecureFileError.io(path: tmp, operation: "write", errno: errno) }
-                written += n
-            }
+            try hook.reach(.write, file: path)
+            try writeAll(fd, bytes, path: tmp)
+            try hook.reach(.fsync, file: path)
             guard fsync(fd) == 0 else { throw SecureFileError.io(path: tmp, operation: "fsync", errno: errno) }
         }
+        try hook.reach(.rename, file: path)
         guard rename(tmp, path) == 0 else { throw SecureFileError.io(path: path, operation: "rename", errno: errno) }
         ok = true
+        try hook.reach(.syncFolder, file: path)
         try syncDirectory(dir.isEmpty ? "." : dir)
     }
 
-    public static func writeAtomically(_ text: String, to path: String, mode: mode_t = 0o600) throws {
-        try writeAtomically(Array(text.utf8), to: path, mode: mode)
+    public static func writeAtomically(_ text: String, to path: String, mode: mode_t = 0o600, hook: SideEffectHook = .none) throws {
+        try writeAtomically(Array(text.utf8), to: path, mode: mode, hook: hook)
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { buf in write(fd, buf.baseAddress! + written, bytes.count - written) }
+            if n < 0 { if errno == EINTR { continue }; throw SecureFileError.io(path: path, operation: "write", errno: errno) }
+            written += n
+        }
     }
 
     /// Flushes a folder's entries (a rename is durable only after this).
@@ -88,20 +110,31 @@ public enum SecureFiles {
         guard fsync(fd) == 0 else { throw SecureFileError.io(path: dir, operation: "fsync", errno: errno) }
     }
 
-    /// Overwrites a file's bytes with zeros, syncs, then unlinks it. (On copy-on-write or journaling
-    /// file systems this is best effort; it still keeps the key out of casual reach.)
-    public static func shred(_ path: String) throws {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return }
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
-        if fd >= 0 {
-            let zeros = [UInt8](repeating: 0, count: Int(st.st_size))
-            _ = zeros.withUnsafeBytes { write(fd, $0.baseAddress, zeros.count) }
-            fsync(fd)
-            close(fd)
+    /// Destroys a secret file: opens it (never through a symbolic link, and only a regular file),
+    /// unlinks the name and makes that durable, then overwrites the still-open bytes with zeros.
+    /// The name therefore always holds the whole secret or nothing: a crash can never leave a
+    /// zeroed file that reads as damaged. (On copy-on-write or journaling file systems the
+    /// overwrite is best effort; it still keeps the key out of casual reach.) A missing file is
+    /// already destroyed.
+    public static func shred(_ path: String, hook: SideEffectHook = .none) throws {
+        let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        if fd < 0 {
+            if errno == ENOENT { return }
+            if errno == ELOOP { throw SecureFileError.symbolicLink(path: path) }
+            throw SecureFileError.io(path: path, operation: "open", errno: errno)
         }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw SecureFileError.io(path: path, operation: "stat", errno: errno) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SecureFileError.notARegularFile(path: path) }
+        try hook.reach(.unlink, file: path)
         guard unlink(path) == 0 || errno == ENOENT else { throw SecureFileError.io(path: path, operation: "unlink", errno: errno) }
+        try hook.reach(.syncFolder, file: path)
         try syncDirectory((path as NSString).deletingLastPathComponent)
+        try hook.reach(.write, file: path)
+        try writeAll(fd, [UInt8](repeating: 0, count: Int(st.st_size)), path: path)
+        try hook.reach(.fsync, file: path)
+        _ = fsync(fd)
     }
 
     public static func read(_ path: String) throws -> [UInt8] {

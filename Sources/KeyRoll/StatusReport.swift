@@ -1,6 +1,7 @@
 import Foundation
 
-/// What `keyroll status` and `/metrics` say about one identity. Pure: derived from the journal.
+/// What `keyroll status` and `/metrics` say about one identity. Pure: derived from the journal,
+/// the keys that are on disk and, when known, the keys Graph listed at the last read.
 public struct IdentityStatus: Sendable, Codable, Equatable {
     public var store: String
     public var appId: String
@@ -17,17 +18,49 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
     public var heldCredentials: Int
     public var rolls: Int
     public var lastOutcome: String?
+    /// The roll in progress, if any, in words an operator can act on.
+    public var interruptedRoll: InterruptedRoll?
 
-    public static func make(store: String, identity: CredentialStore.Identity, journal j: Journal, policy: RollPolicy, now: Date) -> IdentityStatus {
+    /// A roll that has not finished: where it stands and what happens next.
+    public struct InterruptedRoll: Sendable, Codable, Equatable {
+        public var phase: RollPhase
+        public var startedAt: Date
+        /// When it entered this phase (nil in journals of earlier versions).
+        public var phaseSince: Date?
+        /// What the agent does next when it runs (resume is automatic).
+        public var next: String
+        /// After this an operator must act: the cliff minus the critical threshold.
+        public var actBy: Date?
+    }
+
+    public static func make(store: String, identity: CredentialStore.Identity, journal j: Journal, keysOnDisk: Set<String>,
+                            inEntra: Set<String>? = nil, policy: RollPolicy, now: Date) -> IdentityStatus {
         let active = j.activeCredential
-        let cliff = RollPolicy.cliff(of: j)
+        let cliff = RollPolicy.cliff(of: j, keysOnDisk: keysOnDisk, inEntra: inEntra)
         let ttc = cliff.map { $0.timeIntervalSince(now) }
         let next = j.roll != nil ? now : (j.nextRollAt ?? active.map { policy.rollDate(for: $0, random: 0.5) } ?? now)
+        let interrupted = j.roll.map { r in
+            InterruptedRoll(phase: r.phase, startedAt: r.startedAt, phaseSince: r.phaseSince, next: Self.nextAction(r),
+                            actBy: cliff.map { $0.addingTimeInterval(-policy.criticalTimeToCliff) })
+        }
         return IdentityStatus(store: store, appId: identity.appId, displayName: identity.displayName, activeThumbprint: j.active,
                               activeOrigin: active?.origin ?? .keyroll, activeNotAfter: active?.notAfter ?? .distantPast, nextRoll: next,
                               cliff: cliff, timeToCliff: ttc, alarm: policy.alarm(timeToCliff: ttc), rollPhase: j.roll?.phase,
                               heldCredentials: j.credentials.count, rolls: j.history.filter { $0.outcome == "rolled" }.count,
-                              lastOutcome: j.history.last?.outcome)
+                              lastOutcome: j.history.last?.outcome, interruptedRoll: interrupted)
+    }
+
+    /// What resuming a roll at its phase does.
+    static func nextAction(_ r: RollInProgress) -> String {
+        switch r.phase {
+        case .stored: return "register the new key with addKey (or find it registered already)"
+        case .added: return "wait until Graph lists the new key"
+        case .visible: return "prove the new key at the token endpoint (abandon the roll if it is not accepted in time)"
+        case .verified: return "publish the new key as current.pem"
+        case .switched: return r.reloadedAt == nil ? "run the reload hook, then remove the old key from Entra" : "remove the old key from Entra"
+        case .retired: return "destroy the old key"
+        case .abandoning: return "remove the unproven new key from Entra and destroy it; the old key stays active"
+        }
     }
 
     /// What to do about the alarm, in words an operator can act on.
@@ -47,12 +80,14 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
 public enum StoreReader {
     public static func status(path: String, policy: RollPolicy, now: Date) throws -> IdentityStatus {
         let store = CredentialStore(path: path)
-        return IdentityStatus.make(store: path, identity: try store.identity(), journal: try store.journal(), policy: policy, now: now)
+        return IdentityStatus.make(store: path, identity: try store.identity(), journal: try store.journal(), keysOnDisk: store.keysOnDisk(),
+                                   policy: policy, now: now)
     }
 }
 
 extension Roller {
     public func identityStatus() -> IdentityStatus {
-        IdentityStatus.make(store: store.path, identity: identity, journal: journal, policy: policy, now: clock.now())
+        IdentityStatus.make(store: store.path, identity: identity, journal: journal, keysOnDisk: store.keysOnDisk(), inEntra: keysSeenInEntra,
+                            policy: policy, now: clock.now())
     }
 }

@@ -54,15 +54,27 @@ public struct Provisioner: Sendable {
     /// Registers a new bootstrap certificate on `application` by read-merge-PATCH-verify and
     /// returns the bundle. Existing certificates stay registered.
     public func issueBootstrap(application: Application, validity: TimeInterval, keySize: RSAKeySize = .bits2048) async throws -> BootstrapBundle {
+        let bundle = try await prepareBootstrap(application: application, validity: validity, keySize: keySize)
+        try await registerBootstrap(bundle)
+        return bundle
+    }
+
+    /// A new bootstrap key, certificate and keyId for `application`, not yet registered: a caller
+    /// that must record its intent (the audited re-bootstrap) does so before `registerBootstrap`.
+    public func prepareBootstrap(application: Application, validity: TimeInterval, keySize: RSAKeySize = .bits2048) async throws -> BootstrapBundle {
         let now = graph.correctedNow
         let size = keySize
         let cred = try await Background.run { try Self.bootstrapCredential(appId: application.appId, now: now, validity: validity, size: size) }
-        let keyId = UUID().uuidString.lowercased()
-        try await mergeKeyCredential(objectID: application.id, certificate: cred.certificate, keyId: keyId, displayName: Self.bootstrapDisplayName)
         let e = graph.endpoints
         return BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL,
                                applicationObjectId: application.id, appId: application.appId, displayName: application.displayName,
-                               credential: cred, keyId: keyId, createdAt: now, createdBy: nil)
+                               credential: cred, keyId: UUID().uuidString.lowercased(), createdAt: now, createdBy: nil)
+    }
+
+    /// Registers a prepared bootstrap certificate on its application (read-merge-PATCH-verify).
+    public func registerBootstrap(_ bundle: BootstrapBundle) async throws {
+        try await mergeKeyCredential(objectID: bundle.applicationObjectId, certificate: try bundle.signingCredential().certificate,
+                                     keyId: bundle.bootstrap.keyId ?? "", displayName: Self.bootstrapDisplayName)
     }
 
     /// Read → merge → PATCH → verify. Existing entries are re-sent with their `key`, so nothing is

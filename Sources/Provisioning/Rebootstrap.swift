@@ -33,16 +33,29 @@ public struct Rebootstrap: Sendable {
             let latest = valid.compactMap(\.endDateTime).max().map { UTCTime.iso($0) } ?? "?"
             throw Refused(description: "\(app.displayName ?? app.appId) still has \(valid.count) valid certificate(s) (until \(latest)); its agent can roll by itself. Use --force to issue a bootstrap anyway.")
         }
-        let bundle = try await provisioner.issueBootstrap(application: app, validity: validity)
-        try SecureFiles.ensurePrivateDirectory((bundlePath as NSString).deletingLastPathComponent)
-        try SecureFiles.writeAtomically(try bundle.encoded(), to: bundlePath)
+        // Intent first (who, why, which key), then the bundle, then the privileged write, then the
+        // outcome: a run that dies midway leaves an audit trail that says so.
+        let bundle = try await provisioner.prepareBootstrap(application: app, validity: validity)
         let thumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
-        let record: [String: JSONValue] = [
-            "time": .string(UTCTime.iso(now)), "action": "rebootstrap", "operator": .string(who),
+        var record: [String: JSONValue] = [
+            "time": .string(UTCTime.iso(now)), "action": "rebootstrap", "phase": "intent", "operator": .string(who),
             "provisionerClientId": .string(provisioner.graph.tokens.clientID), "app": .string(app.displayName ?? ""), "appId": .string(app.appId),
             "objectId": .string(app.id), "keyId": .string(bundle.bootstrap.keyId ?? ""), "thumbprint": .string(thumb),
             "forced": .bool(force), "validCertificatesBefore": .int(Int64(valid.count)), "reason": .string(reason), "bundle": .string(bundlePath),
         ]
+        try AuditLog.append(record, to: auditLogPath)
+        try SecureFiles.ensurePrivateDirectory((bundlePath as NSString).deletingLastPathComponent)
+        try SecureFiles.writeAtomically(try bundle.encoded(), to: bundlePath)
+        do { try await provisioner.registerBootstrap(bundle) } catch {
+            try? SecureFiles.shred(bundlePath)
+            record["phase"] = "failed"
+            record["error"] = .string(Redaction.scrub("\(error)"))
+            record["time"] = .string(UTCTime.iso(provisioner.graph.correctedNow))
+            try? AuditLog.append(record, to: auditLogPath)
+            throw error
+        }
+        record["phase"] = "completed"
+        record["time"] = .string(UTCTime.iso(provisioner.graph.correctedNow))
         try AuditLog.append(record, to: auditLogPath)
         return bundle
     }

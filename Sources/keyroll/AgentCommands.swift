@@ -54,7 +54,7 @@ struct RollCommand: AsyncParsableCommand {
         let abandoned = try await transport.closing {
             var abandoned = false
             for path in try stores.paths() {
-                let roller = try Roller(store: CredentialStore(path: path), policy: policy, transport: transport,
+                let roller = try Roller(store: CredentialStore(path: path, hook: CrashHook.sideEffects()), policy: policy, transport: transport,
                                         afterTransition: CrashHook.fromEnvironment())
                 try await roller.reconcile()
                 let outcome = ifDue ? try await roller.rollIfDue() : try await roller.roll(reason: "requested")
@@ -70,12 +70,39 @@ struct RollCommand: AsyncParsableCommand {
     }
 }
 
-/// Test hook: `KEYROLL_TEST_CRASH_AFTER=<phase>` SIGKILLs the process right after that transition
-/// is durable (the crash tests use it to stop at every step boundary).
+/// Test hooks, read from the environment (never set in production):
+/// - `KEYROLL_TEST_CRASH_AFTER=<phase>` SIGKILLs the process right after that transition is durable;
+/// - `KEYROLL_TEST_CRASH_AT=<side effect>#<n>` SIGKILLs it just before the n-th time it reaches that
+///   side effect (`rename journal.json#3`, `answered addKey#1`; see ``SideEffect``);
+/// - `KEYROLL_TEST_SIDE_EFFECT_LOG=<file>` appends the name of every side effect reached to a file,
+///   so a test can enumerate them.
 enum CrashHook {
     static func fromEnvironment() -> (@Sendable (RollPhase?) -> Void)? {
         guard let target = ProcessInfo.processInfo.environment["KEYROLL_TEST_CRASH_AFTER"], !target.isEmpty else { return nil }
         return { phase in if phase?.rawValue == target || (phase == nil && target == "finished") { kill(getpid(), SIGKILL) } }
+    }
+
+    static func sideEffects() -> SideEffectHook {
+        let env = ProcessInfo.processInfo.environment
+        let target = env["KEYROLL_TEST_CRASH_AT"].flatMap { $0.isEmpty ? nil : $0 }
+        let logPath = env["KEYROLL_TEST_SIDE_EFFECT_LOG"].flatMap { $0.isEmpty ? nil : $0 }
+        guard target != nil || logPath != nil else { return .none }
+        let counts = Counts()
+        let logFD: Int32 = logPath.map { open($0, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600) } ?? -1
+        return SideEffectHook { effect in
+            let n = counts.next(effect.description)
+            if logFD >= 0 {
+                let line = Array("\(effect)#\(n)\n".utf8)
+                _ = line.withUnsafeBytes { write(logFD, $0.baseAddress, line.count) }
+            }
+            if let target, target == "\(effect)#\(n)" { kill(getpid(), SIGKILL) }
+        }
+    }
+
+    final class Counts: @unchecked Sendable {
+        private let lock = NSLock()
+        private var seen: [String: Int] = [:]
+        func next(_ name: String) -> Int { lock.withLock { seen[name, default: 0] += 1; return seen[name]! } }
     }
 }
 
@@ -102,7 +129,15 @@ struct StatusCommand: AsyncParsableCommand {
                 [s.displayName ?? "-", String(s.appId.prefix(8)), String(s.activeThumbprint.prefix(12)), s.activeOrigin.rawValue, shortDate(s.activeNotAfter),
                  shortDate(s.nextRoll), formatDuration(s.timeToCliff), s.alarm.rawValue, s.rollPhase?.rawValue ?? "idle"]
             }))
-            for s in statuses { if let a = s.advice { print("\(s.displayName ?? s.appId): \(a)") } }
+            for s in statuses {
+                let name = s.displayName ?? s.appId
+                if let r = s.interruptedRoll {
+                    print("\(name): roll interrupted at '\(r.phase.rawValue)' since \(shortDate(r.phaseSince ?? r.startedAt)) UTC (started \(shortDate(r.startedAt)) UTC).")
+                    print("  next: \(r.next) — the agent resumes it by itself (or: keyroll roll --store \(s.store)).")
+                    if let actBy = r.actBy { print("  act by \(shortDate(actBy)) UTC if it is still not finished: check the agent's log, then keyroll rebootstrap.") }
+                }
+                if let a = s.advice { print("\(name): \(a)") }
+            }
         }
         let worst = statuses.map(\.alarm).max() ?? .ok
         if worst != .ok { throw ExitCode(worst == .warning ? 1 : worst == .critical ? 2 : 3) }
@@ -177,9 +212,13 @@ struct AgentCommand: AsyncParsableCommand {
         let p = try policy.policy()
         let daemon: AgentDaemon
         do {
-            let rollers = try stores.paths().map {
-                try Roller(store: CredentialStore(path: $0), policy: p, transport: transport, logger: logger, metrics: metrics,
-                           reloadHook: hook, waitForLock: waitForLock, afterTransition: CrashHook.fromEnvironment())
+            var rollers: [Roller] = []
+            for path in try stores.paths() {
+                let open = {
+                    try Roller(store: CredentialStore(path: path, hook: CrashHook.sideEffects()), policy: p, transport: transport, logger: logger,
+                               metrics: metrics, reloadHook: hook, afterTransition: CrashHook.fromEnvironment())
+                }
+                rollers.append(waitForLock ? try await Roller.waitingForLock(open) : try open())
             }
             daemon = AgentDaemon(rollers: rollers, logger: logger)
         } catch {

@@ -7,8 +7,9 @@ import Provisioning
 import Testing
 import TestSupport
 
-/// Kills a real `keyroll roll` process with SIGKILL right after each durable step, restarts it,
-/// and checks the invariants (DESIGN.md §2.1–§2.3).
+/// Kills real `keyroll roll` and `keyroll agent` processes with SIGKILL — after each durable step,
+/// and at every named side effect of a roll — restarts them, and checks that the app is never
+/// locked out and that the restarted process converges by itself (docs/design.md, "Crash points").
 @Suite(.serialized) struct CrashTests {
     static let binary = Tools.packageRoot + "/.build/debug/keyroll"
 
@@ -33,10 +34,62 @@ import TestSupport
             return (store, r.bundle)
         }
 
-        func roll(_ store: CredentialStore, crashAfter: String? = nil, extra: [String] = []) async throws -> Tools.Result {
+        func roll(_ store: CredentialStore, crashAfter: String? = nil, extra: [String] = [], env more: [String: String] = [:]) async throws -> Tools.Result {
             var env = ["KEYROLL_CA_FILE": server.stateDir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]
             env["KEYROLL_TEST_CRASH_AFTER"] = crashAfter ?? ""
-            return try await Tools.run([CrashTests.binary, "roll", "--store", store.path] + extra, environment: env)
+            env["KEYROLL_TEST_CRASH_AT"] = ""
+            env["KEYROLL_TEST_SIDE_EFFECT_LOG"] = ""
+            return try await Tools.run([CrashTests.binary, "roll", "--store", store.path] + extra, environment: env.merging(more) { $1 })
+        }
+
+        /// Runs `keyroll agent` on `store` until it exits by itself (a crash point) or `done` holds,
+        /// then stops it with SIGTERM. Returns its exit status, or nil when it was stopped.
+        func agent(_ store: CredentialStore, env more: [String: String] = [:], timeout: TimeInterval = 90,
+                   done: @escaping @Sendable () -> Bool) async throws -> Int32? {
+            try await withCheckedThrowingContinuation { cont in
+                DispatchQueue.global().async {
+                    cont.resume(with: Swift.Result {
+                        let p = Process()
+                        p.executableURL = URL(fileURLWithPath: CrashTests.binary)
+                        p.arguments = ["agent", "--store", store.path, "--metrics-port=-1"]
+                        var env = ProcessInfo.processInfo.environment
+                        env["KEYROLL_CA_FILE"] = server.stateDir + "/ca.pem"
+                        env["KEYROLL_LOG_FORMAT"] = "json"
+                        for k in ["KEYROLL_TEST_CRASH_AT", "KEYROLL_TEST_CRASH_AFTER", "KEYROLL_TEST_SIDE_EFFECT_LOG"] { env[k] = nil }
+                        p.environment = env.merging(more) { $1 }
+                        p.standardOutput = FileHandle.nullDevice
+                        p.standardError = FileHandle.nullDevice
+                        try p.run()
+                        let deadline = Date().addingTimeInterval(timeout)
+                        while p.isRunning, Date() < deadline, !done() { usleep(20_000) }
+                        if !p.isRunning { return p.terminationStatus }
+                        p.terminate()
+                        p.waitUntilExit()
+                        return nil
+                    })
+                }
+            }
+        }
+
+        /// Whether `store` has converged: no roll in progress, one key (not the bootstrap), on disk and in Entra.
+        func converged(_ store: CredentialStore, _ appId: String, bootstrap: String) -> Bool {
+            guard let j = try? store.journal(), j.roll == nil, j.active != bootstrap, j.credentials.count == 1 else { return false }
+            let files = Set((try? FileManager.default.contentsOfDirectory(atPath: store.path + "/keys")) ?? [])
+            guard files == ["\(j.active).key.pem", "\(j.active).cert.pem"] else { return false }
+            return (try? server.emulator.keyCredentials(appId: appId).map(\.sha1.hex)) == [j.active]
+        }
+
+        /// Invariant (b): exactly one current key, in the journal, on disk and in Entra; nothing left over.
+        func assertConverged(_ store: CredentialStore, _ appId: String, bootstrap: String, _ context: String) throws {
+            let j = try store.journal()
+            #expect(j.roll == nil, "\(context): still rolling (\(j.roll?.phase.rawValue ?? "-"))")
+            #expect(j.active != bootstrap, "\(context): bootstrap not retired")
+            #expect(j.credentials.map(\.thumbprint) == [j.active], "\(context): journal holds \(j.credentials.map(\.thumbprint))")
+            #expect(try server.emulator.keyCredentials(appId: appId).map(\.sha1.hex) == [j.active], "\(context): Entra holds other keys")
+            let files = Set((try? FileManager.default.contentsOfDirectory(atPath: store.path + "/keys")) ?? [])
+            #expect(files == ["\(j.active).key.pem", "\(j.active).cert.pem"], "\(context): keys folder holds \(files)")
+            let top = (try? FileManager.default.contentsOfDirectory(atPath: store.path)) ?? []
+            #expect(!top.contains { $0.contains(".tmp-") }, "\(context): temporary files left: \(top)")
         }
 
         /// Invariant 1: a held, registered, currently valid key that gets a token.
@@ -56,7 +109,7 @@ import TestSupport
     func killedAtEveryStepBoundaryConverges() async throws {
         let rig = try await Rig.start()
         defer { Task { await rig.server.stop() } }
-        for phase in ["stored", "added", "visible", "verified", "switched", "retired", "finished"] {
+        for phase in ["stored", "added", "visible", "verified", "switched", "finished"] {
             let (store, bundle) = try await rig.newStore("crash-\(phase)")
             let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
             let crashed = try await rig.roll(store, crashAfter: phase)
@@ -78,6 +131,56 @@ import TestSupport
             #expect(!store.hasCredential(bootThumb), "\(phase): bootstrap key still on disk")
             try rig.assertUsable(store, bundle.appId, "after resume from \(phase)")
         }
+        await rig.server.stop()
+    }
+
+    /// The points one real run of `command` reaches, in order (`KEYROLL_TEST_SIDE_EFFECT_LOG`).
+    func points(_ rig: Rig, _ command: String) async throws -> [String] {
+        let (store, bundle) = try await rig.newStore("points-\(command)")
+        let log = rig.root + "/points-\(command).log"
+        let boot = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+        if command == "roll" {
+            let r = try await rig.roll(store, env: ["KEYROLL_TEST_SIDE_EFFECT_LOG": log])
+            #expect(r.status == 0, "reference roll: \(r.stderr.suffix(500))")
+        } else {
+            _ = try await rig.agent(store, env: ["KEYROLL_TEST_SIDE_EFFECT_LOG": log]) { rig.converged(store, bundle.appId, bootstrap: boot) }
+        }
+        return try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map(String.init)
+    }
+
+    /// Every named side effect of a roll, as a real process killed there with SIGKILL: the crash
+    /// leaves the app able to sign in, and a restarted process converges with nothing sent twice.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: CrashTests.binary), "needs the built keyroll binary (swift build)"),
+          arguments: ["roll", "agent"])
+    func sigkilledAtEveryNamedPointConverges(_ command: String) async throws {
+        let rig = try await Rig.start()
+        let all = try await points(rig, command)
+        #expect(all.count > 40, "\(all)")
+        for (i, point) in all.enumerated() {
+            let context = "\(command) killed at \(point)"
+            let (store, bundle) = try await rig.newStore("\(command)-\(i)")
+            let boot = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+            let before = rig.server.emulator.requestCounts()
+            let status: Int32?
+            if command == "roll" {
+                status = try await rig.roll(store, env: ["KEYROLL_TEST_CRASH_AT": point]).status
+            } else {
+                status = try await rig.agent(store, env: ["KEYROLL_TEST_CRASH_AT": point], timeout: 60) { false }
+            }
+            #expect(status == 9, "\(context): expected SIGKILL, got \(String(describing: status))")
+            try rig.assertUsable(store, bundle.appId, context)
+            if command == "roll" {
+                let resumed = try await rig.roll(store, extra: ["--if-due"])
+                #expect(resumed.status == 0, "\(context): resume failed (\(resumed.status)): \(resumed.stderr.suffix(600))")
+            } else {
+                _ = try await rig.agent(store) { rig.converged(store, bundle.appId, bootstrap: boot) }
+            }
+            try rig.assertConverged(store, bundle.appId, bootstrap: boot, context)
+            try rig.assertUsable(store, bundle.appId, context + ", after restart")
+            let spent = rig.server.emulator.requestCounts().reduce(into: [String: Int]()) { $0[$1.key] = $1.value - (before[$1.key] ?? 0) }
+            #expect(spent["addKey", default: 0] == 1 && spent["removeKey", default: 0] == 1, "\(context): \(spent)")
+        }
+        print("SIGKILL crash points (\(command)): \(all.count) points, each killed and restarted (failures are recorded as issues above)")
         await rig.server.stop()
     }
 

@@ -36,10 +36,33 @@ final class Fleet: @unchecked Sendable {
     }
 
     func roller(_ store: CredentialStore, policy: RollPolicy = .init(), clock: (any WallClock)? = nil, random: Double = 0.5,
-                afterTransition: (@Sendable (RollPhase?) -> Void)? = nil) throws -> Roller {
+                reloadHook: ReloadHook? = nil, afterTransition: (@Sendable (RollPhase?) -> Void)? = nil) throws -> Roller {
         let events = self.events
         return try Roller(store: store, policy: policy, transport: transport, clock: clock ?? rig.clock, sleeper: ClockAdvancingSleeper(clock: rig.clock),
-                          observer: { events.append($0) }, random: { random }, afterTransition: afterTransition)
+                          observer: { events.append($0) }, reloadHook: reloadHook, random: { random }, afterTransition: afterTransition)
+    }
+
+    /// Whether the token endpoint accepts `credential` for `appId` now.
+    func accepts(_ appId: String, _ credential: SigningCredential) async -> Bool {
+        (try? await rig.token(clientID: appId, credential: credential)) != nil
+    }
+
+    /// Keys whose private key is on disk (whole and parseable), that Graph lists, and that the token
+    /// endpoint accepts now: what keeps the app from being locked out.
+    func usableKeys(_ store: CredentialStore, _ appId: String) async throws -> [String] {
+        let registered = Set(try graphKeys(appId).map(\.sha1.hex))
+        var usable: [String] = []
+        for t in store.keysOnDisk().sorted() where registered.contains(t) {
+            if let c = try? store.credential(t), await accepts(appId, c) { usable.append(t) }
+        }
+        return usable
+    }
+
+    /// Files in the store (and its keys folder) whose names show an interrupted atomic write.
+    func temporaryFiles(_ store: CredentialStore) -> [String] {
+        [store.path, store.path + "/keys"].flatMap { dir in
+            ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.contains(".tmp-") }
+        }
     }
 
     func graphKeys(_ appId: String) throws -> [StoredKeyCredential] { try rig.emulator.keyCredentials(appId: appId) }

@@ -12,26 +12,29 @@ import Testing
 
     @Test func transitionsFollowTheStateMachineOnly() throws {
         let j0 = Journal(active: record("OLD", origin: .bootstrap, days: 2, keyId: "k-old"))
-        #expect(throws: Journal.TransitionError.self) { try j0.added(keyId: "x") }
+        #expect(throws: Journal.TransitionError.self) { try j0.added(keyId: "x", now: t0) }
         let j1 = try j0.beginning(new: record("NEW"), now: t0, reason: "test")
         #expect(throws: Journal.TransitionError.self) { try j1.beginning(new: record("NEW2"), now: t0, reason: "again") }
-        #expect(throws: Journal.TransitionError.self) { try j1.switched() }
-        let j2 = try j1.added(keyId: "k-new")
+        #expect(throws: Journal.TransitionError.self) { try j1.switched(now: t0) }
+        let j2 = try j1.added(keyId: "k-new", now: t0)
         #expect(j2.credential("NEW")?.keyId == "k-new")
         let j3 = try j2.visible(now: t0)
         let j4 = try j3.verified(now: t0)
         #expect(j4.credential("NEW")?.lastProvenAt == t0)
         #expect(j4.active == "OLD", "switching is its own step")
-        let j5 = try j4.switched()
+        let j5 = try j4.switched(now: t0)
         #expect(j5.active == "NEW")
-        #expect(throws: Journal.TransitionError.self) { try j5.abandoning(reason: "too late") }
-        let j6 = try j5.retired()
+        #expect(throws: Journal.TransitionError.self) { try j5.abandoning(reason: "too late", now: t0) }
+        #expect(j5.roll?.needsKey("OLD") == false, "after the switch only the old key's thumbprint is needed")
+        let j6 = try j5.reloaded(now: t0.addingTimeInterval(5))
+        #expect(j6.roll?.reloadedAt == t0.addingTimeInterval(5))
+        #expect(j6.roll?.phaseSince == t0, "recording the hook does not move the phase's start")
         let j7 = try j6.finished(now: t0)
         #expect(j7.roll == nil)
         #expect(j7.credentials.map(\.thumbprint) == ["NEW"])
         #expect(j7.history.last?.outcome == "rolled")
         // abandoning before the switch drops the new credential, keeps the old active
-        let a = try (try j2.abandoning(reason: "timeout")).abandoned(now: t0)
+        let a = try (try j2.abandoning(reason: "timeout", now: t0)).abandoned(now: t0)
         #expect(a.active == "OLD")
         #expect(a.credentials.map(\.thumbprint) == ["OLD"])
         #expect(a.history.last?.outcome == "abandoned: timeout")
@@ -61,12 +64,20 @@ import Testing
     @Test func cliffAndAlarms() throws {
         let p = RollPolicy()
         var j = Journal(active: record("A", days: 10, keyId: "ka"))
-        #expect(RollPolicy.cliff(of: j) == t0.addingTimeInterval(10 * 86_400))
+        let both: Set = ["A", "B"]
+        #expect(RollPolicy.cliff(of: j, keysOnDisk: both) == t0.addingTimeInterval(10 * 86_400))
         // a pending key that Entra has not registered yet does not move the cliff
         j = try j.beginning(new: record("B", days: 365), now: t0, reason: "r")
-        #expect(RollPolicy.cliff(of: j) == t0.addingTimeInterval(10 * 86_400))
-        j = try j.added(keyId: "kb")
-        #expect(RollPolicy.cliff(of: j) == t0.addingTimeInterval(365 * 86_400))
+        #expect(RollPolicy.cliff(of: j, keysOnDisk: both) == t0.addingTimeInterval(10 * 86_400))
+        j = try j.added(keyId: "kb", now: t0)
+        #expect(RollPolicy.cliff(of: j, keysOnDisk: both) == t0.addingTimeInterval(365 * 86_400))
+        // the cliff comes from what exists: a key whose file is gone, or that Graph no longer lists, does not count
+        #expect(RollPolicy.cliff(of: j, keysOnDisk: ["A"]) == t0.addingTimeInterval(10 * 86_400))
+        #expect(RollPolicy.cliff(of: j, keysOnDisk: both, inEntra: ["A"]) == t0.addingTimeInterval(10 * 86_400))
+        // nor does a key the roll is giving up
+        let leaving = try j.abandoning(reason: "r", now: t0)
+        #expect(RollPolicy.cliff(of: leaving, keysOnDisk: both) == t0.addingTimeInterval(10 * 86_400))
+        #expect(RollPolicy.cliff(of: j, keysOnDisk: []) == nil)
         #expect(p.alarm(timeToCliff: 30 * 86_400) == .ok)
         #expect(p.alarm(timeToCliff: 10 * 86_400) == .warning)
         #expect(p.alarm(timeToCliff: 86_400) == .critical)

@@ -206,7 +206,12 @@ struct Central {
         c.rig.clock.advance(by: 3 * 86_400)  // past the cliff
         let bundle = try await reboot.run(application: r.application, bundlePath: c.dir + "/b2.json", force: false, reason: "store lost", operator: "tester")
         let line = try String(contentsOfFile: auditLog, encoding: .utf8)
-        let rec = try JSONValue.parse(Array(line.split(separator: "\n").last!.utf8))
+        let lines = line.split(separator: "\n")
+        #expect(lines.count == 2, "one intent, one completion: \(lines)")
+        let intent = try JSONValue.parse(Array(lines.first!.utf8))
+        #expect(intent["phase"] == "intent")
+        let rec = try JSONValue.parse(Array(lines.last!.utf8))
+        #expect(rec["phase"] == "completed" && rec["keyId"] == intent["keyId"])
         #expect(rec["appId"]?.stringValue == r.application.appId)
         #expect(rec["operator"] == "tester" && rec["reason"] == "store lost" && rec["forced"] == false)
         #expect(rec["thumbprint"]?.stringValue == (try bundle.signingCredential().certificate.sha1Thumbprint.hex))
@@ -222,5 +227,13 @@ struct Central {
         // forced issue on a healthy app works and is recorded as forced
         _ = try await reboot.run(application: r.application, bundlePath: c.dir + "/b3.json", force: true, reason: "drill", operator: "tester")
         #expect(try String(contentsOfFile: auditLog, encoding: .utf8).contains(#""forced":true"#))
+        // the intent is on record before the privileged write: a refused PATCH leaves intent + failed, and no bundle
+        c.rig.emulator.setFaults([FaultRule(route: "PATCH /v1.0/applications", action: .status(403, retryAfter: nil), sequence: [true])])
+        await #expect(throws: EntraError.self) {
+            _ = try await reboot.run(application: r.application, bundlePath: c.dir + "/b4.json", force: true, reason: "refused", operator: "tester")
+        }
+        let tail = try String(contentsOfFile: auditLog, encoding: .utf8).split(separator: "\n").suffix(2).map { try JSONValue.parse(Array($0.utf8)) }
+        #expect(tail.map { $0["phase"]?.stringValue } == ["intent", "failed"] && tail[0]["reason"] == "refused")
+        #expect(!FileManager.default.fileExists(atPath: c.dir + "/b4.json"))
     }
 }

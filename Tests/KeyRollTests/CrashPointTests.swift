@@ -1,0 +1,225 @@
+import EntraClient
+import EntraCrypto
+import EntraEmulator
+import Foundation
+import KeyRoll
+import Testing
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The process "died" here: every side effect after it is refused, as in a real crash.
+struct SimulatedCrash: Error {}
+
+/// What a trial does when the roll reaches its point.
+enum Fault: String, CaseIterable, Sendable {
+    /// The process dies just before the side effect (nothing after it happens).
+    case crash
+    /// An HTTP answer is lost after the server applied the request; the process goes on.
+    case lostAnswer
+    /// The file-system call fails with ENOSPC; the process goes on, and space returns.
+    case noSpace
+    /// The file-system call fails with EIO; the process goes on.
+    case ioError
+
+    func applies(to e: SideEffect) -> Bool {
+        switch self {
+        case .crash: return true
+        case .lostAnswer: return e.kind == .answered
+        case .noSpace: return e.isFileSystem
+        case .ioError: return e.kind == .fsync || e.kind == .syncFolder
+        }
+    }
+}
+
+/// Records every side effect a roll reaches (`name#n`) and applies a fault at one of them.
+final class PointHook: @unchecked Sendable {
+    private let lock = NSLock()
+    private let target: String?
+    private let fault: Fault
+    private var counts: [String: Int] = [:]
+    private(set) var reached: [String] = []
+    private(set) var fired = false
+    private var dead = false
+
+    init(target: String? = nil, fault: Fault = .crash) {
+        self.target = target
+        self.fault = fault
+    }
+
+    var hook: SideEffectHook { SideEffectHook { try self.reach($0) } }
+    var didFire: Bool { lock.withLock { fired } }
+    var points: [String] { lock.withLock { reached } }
+
+    func reach(_ e: SideEffect) throws {
+        let fire: Bool = try lock.withLock {
+            if dead { throw SimulatedCrash() }
+            counts[e.description, default: 0] += 1
+            let name = "\(e)#\(counts[e.description]!)"
+            reached.append(name)
+            guard name == target, !fired else { return false }
+            fired = true
+            if fault == .crash { dead = true }
+            return true
+        }
+        guard fire else { return }
+        switch fault {
+        case .crash: throw SimulatedCrash()
+        case .lostAnswer: throw TransportError("the answer was lost (test fault)")
+        case .noSpace: throw SecureFileError.io(path: "(test fault) \(e.target)", operation: e.kind.rawValue, errno: ENOSPC)
+        case .ioError: throw SecureFileError.io(path: "(test fault) \(e.target)", operation: e.kind.rawValue, errno: EIO)
+        }
+    }
+}
+
+/// Every side effect of a roll, enumerated, with every fault that can strike there: the roll dies
+/// (or fails) at that exact point, is restarted, and must converge without anyone's help, with
+/// the app never locked out. In-process on the virtual clock; `CrashTests` does the same with real
+/// SIGKILLed processes.
+@Suite(.serialized) struct CrashPointTests {
+    enum Scenario: String, CaseIterable, Sendable {
+        /// The bootstrap roll with a reload hook: every step through removeKey(old) and destruction.
+        case rolled
+        /// A roll whose new key never becomes usable in time: the abandon path.
+        case abandoned
+    }
+
+    struct Tally {
+        var trials = 0
+        var points = 0
+        var byFault: [Fault: Int] = [:]
+        var failures: [String: Int] = [:]
+    }
+
+    func settings(_ scenario: Scenario) -> EmulatorSettings {
+        var s = EmulatorSettings()
+        if scenario == .abandoned {
+            s.propagationDelayMin = 3600
+            s.propagationDelayMax = 3600
+        }
+        return s
+    }
+
+    func policy(_ scenario: Scenario) -> RollPolicy {
+        var p = RollPolicy()
+        if scenario == .abandoned { p.verifyTimeout = 60 }
+        return p
+    }
+
+    /// A fresh app with its store; in the abandon scenario the clock passes its bootstrap's propagation.
+    func newApp(_ fleet: Fleet, _ scenario: Scenario, _ name: String) async throws -> (CredentialStore, BootstrapBundle) {
+        let (store, bundle) = try await fleet.agentStore(name)
+        if scenario == .abandoned { fleet.rig.clock.advance(by: 3601) }
+        return (store, bundle)
+    }
+
+    func hookCommand(_ fleet: Fleet, _ name: String) -> ReloadHook {
+        .command(["/bin/sh", "-c", "echo \"$KEYROLL_CERTIFICATE_PATH\" >> '\(fleet.root)/\(name).reloaded'"])
+    }
+
+    /// One roll of `scenario` with `hook`, as the first process would run it.
+    func firstRun(_ fleet: Fleet, _ scenario: Scenario, _ store: CredentialStore, _ name: String, _ hook: SideEffectHook) async throws -> Roller {
+        let roller = try fleet.roller(CredentialStore(path: store.path, hook: hook), policy: policy(scenario), reloadHook: hookCommand(fleet, name))
+        _ = try? await roller.rollIfDue()
+        return roller
+    }
+
+    /// The points one undisturbed roll of `scenario` reaches, in order.
+    func enumerate(_ fleet: Fleet, _ scenario: Scenario) async throws -> [String] {
+        let (store, _) = try await newApp(fleet, scenario, "reference-\(scenario.rawValue)")
+        let recorder = PointHook()
+        let roller = try await firstRun(fleet, scenario, store, "reference-\(scenario.rawValue)", recorder.hook)
+        let j = roller.journal
+        #expect(j.roll == nil, "the reference roll finished")
+        return recorder.points
+    }
+
+    @Test(arguments: Scenario.allCases)
+    func everyPointOfARollEveryFault(_ scenario: Scenario) async throws {
+        let fleet = try await Fleet(settings: settings(scenario))
+        let points = try await enumerate(fleet, scenario)
+        #expect(points.count > 40, "a roll has many side effects: \(points)")
+        var tally = Tally()
+        tally.points = points.count
+        for (i, point) in points.enumerated() {
+            guard let effect = SideEffect(String(point.prefix { $0 != "#" })) else { Issue.record("unparseable point \(point)"); continue }
+            for fault in Fault.allCases where fault.applies(to: effect) {
+                let wrong = try await trial(fleet, scenario, name: "\(scenario.rawValue)-\(i)-\(fault.rawValue)", point: point, fault: fault)
+                for w in wrong { tally.failures[w, default: 0] += 1 }
+                tally.trials += 1
+                tally.byFault[fault, default: 0] += 1
+            }
+        }
+        print("crash points (\(scenario.rawValue)): \(tally.points) points, \(tally.trials) trials: "
+              + Fault.allCases.map { "\($0.rawValue) \(tally.byFault[$0] ?? 0)" }.joined(separator: ", ")
+              + "; \(tally.failures["lockout"] ?? 0) lockouts, \(tally.failures["stuck"] ?? 0) stuck, \(tally.failures["orphan"] ?? 0) orphans")
+    }
+
+    /// removeKey is idempotent ("No credentials found" is success), so after its answer was lost the
+    /// client sends it once more instead of spending a read: that is the one repeat allowed.
+    func removeKeysAllowed(_ point: String, _ fault: Fault) -> Int {
+        fault == .lostAnswer && point.hasPrefix("answered removeKey") ? 2 : 1
+    }
+
+    /// Runs one trial; returns what went wrong (lockout, stuck, orphan), also recorded as issues.
+    @discardableResult
+    func trial(_ fleet: Fleet, _ scenario: Scenario, name: String, point: String, fault: Fault) async throws -> [String] {
+        var wrong: Set<String> = []
+        let context = "\(scenario.rawValue) \(fault.rawValue) at \(point)"
+        let (store, bundle) = try await newApp(fleet, scenario, name)
+        let boot = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+        let before = fleet.rig.emulator.requestCounts()
+        let faulty = PointHook(target: point, fault: fault)
+        do {
+            let first = try await firstRun(fleet, scenario, store, name, faulty.hook)
+            #expect(faulty.didFire, "\(context): the point was not reached")
+            // (a) right after the fault, the app can still sign in: a key on disk, registered, accepted
+            let usableAfterFault = try await fleet.usableKeys(store, bundle.appId)
+            if usableAfterFault.isEmpty { wrong.insert("lockout") }
+            #expect(!usableAfterFault.isEmpty, "\(context): locked out after the fault")
+            if let published = store.published() {
+                #expect(await fleet.accepts(bundle.appId, published), "\(context): current.pem is not accepted")
+            } else { Issue.record("\(context): current.pem unreadable") }
+            if fault != .crash {
+                // the same process carries on once the disk or the network is back
+                let boot = boot
+                if first.journal.roll != nil || (scenario == .rolled && first.journal.active == boot) { _ = try? await first.roll() }
+            }
+        }
+        // (b) a restarted agent converges by itself
+        let restarted = try fleet.roller(CredentialStore(path: store.path), policy: policy(scenario), reloadHook: hookCommand(fleet, name))
+        var outcome: RollOutcome?
+        for _ in 0..<3 where restarted.journal.roll != nil || (scenario == .rolled && restarted.journal.active == boot) {
+            do { outcome = try await restarted.roll() } catch { Issue.record("\(context): resume failed: \(error)") }
+        }
+        let j = restarted.journal
+        let graph = try fleet.graphKeys(bundle.appId).map(\.sha1.hex)
+        if j.roll != nil { wrong.insert("stuck") }
+        if graph != [j.active] || store.keysOnDisk() != [j.active] || !fleet.temporaryFiles(store).isEmpty { wrong.insert("orphan") }
+        #expect(j.roll == nil, "\(context): stuck at \(j.roll?.phase.rawValue ?? "-") (outcome \(String(describing: outcome)))")
+        #expect(j.credentials.map(\.thumbprint) == [j.active], "\(context): journal holds \(j.credentials.map(\.thumbprint))")
+        #expect(graph == [j.active], "\(context): Entra holds \(graph), the agent \(j.active)")
+        #expect(store.keysOnDisk() == [j.active], "\(context): keys on disk \(store.keysOnDisk())")
+        let keyFiles = Set((try? FileManager.default.contentsOfDirectory(atPath: store.path + "/keys")) ?? [])
+        #expect(keyFiles == ["\(j.active).key.pem", "\(j.active).cert.pem"], "\(context): key folder holds \(keyFiles)")
+        #expect(fleet.temporaryFiles(store).isEmpty, "\(context): temporary files left: \(fleet.temporaryFiles(store))")
+        #expect(store.published()?.certificate.sha1Thumbprint.hex == j.active, "\(context): current.pem is not the active key")
+        #expect(!(try await fleet.usableKeys(store, bundle.appId)).isEmpty, "\(context): locked out after convergence")
+        let spent = fleet.rig.emulator.requestCounts().reduce(into: [String: Int]()) { $0[$1.key] = $1.value - (before[$1.key] ?? 0) }
+        switch scenario {
+        case .rolled:
+            #expect(j.active != boot, "\(context): the bootstrap was not rolled")
+            #expect(FileManager.default.fileExists(atPath: "\(fleet.root)/\(name).reloaded"), "\(context): the reload hook never ran")
+            // (c) nothing sent twice that should not be
+            #expect(spent["addKey", default: 0] == 1, "\(context): addKey sent \(spent["addKey", default: 0]) times")
+            #expect(spent["removeKey", default: 0] == removeKeysAllowed(point, fault), "\(context): removeKey sent \(spent["removeKey", default: 0]) times")
+        case .abandoned:
+            #expect(j.active == boot, "\(context): the bootstrap must stay active when the roll is abandoned")
+            #expect(spent["addKey", default: 0] <= 1, "\(context): addKey sent \(spent["addKey", default: 0]) times")
+            #expect(spent["removeKey", default: 0] == spent["addKey", default: 0] * removeKeysAllowed(point, fault),
+                    "\(context): removeKey sent \(spent["removeKey", default: 0]) times")
+        }
+        return wrong.sorted()
+    }
+}

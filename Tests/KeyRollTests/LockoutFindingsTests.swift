@@ -1,0 +1,284 @@
+import EntraClient
+import EntraCrypto
+import EntraEmulator
+import Foundation
+import KeyRoll
+import Testing
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One test per way a roll could strand an app or its agent (each failed on the code before the
+/// fix): destroyed before recorded, stored but not recorded, the reload hook, settings that
+/// guarantee lockout, rolls that never end, a blind status, and concurrency slips.
+@Suite struct LockoutFindingsTests {
+    /// Runs a first roll that dies at `point`; returns the store, the bundle, and the dead roller's journal.
+    func crashed(_ fleet: Fleet, _ name: String, at point: String, policy: RollPolicy = .init()) async throws -> (CredentialStore, BootstrapBundle) {
+        let (store, bundle) = try await fleet.agentStore(name)
+        let hook = PointHook(target: point)
+        do {
+            let r = try fleet.roller(CredentialStore(path: store.path, hook: hook.hook), policy: policy)
+            _ = try? await r.rollIfDue()
+        }
+        #expect(hook.didFire, "\(point) not reached")
+        return (store, bundle)
+    }
+
+    // 1. Destroyed before recorded
+
+    @Test func aJournalOfTheOldOrderWhoseRetiredKeyIsGoneStillFinishes() async throws {
+        let fleet = try await Fleet()
+        // the old code removed the old key from Entra, recorded `retired`, then destroyed the file
+        // and died before recording `finished`: rebuild that state
+        let (store, bundle) = try await crashed(fleet, "old-order", at: "send removeKey#1")
+        var j = try store.journal()
+        let r = try #require(j.roll)
+        #expect(r.phase == .switched)
+        let keyId = try #require(j.credential(r.oldThumbprint)?.keyId)
+        let transport = fleet.transport
+        let new = try store.credential(r.newThumbprint)
+        let endpoints = EntraEndpoints(authorityHost: fleet.rig.base, tenant: fleet.rig.tenant.id, graphBaseURL: fleet.rig.base + "/v1.0")
+        let graph = GraphClient(endpoints: endpoints, tokens: TokenProvider(endpoints: endpoints, clientID: bundle.appId, transport: transport, clock: fleet.rig.clock),
+                                auth: .certificate(new), transport: transport, clock: fleet.rig.clock)
+        try await graph.removeKey(objectID: bundle.applicationObjectId, keyId: keyId, prover: new)
+        j.roll?.phase = .retired
+        try store.save(j)
+        try FileManager.default.removeItem(atPath: store.keyPath(r.oldThumbprint))
+        // a restart neither refuses (missingKey) nor claims nothing changed in Entra: it finishes
+        let roller = try fleet.roller(CredentialStore(path: store.path))
+        guard case .rolled = try await roller.roll() else { Issue.record("did not finish"); return }
+        #expect(roller.journal.credentials.map(\.thumbprint) == [r.newThumbprint])
+        #expect(try fleet.graphKeys(bundle.appId).map(\.sha1.hex) == [r.newThumbprint])
+        #expect(!FileManager.default.fileExists(atPath: store.certPath(r.oldThumbprint)), "the old certificate file was swept")
+    }
+
+    @Test func aKeyIsDestroyedOnlyAfterTheJournalLetsGoOfIt() async throws {
+        let fleet = try await Fleet()
+        // die while destroying the old key: the journal has already finished the roll
+        let (store, bundle) = try await crashed(fleet, "destroying", at: "unlink key.pem#1")
+        let j = try store.journal()
+        #expect(j.roll == nil, "the roll was recorded as finished before the key was destroyed")
+        #expect(store.keysOnDisk().count == 2, "the old key is still there, untracked")
+        let roller = try fleet.roller(CredentialStore(path: store.path))  // the start sweeps it
+        #expect(store.keysOnDisk() == [j.active])
+        #expect(fleet.events.kinds(bundle.appId).contains(.swept))
+        _ = roller
+    }
+
+    @Test func shreddingNeverLeavesAZeroedFileUnderTheName() throws {
+        let dir = try Tools.temporaryDirectory("shred")
+        let file = dir + "/" + String(repeating: "A", count: 40) + ".key.pem"
+        try SecureFiles.writeAtomically("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n", to: file)
+        let hook = PointHook(target: "write key.pem#1")  // dies while overwriting with zeros
+        #expect(throws: SimulatedCrash.self) { try SecureFiles.shred(file, hook: hook.hook) }
+        #expect(!FileManager.default.fileExists(atPath: file), "the name is gone before the bytes are zeroed")
+    }
+
+    // 2. Stored but not recorded
+
+    @Test func untrackedKeysAndTemporaryFilesAreSweptAtStart() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await crashed(fleet, "untracked", at: "create journal.json#2")  // the new key is written, not journaled
+        #expect(try store.journal().roll == nil)
+        #expect(store.keysOnDisk().count == 2, "an untracked key was left on disk")
+        let tmp = store.path + "/.journal.json.tmp-1-2"
+        try SecureFiles.writeAtomically("partial", to: tmp)
+        let roller = try fleet.roller(CredentialStore(path: store.path))
+        #expect(store.keysOnDisk() == [try store.journal().active])
+        #expect(!FileManager.default.fileExists(atPath: tmp))
+        let swept = fleet.events.all.filter { $0.appId == bundle.appId && $0.kind == .swept }
+        #expect(swept.count == 1 && swept[0].detail.contains("key.pem") && swept[0].detail.contains(".journal.json.tmp-"), "\(swept)")
+        _ = roller
+    }
+
+    // 3. The reload hook
+
+    @Test func aFailingReloadHookKeepsTheOldKeyUntilItSucceedsOrTheGraceEnds() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("hook-fails")
+        let flag = fleet.root + "/hook-may-succeed"
+        let hook = ReloadHook.command(["/bin/sh", "-c", "test -e '\(flag)'"])
+        let roller = try fleet.roller(store, reloadHook: hook)
+        await #expect(throws: ReloadHook.Failure.self) { try await roller.rollIfDue() }
+        #expect(roller.journal.roll?.phase == .switched)
+        #expect(try fleet.graphKeys(bundle.appId).count == 2, "the old key stays registered while the application has not reloaded")
+        FileManager.default.createFile(atPath: flag, contents: Data())
+        guard case .rolled = try await roller.rollIfDue() else { Issue.record("no roll"); return }
+        #expect(try fleet.graphKeys(bundle.appId).count == 1)
+
+        // a hook that never succeeds: the old key goes after the grace period, with an alarm
+        let (store2, bundle2) = try await fleet.agentStore("hook-broken")
+        var policy = RollPolicy()
+        policy.reloadHookGrace = 3600
+        let broken = try fleet.roller(store2, policy: policy, reloadHook: .command(["/bin/false"]))
+        await #expect(throws: ReloadHook.Failure.self) { try await broken.rollIfDue() }
+        fleet.rig.clock.advance(by: 3601)
+        guard case .rolled = try await broken.rollIfDue() else { Issue.record("no roll after the grace"); return }
+        #expect(try fleet.graphKeys(bundle2.appId).count == 1)
+        #expect(fleet.events.all.contains { $0.appId == bundle2.appId && $0.kind == .alarm && $0.detail.contains("reload hook") })
+    }
+
+    @Test func aHookInterruptedByACrashRunsAgainOnResume() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("hook-crash")
+        let out = fleet.root + "/hook-crash.out"
+        let hook = ReloadHook.command(["/bin/sh", "-c", "echo ran >> '\(out)'"])
+        let dies = PointHook(target: "create journal.json#7")  // after the hook ran, before it is recorded
+        do {
+            let r = try fleet.roller(CredentialStore(path: store.path, hook: dies.hook), reloadHook: hook)
+            _ = try? await r.rollIfDue()
+        }
+        #expect(dies.didFire)
+        #expect(try String(contentsOfFile: out, encoding: .utf8) == "ran\n")
+        #expect(try store.journal().roll?.reloadedAt == nil)
+        guard case .rolled = try await fleet.roller(CredentialStore(path: store.path), reloadHook: hook).roll() else { Issue.record("no roll"); return }
+        #expect(try String(contentsOfFile: out, encoding: .utf8) == "ran\nran\n", "the unrecorded run is repeated")
+        #expect(try fleet.graphKeys(bundle.appId).count == 1)
+    }
+
+    // 4. Settings that guarantee lockout
+
+    @Test func policiesThatWouldLockAnAppOutAreRefused() async throws {
+        var jitter = RollPolicy()
+        jitter.jitterFraction = 2
+        #expect(throws: RollPolicy.Invalid.self) { try jitter.validated() }
+        var zeroCap = RollPolicy()
+        zeroCap.tenantMaximumValidity = 0
+        #expect { try zeroCap.validated() } throws: { ($0 as? RollPolicy.Invalid)?.field == "tenantMaximumValidityDays" }
+        var shortCap = RollPolicy()
+        shortCap.tenantMaximumValidity = 2 * 86_400  // rolled after ~1.4 days, expires 0.6 days later
+        #expect { try shortCap.validated() } throws: { ($0 as? RollPolicy.Invalid)?.description.contains("minimumRollMargin") ?? false }
+        var fine = RollPolicy()
+        fine.tenantMaximumValidity = 30 * 86_400
+        #expect(throws: Never.self) { try fine.validated() }
+        // a roller refuses such a policy before touching anything
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("bad-policy")
+        #expect(throws: RollPolicy.Invalid.self) { try fleet.roller(store, policy: jitter) }
+        #expect(try fleet.graphKeys(bundle.appId).count == 1)
+        // a window that cannot outlive its own next roll is refused at roll time too
+        #expect(throws: RollPolicy.Invalid.self) {
+            try RollPolicy().checkNewCertificate(notBefore: Date(timeIntervalSince1970: 0), notAfter: Date(timeIntervalSince1970: 86_400))
+        }
+    }
+
+    // 5. Rolls that never end
+
+    @Test func aLostRemoveKeyAnswerWithoutSelfReadStillFinishes() async throws {
+        var s = EmulatorSettings()
+        s.allowSelfRead = false
+        let fleet = try await Fleet(settings: s)
+        let (store, bundle) = try await crashed(fleet, "lost-remove", at: "answered removeKey#1")
+        #expect(try store.journal().roll?.phase == .switched)
+        #expect(try fleet.graphKeys(bundle.appId).count == 1, "Graph applied the removal")
+        guard case .rolled = try await fleet.roller(CredentialStore(path: store.path)).roll() else { Issue.record("stuck"); return }
+        #expect(try store.journal().roll == nil)
+    }
+
+    @Test func aNonRetryableTokenErrorDuringVerificationEndsInAbandon() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("verify-refused")
+        // the first token (the bootstrap key, for addKey) works; every probe of the new key is refused
+        fleet.rig.emulator.setFaults([FaultRule(route: "token", action: .status(400, retryAfter: nil), sequence: [false] + Array(repeating: true, count: 50))])
+        let roller = try fleet.roller(store)
+        await #expect(throws: EntraError.self) { try await roller.rollIfDue() }
+        #expect(roller.journal.roll?.phase == .visible)
+        fleet.rig.clock.advance(by: 601)
+        guard case .abandoned = try await roller.rollIfDue() else { Issue.record("never abandons"); return }
+        fleet.rig.emulator.setFaults([])
+        #expect(try fleet.graphKeys(bundle.appId).count == 1, "the unproven key was removed")
+    }
+
+    @Test func eachAttemptCarriesAFreshProof() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("slow-add")
+        // three 5-minute Retry-After waits: a proof minted once (valid 10 minutes) would expire
+        fleet.rig.emulator.setFaults([FaultRule(route: "POST /addKey", action: .status(429, retryAfter: 300), sequence: [true, true, true])])
+        guard case .rolled = try await fleet.roller(store).rollIfDue() else { Issue.record("roll failed"); return }
+        #expect(try fleet.graphKeys(bundle.appId).count == 1)
+    }
+
+    // 6. Status is computed from what exists
+
+    @Test func statusAfterACrashOnTheAbandonPathShowsTheBootstrapsCliff() async throws {
+        var s = EmulatorSettings()
+        s.propagationDelayMin = 3600
+        s.propagationDelayMax = 3600
+        let fleet = try await Fleet(settings: s)
+        var policy = RollPolicy()
+        policy.verifyTimeout = 60
+        let (store, bundle) = try await fleet.agentStore("abandon-crash")
+        fleet.rig.clock.advance(by: 3601)
+        let hook = PointHook(target: "answered removeKey#1")  // the new key is gone from Entra; the agent died
+        do {
+            let r = try fleet.roller(CredentialStore(path: store.path, hook: hook.hook), policy: policy)
+            _ = try? await r.rollIfDue()
+        }
+        #expect(hook.didFire)
+        #expect(try fleet.graphKeys(bundle.appId).count == 1, "only the bootstrap is left in Entra")
+        let status = try StoreReader.status(path: store.path, policy: policy, now: fleet.rig.clock.now())
+        let boot = try bundle.signingCredential().certificate
+        #expect(status.cliff == boot.notAfter, "the cliff is the bootstrap's, not the abandoned key's")
+        #expect(status.alarm == .critical)
+        let r = try #require(status.interruptedRoll)
+        #expect(r.phase == .abandoning && r.next.contains("remove the unproven new key") && r.actBy != nil)
+    }
+
+    @Test func aMissingKeyTheJournalNeedsIsReportedWithoutFalseComfort() async throws {
+        let fleet = try await Fleet()
+        let (store, _) = try await fleet.agentStore("keyless")
+        try FileManager.default.removeItem(atPath: store.keyPath(try store.journal().active))
+        do { _ = try fleet.roller(store); Issue.record("should refuse") } catch {
+            #expect("\(error)".contains("missing") && !"\(error)".contains("Nothing was changed"), "\(error)")
+        }
+    }
+
+    // 7. Concurrency slips
+
+    @Test func twoRollersCannotShareOneStoreObject() async throws {
+        let fleet = try await Fleet()
+        let (store, _) = try await fleet.agentStore("shared-object")
+        let first = try fleet.roller(store)
+        #expect(throws: CredentialStore.StoreError.locked(store.path)) { try fleet.roller(store) }
+        _ = first
+    }
+
+    @Test func waitingForTheLockBlocksNoThread() async throws {
+        let fleet = try await Fleet()
+        let (store, _) = try await fleet.agentStore("waiting")
+        var holder: Roller? = try fleet.roller(store)
+        let waiter = Task { try await Roller.waitingForLock(pollEvery: 0.01) { try fleet.roller(CredentialStore(path: store.path)) } }
+        try await Task.sleep(nanoseconds: 50_000_000)
+        _ = holder
+        holder = nil
+        let opened = try await waiter.value
+        #expect(opened.journal.active == (try store.journal().active))
+    }
+
+    @Test func reloadHooksRunWithoutHoldingThreadsOfThePool() async throws {
+        // 8 hooks that each wait until all 8 have started: if a hook held one of the pool's
+        // threads (as many as cores) while it ran, the others could not start and all would fail
+        let fleet = try await Fleet()
+        let count = 8
+        let barrier = fleet.root + "/barrier"
+        FileManager.default.createFile(atPath: barrier, contents: Data())
+        let hook = ReloadHook.command(["/bin/sh", "-c",
+            "echo x >> '\(barrier)'; i=0; while [ $(wc -l < '\(barrier)') -lt \(count) ]; do i=$((i+1)); [ $i -gt 300 ] && exit 1; sleep 0.05; done"])
+        var rollers: [Roller] = []
+        for i in 0..<count { rollers.append(try fleet.roller(try await fleet.agentStore("pool-\(i)").0, reloadHook: hook)) }
+        let outcomes = try await withThrowingTaskGroup(of: RollOutcome.self) { group in
+            for r in rollers { group.addTask { try await r.rollIfDue() } }
+            return try await group.reduce(into: [RollOutcome]()) { $0.append($1) }
+        }
+        #expect(outcomes.allSatisfy { if case .rolled = $0 { true } else { false } })
+    }
+
+    @Test func aHungHookIsKilledAtItsTimeout() async throws {
+        let started = Date()
+        await #expect(throws: ReloadHook.Failure.self) {
+            try await ReloadHook.command(["/bin/sleep", "30"]).run(certificatePath: "/dev/null", appId: "x", timeout: 1)
+        }
+        #expect(Date().timeIntervalSince(started) < 10)
+    }
+}
