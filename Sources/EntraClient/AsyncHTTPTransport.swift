@@ -23,6 +23,8 @@ public final class AsyncHTTPTransport: HTTPTransport {
         }
         var config = HTTPClient.Configuration(tlsConfiguration: tls)
         config.proxy = Self.proxy(from: environment)
+        // Bounded waits (docs/security.md): 10 s to connect, 60 s between bytes; each request also
+        // has its own deadline (RetryPolicy.requestTimeout, 30 s) and a bounded number of retries.
         config.timeout = .init(connect: .seconds(10), read: .seconds(60))
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
     }
@@ -36,7 +38,9 @@ public final class AsyncHTTPTransport: HTTPTransport {
         return .server(host: host, port: url?.port ?? 8080)
     }
 
+    /// Refuses (``SecureURL/Refused``, never retried) a URL that is not https or loopback http.
     public func send(_ request: HTTPRequestMessage, timeout: TimeInterval) async throws -> HTTPResponseMessage {
+        try SecureURL.check(request.url, what: "The URL of a \(request.method) request")
         var req = HTTPClientRequest(url: request.url)
         req.method = HTTPMethod(rawValue: request.method)
         for (k, v) in request.headers { req.headers.add(name: k, value: v) }

@@ -67,7 +67,7 @@ public struct GraphClient: Sendable {
     }
 
     public func application(appId: String, select: [String]? = nil) async throws -> Application {
-        try decode(try await call("getApplication", "GET", "/applications(appId='\(appId)')" + selectQuery(select)))
+        try decode(try await call("getApplication", "GET", "/applications(appId=\(Self.encodeQuery(OData.quote(appId))))" + selectQuery(select)))
     }
 
     /// All applications matching `filter` (OData), following `@odata.nextLink`.
@@ -84,6 +84,10 @@ public struct GraphClient: Sendable {
                         let page = try await call("listApplications", "GET", path)
                         for item in page["value"]?.arrayValue ?? [] { continuation.yield(try decode(item)) }
                         next = page["@odata.nextLink"]?.stringValue
+                        if let link = next, !SecureURL.sameOrigin(link, self.endpoints.graphBaseURL) {
+                            throw EntraError(kind: .protocolViolation, operation: "listApplications",
+                                             message: "Graph's @odata.nextLink points to another origin (\(Redaction.url(link))); refusing to send the bearer token there")
+                        }
                     }
                     continuation.finish()
                 } catch { continuation.finish(throwing: error) }
@@ -104,7 +108,7 @@ public struct GraphClient: Sendable {
         var recover: (@Sendable () async throws -> JSONValue?)? = nil
         if let m = marker {
             recover = { () async throws -> JSONValue? in
-                for try await app in self.applications(filter: "tags/any(t:t eq '\(m)')") { return try JSONValue.parse(GraphDates.encoder.encode(app)) }
+                for try await app in self.applications(filter: OData.hasTag(m)) { return try JSONValue.parse(GraphDates.encoder.encode(app)) }
                 return nil
             }
         }
@@ -171,7 +175,7 @@ public struct GraphClient: Sendable {
     }
 
     public func servicePrincipal(appId: String) async throws -> ServicePrincipal? {
-        do { return try decode(try await call("getServicePrincipal", "GET", "/servicePrincipals(appId='\(appId)')")) } catch let e as EntraError where e.kind == .notFound {
+        do { return try decode(try await call("getServicePrincipal", "GET", "/servicePrincipals(appId=\(Self.encodeQuery(OData.quote(appId))))")) } catch let e as EntraError where e.kind == .notFound {
             return nil
         }
     }

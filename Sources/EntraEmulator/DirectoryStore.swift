@@ -1,5 +1,8 @@
 import EntraCrypto
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import GRDB
 
 /// The emulator's persistent directory: tenants, applications, service principals, credentials,
@@ -21,7 +24,19 @@ public final class DirectoryStore: Sendable {
     }
 
     /// A store in the SQLite file at `path` (created if missing).
+    /// Opens (or creates) the directory in the SQLite file at `path`. The file holds the tenant's
+    /// token-signing key and every app's credentials, so it is created 0600 (SQLite gives its WAL
+    /// and shared-memory files the same mode) and an existing one others can read is made 0600.
     public convenience init(path: String) throws {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            throw DatabaseError(message: "cannot open \(path): \(String(cString: strerror(errno)))\(errno == ELOOP ? " (it is a symbolic link)" : "")")
+        }
+        var st = stat()
+        let isFile = fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+        if isFile, st.st_mode & 0o077 != 0 { fchmod(fd, 0o600) }
+        close(fd)
+        guard isFile else { throw DatabaseError(message: "\(path) is not a regular file") }
         var config = Configuration()
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")

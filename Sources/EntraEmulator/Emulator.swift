@@ -28,6 +28,7 @@ public final class EntraEmulator: Sendable {
         var tokenLog: [String: [Date]] = [:]
         var requestLog: [RequestLogEntry] = []
         var metrics: [String: Int] = [:]
+        var controlSecret: String?
     }
 
     /// - Parameters:
@@ -52,6 +53,20 @@ public final class EntraEmulator: Sendable {
     }
 
     public var now: Date { wallClock.now() }
+
+    /// When set, every control-API request (`/_emulator/…`) must carry `Authorization: Bearer
+    /// <secret>`; `keyroll emulator --allow-remote` sets it. Compared in constant time.
+    public var controlSecret: String? {
+        get { state.withLock { $0.controlSecret } }
+        set { state.withLock { $0.controlSecret = newValue } }
+    }
+
+    func controlAllowed(_ request: EmulatorRequest) -> Bool {
+        guard let secret = controlSecret else { return true }
+        let given = Array((request.headers["authorization"] ?? "").utf8), expected = Array("Bearer \(secret)".utf8)
+        guard given.count == expected.count else { return false }
+        return zip(given, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
 
     public var settings: EmulatorSettings {
         get { state.withLock { $0.settings } }
@@ -108,6 +123,10 @@ public final class EntraEmulator: Sendable {
         case "v1.0":
             return GraphService(emulator: self, request: request, requestID: requestID).respond()
         case "_emulator":
+            guard controlAllowed(request) else {
+                return .json(401, .object(["error": .object(["code": "Unauthorized",
+                                                             "message": "The control API needs Authorization: Bearer <the token in the state folder's control-token file>."])]))
+            }
             return ControlAPI(emulator: self, request: request).respond()
         case "healthz", "readyz":
             let ok = (try? store.integrityCheck()) == "ok"

@@ -1,3 +1,4 @@
+import EntraClient
 import EntraCrypto
 import Foundation
 #if canImport(Glibc)
@@ -34,6 +35,12 @@ public final class CredentialStore: @unchecked Sendable {
         public init(bundle b: BootstrapBundle) {
             self.init(tenantId: b.tenantId, authorityHost: b.authorityHost, graphBaseURL: b.graphBaseURL,
                       applicationObjectId: b.applicationObjectId, appId: b.appId, displayName: b.displayName)
+        }
+
+        /// Refuses endpoints that would carry this identity's tokens and proofs in the clear.
+        public func checkURLs() throws {
+            try SecureURL.check(authorityHost, what: "The identity's authorityHost")
+            try SecureURL.check(graphBaseURL, what: "The identity's graphBaseURL")
         }
 
         public init(tenantId: String, authorityHost: String, graphBaseURL: String, applicationObjectId: String, appId: String, displayName: String?) {
@@ -136,10 +143,10 @@ public final class CredentialStore: @unchecked Sendable {
     }
 
     public func credential(_ thumbprint: String) throws -> SigningCredential {
-        guard let keyText = try? String(contentsOfFile: keyPath(thumbprint), encoding: .utf8),
-              let certText = try? String(contentsOfFile: certPath(thumbprint), encoding: .utf8) else {
-            throw StoreError.missingKey(thumbprint: thumbprint, path: keysDir)
-        }
+        guard hasCredential(thumbprint) else { throw StoreError.missingKey(thumbprint: thumbprint, path: keysDir) }
+        // never through a link, only files this user owns; the key must be private
+        let keyText = String(decoding: try SecureFiles.readSecret(keyPath(thumbprint), limit: 64 * 1024), as: UTF8.self)
+        let certText = String(decoding: try SecureFiles.readSecret(certPath(thumbprint), limit: 64 * 1024, requirePrivate: false), as: UTF8.self)
         do {
             let c = try SigningCredential(privateKey: try RSAPrivateKey(pem: keyText), certificate: try X509Certificate(pem: certText))
             guard c.certificate.sha1Thumbprint.hex == thumbprint else { throw StoreError.corrupted("keys/\(thumbprint).cert.pem holds another certificate") }
@@ -203,7 +210,8 @@ public final class CredentialStore: @unchecked Sendable {
 
     /// The published credential, if any.
     public func published() -> SigningCredential? {
-        guard let text = try? String(contentsOfFile: currentPEMPath, encoding: .utf8) else { return nil }
+        guard let bytes = try? SecureFiles.readSecret(currentPEMPath, limit: 64 * 1024) else { return nil }
+        let text = String(decoding: bytes, as: UTF8.self)
         return try? SigningCredential(combinedPEM: text)
     }
 
@@ -214,7 +222,10 @@ public final class CredentialStore: @unchecked Sendable {
     }
 
     private func readJSON<T: Decodable>(_ type: T.Type, from file: String) throws -> T {
-        guard let data = FileManager.default.contents(atPath: file) else { throw StoreError.corrupted("\((file as NSString).lastPathComponent) cannot be read") }
+        let data: Data
+        do { data = Data(try SecureFiles.readSecret(file, limit: 4 << 20, requirePrivate: false)) } catch {
+            throw StoreError.corrupted("\((file as NSString).lastPathComponent) cannot be read (\(error))")
+        }
         do { return try JSONDecoder.utcDates().decode(T.self, from: data) } catch {
             throw StoreError.corrupted("\((file as NSString).lastPathComponent) is not valid (\(String(describing: error).prefix(120)))")
         }

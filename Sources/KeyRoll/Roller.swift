@@ -65,6 +65,7 @@ public final class Roller: @unchecked Sendable {
         try store.checkPermissions()
         self.storeLock = try store.lock()
         self.identity = try store.identity()
+        try identity.checkURLs()
         self._journal = try store.journal()
         let endpoints = EntraEndpoints(authorityHost: identity.authorityHost, tenant: identity.tenantId, graphBaseURL: identity.graphBaseURL)
         let wire = SideEffectTransport(transport, hook: store.hook)
@@ -112,6 +113,7 @@ public final class Roller: @unchecked Sendable {
     @discardableResult
     public static func importBundle(_ bundle: BootstrapBundle, into store: CredentialStore, now: Date) throws -> Journal {
         guard !store.exists else { throw CredentialStore.StoreError.corrupted("\(store.path) already holds an identity; import into an empty folder") }
+        try CredentialStore.Identity(bundle: bundle).checkURLs()
         let cred = try bundle.signingCredential()
         try store.create(identity: .init(bundle: bundle))
         try store.storeCredential(cred)

@@ -12,6 +12,8 @@ public enum SecureFileError: Error, Equatable, CustomStringConvertible {
     case notADirectory(path: String)
     case symbolicLink(path: String)
     case notARegularFile(path: String)
+    case wrongOwner(path: String, owner: UInt32, expected: UInt32)
+    case tooLarge(path: String, limit: Int)
 
     public var description: String {
         switch self {
@@ -26,6 +28,10 @@ public enum SecureFileError: Error, Equatable, CustomStringConvertible {
             return "\(path) is a symbolic link; KeyRoll never reads, writes or destroys a secret through a link. Replace it with the file itself."
         case .notARegularFile(let path):
             return "\(path) is not a regular file; KeyRoll only keeps secrets in regular files."
+        case .wrongOwner(let path, let owner, let expected):
+            return "\(path) belongs to user \(owner), not to this user (\(expected)); KeyRoll only trusts secrets it owns. Fix it with: chown \(expected) '\(path)'"
+        case .tooLarge(let path, let limit):
+            return "\(path) is larger than \(limit) bytes; it cannot be a KeyRoll secret file."
         }
     }
 }
@@ -37,7 +43,8 @@ public enum SecureFiles {
     /// Creates `path` (and missing parents) with mode 0700, or checks an existing folder is private.
     public static func ensurePrivateDirectory(_ path: String) throws {
         var st = stat()
-        if stat(path, &st) == 0 {
+        if lstat(path, &st) == 0 {
+            if (st.st_mode & S_IFMT) == S_IFLNK { throw SecureFileError.symbolicLink(path: path) }
             guard (st.st_mode & S_IFMT) == S_IFDIR else { throw SecureFileError.notADirectory(path: path) }
             try checkPrivate(path, expected: 0o700)
             return
@@ -50,12 +57,46 @@ public enum SecureFiles {
         guard chmod(path, 0o700) == 0 else { throw SecureFileError.io(path: path, operation: "chmod", errno: errno) }
     }
 
-    /// Refuses a file or folder that group or others can access.
+    /// Refuses a file or folder that is a symbolic link, that another user owns, or that group or
+    /// others can access.
     public static func checkPrivate(_ path: String, expected: UInt16) throws {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw SecureFileError.io(path: path, operation: "stat", errno: errno) }
+        guard lstat(path, &st) == 0 else { throw SecureFileError.io(path: path, operation: "stat", errno: errno) }
+        try checkPrivate(st, path: path, expected: expected)
+    }
+
+    static func checkPrivate(_ st: stat, path: String, expected: UInt16) throws {
+        if (st.st_mode & S_IFMT) == S_IFLNK { throw SecureFileError.symbolicLink(path: path) }
+        if st.st_uid != geteuid() { throw SecureFileError.wrongOwner(path: path, owner: st.st_uid, expected: geteuid()) }
         let mode = UInt16(st.st_mode & 0o777)
         if mode & 0o077 != 0 { throw SecureFileError.insecurePermissions(path: path, mode: mode, expected: expected) }
+    }
+
+    /// Reads a file that holds a secret: opened without following a symbolic link, and only if it
+    /// is a regular file this user owns, at most `limit` bytes. With `requirePrivate`, also only if
+    /// group and others have no access.
+    public static func readSecret(_ path: String, limit: Int = 1 << 20, requirePrivate: Bool = true) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        if fd < 0 {
+            if errno == ELOOP { throw SecureFileError.symbolicLink(path: path) }
+            throw SecureFileError.io(path: path, operation: "open", errno: errno)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw SecureFileError.io(path: path, operation: "stat", errno: errno) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SecureFileError.notARegularFile(path: path) }
+        if st.st_uid != geteuid() { throw SecureFileError.wrongOwner(path: path, owner: st.st_uid, expected: geteuid()) }
+        if requirePrivate { try checkPrivate(st, path: path, expected: 0o600) }
+        guard st.st_size <= limit else { throw SecureFileError.tooLarge(path: path, limit: limit) }
+        var out = [UInt8](repeating: 0, count: Int(st.st_size))
+        var got = 0
+        while got < out.count {
+            let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + got, $0.count - got) }
+            if n < 0 { if errno == EINTR { continue }; throw SecureFileError.io(path: path, operation: "read", errno: errno) }
+            if n == 0 { break }
+            got += n
+        }
+        return Array(out.prefix(got))
     }
 
     /// Atomically replaces `path` with `bytes`, mode 0600: a temporary file beside it (created

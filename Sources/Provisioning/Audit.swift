@@ -128,7 +128,7 @@ public struct Auditor: Sendable {
 
     public func scan(now: Date, expiringWithinDays: Double, managedOnly: Bool = false) async throws -> FleetAudit {
         var apps: [AppAudit] = []
-        let filter = managedOnly ? "tags/any(t:t eq '\(Provisioner.managedTag)')" : nil
+        let filter = managedOnly ? OData.hasTag(Provisioner.managedTag) : nil
         for try await app in graph.applications(filter: filter, select: ["id", "appId", "displayName", "tags", "keyCredentials", "passwordCredentials"], pageSize: 999) {
             apps.append(AuditRules.classify(app, now: now, expiringWithin: expiringWithinDays * 86_400))
         }

@@ -44,10 +44,21 @@ public struct Manifest: Sendable, Equatable {
         init(_ d: String) { description = d }
     }
 
+    /// The largest manifest read (a 100,000-app manifest is a few MiB).
+    public static let maximumBytes = 16 * 1024 * 1024
+
     /// Reads `path` (`.yaml`/`.yml` or `.csv`); relative bundle paths resolve against the manifest's folder.
+    /// The whole manifest is checked before anything is written.
     public static func load(path: String) throws -> Manifest {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw ManifestError("Cannot read the manifest \(path).")
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw ManifestError("Cannot read the manifest \(path): \(String(cString: strerror(errno))).") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw ManifestError("The manifest \(path) is not a regular file.") }
+        guard st.st_size <= maximumBytes else {
+            throw ManifestError("The manifest \(path) is \(st.st_size / 1_048_576) MiB; the limit is \(maximumBytes / 1_048_576) MiB. Split it into several manifests.")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw ManifestError("Cannot read the manifest \(path).") }
+        guard let text = String(validating: data, as: UTF8.self) else {
+            throw ManifestError("The manifest \(path) is not valid UTF-8 text. Save it as UTF-8.")
         }
         let dir = (path as NSString).deletingLastPathComponent
         let lower = path.lowercased()
@@ -56,14 +67,31 @@ public struct Manifest: Sendable, Equatable {
         throw ManifestError("\(path): the manifest must end in .yaml, .yml or .csv.")
     }
 
+    /// The most values a YAML manifest may expand to (aliases included): an alias bomb is refused
+    /// after counting this many, in bounded time and memory.
+    public static let maximumYAMLNodes = 1_000_000
+
     public static func parseYAML(_ text: String, baseDir: String) throws -> Manifest {
         let root: Any?
-        do { root = try Yams.load(yaml: text) } catch { throw ManifestError("The YAML manifest is not valid YAML: \(error)") }
+        do {
+            guard let node = try Yams.compose(yaml: text) else { throw ManifestError("The YAML manifest is empty; it needs a top-level 'apps:' list.") }
+            var budget = maximumYAMLNodes
+            guard countNodes(node, budget: &budget) else {
+                throw ManifestError("The YAML manifest expands to more than \(maximumYAMLNodes) values (through aliases?); refusing to read it. Write the values out, or split the manifest.")
+            }
+            root = try Yams.load(yaml: text)
+        } catch let e as ManifestError { throw e } catch { throw ManifestError("The YAML manifest is not valid YAML: \(error)") }
         guard let doc = root as? [String: Any], let apps = doc["apps"] as? [Any] else {
             throw ManifestError("The YAML manifest needs a top-level 'apps:' list.")
         }
+        for key in doc.keys where !["apps", "defaults"].contains(key) {
+            throw ManifestError("The YAML manifest has an unknown top-level key '\(key)'; known: apps, defaults.")
+        }
         let defaults = doc["defaults"] as? [String: Any] ?? [:]
-        let bundleDir = (defaults["bundleDir"] as? String) ?? "bundles"
+        for key in defaults.keys where !["bundleDir", "tags", "bootstrapValidityDays"].contains(key) {
+            throw ManifestError("The YAML manifest's defaults has an unknown key '\(key)'; known: bundleDir, tags, bootstrapValidityDays.")
+        }
+        let bundleDir = resolve((defaults["bundleDir"] as? String) ?? "bundles", baseDir)
         let defaultTags = strings(defaults["tags"])
         let days = (defaults["bootstrapValidityDays"] as? Double) ?? (defaults["bootstrapValidityDays"] as? Int).map(Double.init) ?? 2
         var out: [App] = []
@@ -71,8 +99,11 @@ public struct Manifest: Sendable, Equatable {
             guard let a = item as? [String: Any], let name = a["name"] as? String else {
                 throw ManifestError("apps[\(i)] has no 'name'.")
             }
+            for key in a.keys where !appFields.contains(key) {
+                throw ManifestError("apps[\(i)] ('\(name)') has an unknown field '\(key)'; known: \(appFields.joined(separator: ", ")).")
+            }
             out.append(App(name: name, tags: defaultTags + strings(a["tags"]), notes: a["notes"] as? String, owners: strings(a["owners"]),
-                           bundlePath: resolve((a["bundle"] as? String) ?? "\(bundleDir)/\(name).json", baseDir)))
+                           bundlePath: try BundleName.path(for: name, explicit: a["bundle"] as? String, in: bundleDir, row: "apps[\(i)]")))
         }
         return try validated(Manifest(apps: out, bootstrapValidity: days * 86_400))
     }
@@ -82,6 +113,10 @@ public struct Manifest: Sendable, Equatable {
         guard let header = rows.first?.map({ $0.trimmingCharacters(in: .whitespaces).lowercased() }), let nameCol = header.firstIndex(of: "name") else {
             throw ManifestError("The CSV manifest needs a header row with a 'name' column.")
         }
+        for column in header where !appFields.contains(column) {
+            throw ManifestError("The CSV manifest has an unknown column '\(column)'; known: \(appFields.joined(separator: ", ")).")
+        }
+        let bundleDir = resolve("bundles", baseDir)
         func col(_ row: [String], _ name: String) -> String? {
             guard let i = header.firstIndex(of: name), i < row.count else { return nil }
             let v = row[i].trimmingCharacters(in: .whitespaces)
@@ -95,16 +130,25 @@ public struct Manifest: Sendable, Equatable {
             let name = row[nameCol].trimmingCharacters(in: .whitespaces)
             let list = { (s: String?) in (s ?? "").split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
             out.append(App(name: name, tags: list(col(row, "tags")), notes: col(row, "notes"), owners: list(col(row, "owners")),
-                           bundlePath: resolve(col(row, "bundle") ?? "bundles/\(name).json", baseDir)))
+                           bundlePath: try BundleName.path(for: name, explicit: col(row, "bundle"), in: bundleDir, row: "CSV line \(n + 2)")))
         }
         return try validated(Manifest(apps: out, bootstrapValidity: 2 * 86_400))
     }
 
+    static let appFields = ["name", "tags", "notes", "owners", "bundle"]
+
     static func validated(_ m: Manifest) throws -> Manifest {
         var seen = Set<String>()
+        var bundles: [String: String] = [:]
         for a in m.apps {
-            guard !a.name.isEmpty, a.name.count <= 120 else { throw ManifestError("'\(a.name)' is longer than 120 characters.") }
+            guard !a.name.isEmpty, a.name.count <= 120 else { throw ManifestError("'\(a.name.prefix(40))…' is longer than 120 characters.") }
             guard seen.insert(a.name).inserted else { throw ManifestError("'\(a.name)' appears twice in the manifest; names must be unique.") }
+            if let other = bundles.updateValue(a.name, forKey: a.bundlePath) {
+                throw ManifestError("'\(other)' and '\(a.name)' would both write the bundle \(a.bundlePath); give one of them its own 'bundle' file name.")
+            }
+            for tag in a.tags where tag.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) || tag.count > 256 {
+                throw ManifestError("'\(a.name)' has a tag with control characters or over 256 characters.")
+            }
         }
         guard m.bootstrapValidity >= 3600, m.bootstrapValidity <= 7 * 86_400 else {
             throw ManifestError("bootstrapValidityDays must be between 1 hour and 7 days: a bootstrap certificate is meant to be short-lived.")
@@ -120,6 +164,45 @@ public struct Manifest: Sendable, Equatable {
 
     private static func resolve(_ p: String, _ base: String) -> String {
         p.hasPrefix("/") || base.isEmpty ? p : base + "/" + p
+    }
+
+    /// Counts `node`'s values (aliases expanded) until `budget` runs out; false if it did.
+    private static func countNodes(_ node: Node, budget: inout Int) -> Bool {
+        budget -= 1
+        if budget < 0 { return false }
+        switch node {
+        case .scalar, .alias: return true
+        case .sequence(let s): return s.allSatisfy { countNodes($0, budget: &budget) }
+        case .mapping(let m): return m.allSatisfy { countNodes($0.key, budget: &budget) && countNodes($0.value, budget: &budget) }
+        }
+    }
+}
+
+/// Where an app's bundle (which holds a private key) is written. A name is data, never a path:
+/// it maps to a file name of letters, digits, `-`, `_` and `.` (any other character becomes `_`, a
+/// leading `.` too), always inside the bundle folder. An explicit `bundle` is a file name or
+/// relative path that must stay inside the bundle folder. Names with NUL or control characters are
+/// refused; two apps that map to one file are refused by the manifest check.
+public enum BundleName {
+    public static func fileName(for name: String) -> String {
+        var out = String(name.unicodeScalars.map { s -> Character in
+            s.isASCII && (CharacterSet.alphanumerics.contains(s) || s == "-" || s == "_" || s == ".") ? Character(s) : "_"
+        })
+        if out.hasPrefix(".") { out = "_" + out.dropFirst() }
+        return out + ".json"
+    }
+
+    public static func path(for name: String, explicit: String?, in bundleDir: String, row: String) throws -> String {
+        if name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw Manifest.ManifestError("\(row): the name contains NUL or control characters; names must be printable.")
+        }
+        guard let explicit else { return bundleDir + "/" + fileName(for: name) }
+        let parts = explicit.split(separator: "/", omittingEmptySubsequences: true)
+        guard !explicit.hasPrefix("/"), !parts.isEmpty, !parts.contains(where: { $0 == ".." || $0 == "." }),
+              !explicit.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw Manifest.ManifestError("\(row): bundle '\(explicit)' must be a relative path inside the bundle folder (no leading /, no '..', no control characters).")
+        }
+        return bundleDir + "/" + parts.joined(separator: "/")
     }
 }
 

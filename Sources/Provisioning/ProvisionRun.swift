@@ -96,7 +96,7 @@ public struct ProvisionRun: Sendable {
     /// What exists already: KeyRoll-managed applications by marker.
     public func existing() async throws -> [String: Application] {
         var map: [String: Application] = [:]
-        for try await app in provisioner.graph.applications(filter: "tags/any(t:t eq '\(Provisioner.managedTag)')",
+        for try await app in provisioner.graph.applications(filter: OData.hasTag(Provisioner.managedTag),
                                                             select: ["id", "appId", "displayName", "tags"], pageSize: 999) {
             for tag in app.tags ?? [] where tag.hasPrefix("keyroll:app:") { map[String(tag.dropFirst("keyroll:app:".count))] = app }
         }

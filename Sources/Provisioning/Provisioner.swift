@@ -38,7 +38,7 @@ public struct Provisioner: Sendable {
                           keySize: RSAKeySize = .bits2048) async throws -> Result {
         let marker = Self.marker(for: name)
         var existing: Application?
-        for try await app in graph.applications(filter: "tags/any(t:t eq '\(escape(marker))')", select: ["id", "appId", "displayName", "tags"]) {
+        for try await app in graph.applications(filter: OData.hasTag(marker), select: ["id", "appId", "displayName", "tags"]) {
             existing = app
             break
         }
@@ -94,5 +94,4 @@ public struct Provisioner: Sendable {
         }
     }
 
-    private func escape(_ s: String) -> String { s.replacingOccurrences(of: "'", with: "''") }
 }

@@ -22,8 +22,13 @@ struct ImportCommand: AsyncParsableCommand {
     var keepBundle = false
 
     func run() async throws {
-        guard let bytes = FileManager.default.contents(atPath: bundle) else { throw UserFacingError("Cannot read the bundle \(bundle).") }
-        let b = try BootstrapBundle.decode(Array(bytes))
+        // A bundle holds a private key: read it only if it is a private regular file of this user,
+        // never through a link (so the shred below can never reach another file).
+        let bytes: [UInt8]
+        do { bytes = try SecureFiles.readSecret(bundle, limit: 256 * 1024) } catch {
+            throw UserFacingError("Cannot use the bundle: \(error)")
+        }
+        let b = try BootstrapBundle.decode(bytes)
         let journal = try Roller.importBundle(b, into: CredentialStore(path: store), now: SystemClock().now())
         if !keepBundle { try SecureFiles.shred(bundle) }
         print("Imported \(b.displayName ?? b.appId) (appId \(b.appId)) into \(store); active: bootstrap certificate \(journal.active).")

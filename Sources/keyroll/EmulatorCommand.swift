@@ -21,8 +21,11 @@ struct EmulatorCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Serve HTTPS with a generated local CA (recommended; Microsoft's clients require https).")
     var https = false
 
-    @Option(name: .long, help: "Address to bind (loopback only: the control API is unauthenticated).")
+    @Option(name: .long, help: "Address to bind (loopback by default; another address needs --allow-remote).")
     var host = "127.0.0.1"
+
+    @Flag(name: .long, help: "Allow a non-loopback --host. The control API (which can mint privileged apps and read keys) then requires the bearer token written to STATE-DIR/control-token (0600). Never expose the emulator beyond a lab network.")
+    var allowRemote = false
 
     @Option(name: .long, help: "Port (0 picks a free one and prints it).")
     var port = 0
@@ -55,9 +58,22 @@ struct EmulatorCommand: AsyncParsableCommand {
         settings.propagationDelayMin = delays[0]
         settings.propagationDelayMax = delays.last!
         settings.throttling.enabled = throttling
+        let loopback = SecureURL.isLoopback(host: host)
+        if !loopback && !allowRemote {
+            throw UserFacingError("--host \(host) is not a loopback address. The emulator's control API hands privileged apps and their keys to any caller, "
+                                  + "so it binds 127.0.0.1 unless you pass --allow-remote (which also puts the control API behind a bearer token).")
+        }
         try SecureFiles.ensurePrivateDirectory(stateDir)
         let store = try data.map { try DirectoryStore(path: $0) } ?? DirectoryStore()
         let emulator = try EntraEmulator(store: store, clock: clock, settings: settings, logger: logger)
+        if allowRemote {
+            var bytes = [UInt8](repeating: 0, count: 32)
+            var rng = SystemRandomNumberGenerator()
+            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &rng) }
+            let secret = Base64URL.encode(bytes)
+            try SecureFiles.writeAtomically(secret + "\n", to: stateDir + "/control-token")
+            emulator.controlSecret = secret
+        }
         let tls = https ? try loadOrMakeTLS(now: Date()) : nil
         var seeded: (EntraEmulator.Registration, String)?
         if !noSeed {
@@ -75,7 +91,8 @@ struct EmulatorCommand: AsyncParsableCommand {
                          "  authority (AZURE_AUTHORITY_HOST): \(base)",
                          "  token endpoint:                   \(base)/{tenant}/oauth2/v2.0/token",
                          "  Graph:                            \(base)/v1.0",
-                         "  control API:                      \(base)/_emulator/  (clock, settings, faults, signins)"]
+                         "  control API:                      \(base)/_emulator/  (clock, settings, faults, signins)"
+                            + (self.allowRemote ? "; bearer token in \(stateDir)/control-token" : "")]
             var info: [String: JSONValue] = ["baseURL": .string(base), "port": .int(Int64(port)), "graphBaseURL": .string(base + "/v1.0")]
             if tls != nil {
                 lines.append("  CA certificate:                   \(stateDir)/ca.pem  (trust it: REQUESTS_CA_BUNDLE / SSL_CERT_FILE / --ca-file)")

@@ -30,9 +30,11 @@ struct ProvisionerOptions: ParsableArguments {
         guard let tenant = tenant ?? env["AZURE_TENANT_ID"] else { throw ValidationError("Name the tenant: --tenant or AZURE_TENANT_ID.") }
         guard let clientId = clientId ?? env["AZURE_CLIENT_ID"] else { throw ValidationError("Name the provisioner: --client-id or AZURE_CLIENT_ID.") }
         let authority = authority ?? env["AZURE_AUTHORITY_HOST"] ?? "https://login.microsoftonline.com"
-        let authorityURL = authority.hasPrefix("http") ? authority : "https://" + authority
-        let isLocal = authorityURL.contains("127.0.0.1") || authorityURL.contains("localhost")
+        let authorityURL = authority.contains("://") ? authority : "https://" + authority
+        try SecureURL.check(authorityURL, what: self.authority != nil ? "--authority" : env["AZURE_AUTHORITY_HOST"] != nil ? "AZURE_AUTHORITY_HOST" : "the authority")
+        let isLocal = URLComponents(string: authorityURL)?.host.map(SecureURL.isLoopback(host:)) ?? false
         let graph = graphURL ?? env["KEYROLL_GRAPH_URL"] ?? (isLocal ? authorityURL + "/v1.0" : "https://graph.microsoft.com/v1.0")
+        try SecureURL.check(graph, what: graphURL != nil ? "--graph-url" : env["KEYROLL_GRAPH_URL"] != nil ? "KEYROLL_GRAPH_URL" : "the Graph URL")
         let credential: ClientCredential
         if let path = certificate ?? env["AZURE_CLIENT_CERTIFICATE_PATH"] {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw UserFacingError("Cannot read the provisioner certificate \(path).") }
@@ -200,7 +202,7 @@ struct RebootstrapCommand: AsyncParsableCommand {
             if let a = try? await graph.application(appId: app) { return a }
             if let a = try? await graph.application(id: app) { return a }
         }
-        for try await a in graph.applications(filter: "tags/any(t:t eq '\(Provisioner.marker(for: app).replacingOccurrences(of: "'", with: "''"))')") { return a }
+        for try await a in graph.applications(filter: OData.hasTag(Provisioner.marker(for: app))) { return a }
         throw UserFacingError("No application '\(app)' (tried appId, object id and the keyroll:app:\(app) tag).")
     }
 }

@@ -45,18 +45,18 @@ struct Central {
                 notes: on-call team-a
                 owners: [ops@contoso.com]
               - name: billing
-                bundle: /secure/billing.json
+                bundle: secure/billing.json
             """, baseDir: "/m")
         #expect(y.apps.map(\.name) == ["orders-api", "billing"])
         #expect(y.apps[0].tags == ["team:platform", "env:prod"])
         #expect(y.apps[0].bundlePath == "/m/out/orders-api.json")
-        #expect(y.apps[1].bundlePath == "/secure/billing.json")
+        #expect(y.apps[1].bundlePath == "/m/out/secure/billing.json", "an explicit bundle stays inside the bundle folder")
         #expect(y.apps[0].owners == ["ops@contoso.com"])
         let c = try Manifest.parseCSV("name,tags,notes,bundle\norders-api,env:prod;tier:1,\"says \"\"hi\"\", ok\",\nbilling,,,b.json\n", baseDir: "/m")
         #expect(c.apps.count == 2)
         #expect(c.apps[0].tags == ["env:prod", "tier:1"])
         #expect(c.apps[0].notes == "says \"hi\", ok")
-        #expect(c.apps[1].bundlePath == "/m/b.json")
+        #expect(c.apps[1].bundlePath == "/m/bundles/b.json")
         #expect(throws: Manifest.ManifestError.self) { try Manifest.parseYAML("apps: [{name: a}, {name: a}]", baseDir: "") }
         #expect(throws: Manifest.ManifestError.self) { try Manifest.parseYAML("nothing: here", baseDir: "") }
         #expect(throws: Manifest.ManifestError.self) { try Manifest.parseCSV("tags\nx\n", baseDir: "") }
