@@ -62,6 +62,11 @@ extension EntraEmulator {
         }
     }
 
+    /// Every application of a tenant as stored, for assertions in tests.
+    public func applications(tenantID: String) throws -> [StoredApplication] {
+        try store.read { db in try DirectoryStore.applications(db, tenantID: tenantID, after: 0, limit: Int.max).map(\.app) }
+    }
+
     /// The app's key credentials as stored (with certificates), for assertions in tests.
     public func keyCredentials(appId: String) throws -> [StoredKeyCredential] {
         try store.application(appId: appId)?.keyCredentials ?? []

@@ -104,6 +104,7 @@ public final class CredentialStore: @unchecked Sendable {
     public func create(identity: Identity) throws {
         try SecureFiles.ensurePrivateDirectory(path)
         try SecureFiles.ensurePrivateDirectory(keysDir)
+        _ = try lock()  // creates the lock file now, so opening the store later writes nothing
         try writeJSON(identity, to: path + "/identity.json")
     }
 

@@ -114,7 +114,13 @@ public final class Roller: @unchecked Sendable {
     public static func importBundle(_ bundle: BootstrapBundle, into store: CredentialStore, now: Date) throws -> Journal {
         guard !store.exists else { throw CredentialStore.StoreError.corrupted("\(store.path) already holds an identity; import into an empty folder") }
         try CredentialStore.Identity(bundle: bundle).checkURLs()
-        let cred = try bundle.signingCredential()
+        let cred: SigningCredential
+        do { cred = try bundle.signingCredential() } catch {
+            throw BootstrapBundle.BundleError.unreadable("its key and certificate do not fit together (\(error))")
+        }
+        guard cred.certificate.notAfter > now else {
+            throw BootstrapBundle.BundleError.unreadable("its bootstrap certificate expired at \(UTCTime.iso(cred.certificate.notAfter)), so the app cannot sign in with it")
+        }
         try store.create(identity: .init(bundle: bundle))
         try store.storeCredential(cred)
         let record = CredentialRecord(thumbprint: cred.certificate.sha1Thumbprint.hex, notBefore: cred.certificate.notBefore,

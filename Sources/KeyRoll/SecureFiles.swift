@@ -76,15 +76,8 @@ public enum SecureFiles {
     /// is a regular file this user owns, at most `limit` bytes. With `requirePrivate`, also only if
     /// group and others have no access.
     public static func readSecret(_ path: String, limit: Int = 1 << 20, requirePrivate: Bool = true) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-        if fd < 0 {
-            if errno == ELOOP { throw SecureFileError.symbolicLink(path: path) }
-            throw SecureFileError.io(path: path, operation: "open", errno: errno)
-        }
+        guard let (fd, st) = try openRegularFile(path, O_RDONLY) else { throw SecureFileError.io(path: path, operation: "open", errno: ENOENT) }
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SecureFileError.io(path: path, operation: "stat", errno: errno) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SecureFileError.notARegularFile(path: path) }
         if st.st_uid != geteuid() { throw SecureFileError.wrongOwner(path: path, owner: st.st_uid, expected: geteuid()) }
         if requirePrivate { try checkPrivate(st, path: path, expected: 0o600) }
         guard st.st_size <= limit else { throw SecureFileError.tooLarge(path: path, limit: limit) }
@@ -158,16 +151,8 @@ public enum SecureFiles {
     /// overwrite is best effort; it still keeps the key out of casual reach.) A missing file is
     /// already destroyed.
     public static func shred(_ path: String, hook: SideEffectHook = .none) throws {
-        let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-        if fd < 0 {
-            if errno == ENOENT { return }
-            if errno == ELOOP { throw SecureFileError.symbolicLink(path: path) }
-            throw SecureFileError.io(path: path, operation: "open", errno: errno)
-        }
+        guard let (fd, st) = try openRegularFile(path, O_WRONLY) else { return }
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SecureFileError.io(path: path, operation: "stat", errno: errno) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SecureFileError.notARegularFile(path: path) }
         try hook.reach(.unlink, file: path)
         guard unlink(path) == 0 || errno == ENOENT else { throw SecureFileError.io(path: path, operation: "unlink", errno: errno) }
         try hook.reach(.syncFolder, file: path)
@@ -176,6 +161,20 @@ public enum SecureFiles {
         try writeAll(fd, [UInt8](repeating: 0, count: Int(st.st_size)), path: path)
         try hook.reach(.fsync, file: path)
         _ = fsync(fd)
+    }
+
+    /// Opens `path` without following a link and only if it is a regular file; nil if it does not exist.
+    private static func openRegularFile(_ path: String, _ flags: Int32) throws -> (Int32, stat)? {
+        let fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            if errno == ELOOP { throw SecureFileError.symbolicLink(path: path) }
+            throw SecureFileError.io(path: path, operation: "open", errno: errno)
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { let e = errno; close(fd); throw SecureFileError.io(path: path, operation: "stat", errno: e) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); throw SecureFileError.notARegularFile(path: path) }
+        return (fd, st)
     }
 
     public static func read(_ path: String) throws -> [UInt8] {

@@ -52,7 +52,7 @@ struct PolicyOptions: ParsableArguments {
     /// field and what it must be.
     func policy() throws -> RollPolicy {
         var p = RollPolicy()
-        if let path = policyFile ?? ProcessInfo.processInfo.environment["KEYROLL_POLICY_FILE"] {
+        if let path = policyFile ?? Environment.current["KEYROLL_POLICY_FILE"] {
             guard let bytes = FileManager.default.contents(atPath: path), bytes.count <= 65_536 else {
                 throw UserFacingError("Cannot read the policy file \(path) (missing, unreadable or over 64 KiB).")
             }
@@ -93,7 +93,7 @@ struct StoreOptions: ParsableArguments {
     var store: [String] = []
 
     func paths() throws -> [String] {
-        let paths = store.isEmpty ? (ProcessInfo.processInfo.environment["KEYROLL_STORE"] ?? "").split(separator: ":").map(String.init) : store
+        let paths = store.isEmpty ? (Environment.current["KEYROLL_STORE"] ?? "").split(separator: ":").map(String.init) : store
         guard !paths.isEmpty else { throw ValidationError("Name a store: --store DIR (or set KEYROLL_STORE).") }
         return paths
     }
@@ -105,7 +105,7 @@ struct TrustOptions: ParsableArguments {
     var caFile: String?
 
     func transport() throws -> AsyncHTTPTransport {
-        let path = caFile ?? ProcessInfo.processInfo.environment["KEYROLL_CA_FILE"]
+        let path = caFile ?? Environment.current["KEYROLL_CA_FILE"]
         var pem: String?
         if let path {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw UserFacingError("Cannot read the CA file \(path).") }
@@ -152,4 +152,15 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 
 func jsonString<T: Encodable>(_ v: T) -> String {
     String(decoding: (try? JSONEncoder.readable().encode(v)) ?? Data(), as: UTF8.self)
+}
+
+/// The process environment as the CLI reads it: a variable set to the empty string counts as
+/// unset (`AZURE_TENANT_ID=` must not become a tenant named "").
+struct Environment {
+    let values: [String: String]
+    static var current: Environment { Environment(values: ProcessInfo.processInfo.environment) }
+    subscript(_ name: String) -> String? {
+        guard let v = values[name], !v.trimmingCharacters(in: .whitespaces).isEmpty else { return nil }
+        return v
+    }
 }

@@ -26,7 +26,7 @@ struct ProvisionerOptions: ParsableArguments {
     @OptionGroup var trust: TrustOptions
 
     func connect(retry: RetryPolicy = RetryPolicy(maxAttempts: 12)) throws -> (Provisioner, AsyncHTTPTransport) {
-        let env = ProcessInfo.processInfo.environment
+        let env = Environment.current
         guard let tenant = tenant ?? env["AZURE_TENANT_ID"] else { throw ValidationError("Name the tenant: --tenant or AZURE_TENANT_ID.") }
         guard let clientId = clientId ?? env["AZURE_CLIENT_ID"] else { throw ValidationError("Name the provisioner: --client-id or AZURE_CLIENT_ID.") }
         let authority = authority ?? env["AZURE_AUTHORITY_HOST"] ?? "https://login.microsoftonline.com"
@@ -185,7 +185,7 @@ struct RebootstrapCommand: AsyncParsableCommand {
         do {
             let (target, bundle) = try await transport.closing {
                 let target = try await find(provisioner.graph)
-                let who = ProcessInfo.processInfo.environment["USER"] ?? ProcessInfo.processInfo.environment["LOGNAME"] ?? "unknown"
+                let who = Environment.current["USER"] ?? Environment.current["LOGNAME"] ?? "unknown"
                 return (target, try await Rebootstrap(provisioner: provisioner, auditLogPath: auditLog)
                     .run(application: target, bundlePath: out, force: force, reason: reason, operator: who))
             }
