@@ -24,54 +24,15 @@ struct PolicyOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds to wait for a new key to be accepted before abandoning the roll (default 600).")
     var verifyTimeout: Double?
 
-    /// The policy file's fields: name → how to apply a number to the policy.
-    static let fileFields: [String: @Sendable (inout RollPolicy, Double) throws -> Void] = [
-        "validityDays": { $0.validity = $1 * 86_400 },
-        "rollAtFraction": { $0.rollAtFraction = $1 },
-        "jitterFraction": { $0.jitterFraction = $1 },
-        "keySize": { p, v in
-            guard v == v.rounded(), let bits = Int(exactly: v) else { throw UserFacingError("keySize must be 2048, 3072 or 4096, not \(v)") }
-            p.keySize = try RSAKeySize(bits: bits)
-        },
-        "verifySuccesses": { p, v in
-            guard v == v.rounded(), let n = Int(exactly: v) else { throw UserFacingError("verifySuccesses must be a whole number, not \(v)") }
-            p.verifySuccesses = n
-        },
-        "verifyTimeoutSeconds": { $0.verifyTimeout = $1 },
-        "warnDays": { $0.warnTimeToCliff = $1 * 86_400 },
-        "criticalDays": { $0.criticalTimeToCliff = $1 * 86_400 },
-        "tenantMaximumValidityDays": { $0.tenantMaximumValidity = $1 * 86_400 },
-        "minimumRollMarginDays": { $0.minimumRollMargin = $1 * 86_400 },
-        "reloadHookGraceSeconds": { $0.reloadHookGrace = $1 },
-        "reloadHookTimeoutSeconds": { $0.reloadHookTimeout = $1 },
-        "backdateSeconds": { $0.backdate = $1 },
-    ]
-
     /// The policy: defaults, then the file (`--policy-file` or `KEYROLL_POLICY_FILE`), then flags.
     /// Unknown fields, wrong types and values that could lock an app out are refused, naming the
     /// field and what it must be.
     func policy() throws -> RollPolicy {
         var p = RollPolicy()
         if let path = policyFile ?? Environment.current["KEYROLL_POLICY_FILE"] {
-            guard let bytes = FileManager.default.contents(atPath: path), bytes.count <= 65_536 else {
-                throw UserFacingError("Cannot read the policy file \(path) (missing, unreadable or over 64 KiB).")
-            }
-            guard case .object(let fields)? = try? JSONValue.parse(Array(bytes), maxDepth: 4) else {
-                throw UserFacingError("The policy file \(path) is not a JSON object. Expected JSON like {\"validityDays\": 365, \"rollAtFraction\": 0.667}.")
-            }
-            for (name, value) in fields.sorted(by: { $0.key < $1.key }) {
-                if name == "subject" {
-                    guard case .string(let text) = value else { throw UserFacingError("Policy file \(path): subject must be a string.") }
-                    p.subject = text
-                    continue
-                }
-                guard let apply = Self.fileFields[name] else {
-                    throw UserFacingError("Policy file \(path): unknown field \"\(name)\". Known fields: \((Self.fileFields.keys.sorted() + ["subject"]).joined(separator: ", ")).")
-                }
-                guard let number = value.doubleValue else {
-                    throw UserFacingError("Policy file \(path): \(name) must be a number, not \(String(decoding: value.serialized(), as: UTF8.self).prefix(40)).")
-                }
-                do { try apply(&p, number) } catch { throw UserFacingError("Policy file \(path): \(error)") }
+            guard let bytes = FileManager.default.contents(atPath: path) else { throw UserFacingError("Cannot read the policy file \(path).") }
+            do { p = try RollPolicy.parsingFile(Array(bytes)) } catch let e as RollPolicy.FileError {
+                throw UserFacingError("Policy file \(path): \(e.description)")
             }
         }
         if let v = validityDays { p.validity = v * 86_400 }
