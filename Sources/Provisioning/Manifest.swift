@@ -76,9 +76,7 @@ public struct Manifest: Sendable, Equatable {
         do {
             guard let node = try Yams.compose(yaml: text) else { throw ManifestError("The YAML manifest is empty; it needs a top-level 'apps:' list.") }
             var budget = maximumYAMLNodes
-            guard countNodes(node, budget: &budget) else {
-                throw ManifestError("The YAML manifest expands to more than \(maximumYAMLNodes) values (through aliases?); refusing to read it. Write the values out, or split the manifest.")
-            }
+            try checkNodes(node, budget: &budget)
             root = try Yams.load(yaml: text)
         } catch let e as ManifestError { throw e } catch { throw ManifestError("The YAML manifest is not valid YAML: \(error)") }
         guard let doc = root as? [String: Any], let apps = doc["apps"] as? [Any] else {
@@ -166,14 +164,25 @@ public struct Manifest: Sendable, Equatable {
         p.hasPrefix("/") || base.isEmpty ? p : base + "/" + p
     }
 
-    /// Counts `node`'s values (aliases expanded) until `budget` runs out; false if it did.
-    private static func countNodes(_ node: Node, budget: inout Int) -> Bool {
+    /// Checks a composed YAML document before it is turned into values: at most `budget` values
+    /// (aliases expanded: an alias bomb stops here, in bounded time), and mapping keys that are
+    /// plain strings (a key such as `[a]` or a `<<` merge key crashes the YAML library's constructor).
+    private static func checkNodes(_ node: Node, budget: inout Int) throws {
         budget -= 1
-        if budget < 0 { return false }
+        if budget < 0 {
+            throw ManifestError("The YAML manifest expands to more than \(maximumYAMLNodes) values (through aliases?); refusing to read it. Write the values out, or split the manifest.")
+        }
         switch node {
-        case .scalar, .alias: return true
-        case .sequence(let s): return s.allSatisfy { countNodes($0, budget: &budget) }
-        case .mapping(let m): return m.allSatisfy { countNodes($0.key, budget: &budget) && countNodes($0.value, budget: &budget) }
+        case .scalar, .alias: return
+        case .sequence(let s): for item in s { try checkNodes(item, budget: &budget) }
+        case .mapping(let m):
+            for (key, value) in m {
+                guard case .scalar(let k) = key else {
+                    throw ManifestError("The YAML manifest has a mapping key that is not a plain string (line \(key.mark?.line ?? 0)); keys are names like 'apps' or 'name'.")
+                }
+                if k.string == "<<" { throw ManifestError("The YAML manifest uses a merge key ('<<', line \(key.mark?.line ?? 0)); write the values out instead.") }
+                try checkNodes(value, budget: &budget)
+            }
         }
     }
 }

@@ -52,11 +52,15 @@ struct RollCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the outcome as JSON.")
     var json = false
 
+    @Option(name: .long, help: "Give up after this many seconds (the journal keeps the progress; the next run resumes).")
+    var timeout: Double = 1800
+
     func run() async throws {
         KeyRollLogHandler.bootstrap()
         let policy = try policy.policy()
+        guard timeout > 0 else { throw ValidationError("--timeout must be more than 0 seconds") }
         let transport = try trust.transport()
-        let abandoned = try await transport.closing {
+        let abandoned = try await transport.closing { try await Deadline.run(seconds: timeout, what: "keyroll roll") {
             var abandoned = false
             for path in try stores.paths() {
                 let roller = try Roller(store: CredentialStore(path: path, hook: CrashHook.sideEffects()), policy: policy, transport: transport,
@@ -70,7 +74,7 @@ struct RollCommand: AsyncParsableCommand {
                 }
             }
             return abandoned
-        }
+        } }
         if abandoned { throw ExitCode(2) }
     }
 }

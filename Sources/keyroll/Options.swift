@@ -125,3 +125,22 @@ struct Environment {
         return v
     }
 }
+
+/// A whole command's time limit: `body` is cancelled when it runs out, and the command fails with
+/// a message that says so (whatever it had made durable stays: a roll resumes from its journal).
+enum Deadline {
+    static func run<T: Sendable>(seconds: Double, what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw UserFacingError("\(what) did not finish within \(Int(seconds)) s (--timeout) and was stopped; what it had done is kept, and the next run resumes it.")
+            }
+            return value
+        }
+    }
+}

@@ -36,6 +36,9 @@ struct ProvisionerOptions: ParsableArguments {
         let graph = graphURL ?? env["KEYROLL_GRAPH_URL"] ?? (isLocal ? authorityURL + "/v1.0" : "https://graph.microsoft.com/v1.0")
         try SecureURL.check(graph, what: graphURL != nil ? "--graph-url" : env["KEYROLL_GRAPH_URL"] != nil ? "KEYROLL_GRAPH_URL" : "the Graph URL")
         let credential: ClientCredential
+        if certificate == nil, env["AZURE_CLIENT_CERTIFICATE_PATH"] != nil, env["AZURE_CLIENT_SECRET"] != nil {
+            throw ValidationError("Both AZURE_CLIENT_CERTIFICATE_PATH and AZURE_CLIENT_SECRET are set; KeyRoll will not guess which one you mean. Unset one (a certificate is safer).")
+        }
         if let path = certificate ?? env["AZURE_CLIENT_CERTIFICATE_PATH"] {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw UserFacingError("Cannot read the provisioner certificate \(path).") }
             credential = .certificate(try SigningCredential(combinedPEM: text, passphrase: env["AZURE_CLIENT_CERTIFICATE_PASSWORD"]))

@@ -116,6 +116,8 @@ import Glibc
             .init(description: "provision: no tenant", argv: ["provision", w.write("ok.csv", "name\nnever-made\n")], env: ["AZURE_TENANT_ID": ""], says: "AZURE_TENANT_ID"),
             .init(description: "provision: plain http authority", argv: ["provision", w.dir + "/ok.csv"], env: ["AZURE_AUTHORITY_HOST": "http://10.255.255.1"], says: "plain http"),
             .init(description: "provision: plain http Graph", argv: ["provision", w.dir + "/ok.csv"], env: ["KEYROLL_GRAPH_URL": "http://graph.example/v1.0"], says: "KEYROLL_GRAPH_URL"),
+            .init(description: "provision: certificate and secret both set", argv: ["provision", w.dir + "/ok.csv"], env: ["AZURE_CLIENT_SECRET": "s3cr3t-value"], says: "Unset one"),
+            .init(description: "roll: a zero timeout", argv: ["roll", "--store", storeDir, "--timeout", "0"], says: "--timeout"),
             .init(description: "provision: missing certificate file", argv: ["provision", w.dir + "/ok.csv"], env: ["AZURE_CLIENT_CERTIFICATE_PATH": w.dir + "/nope.pem"], says: "nope.pem"),
             // import: bundles
             .init(description: "import: truncated bundle", argv: ["import", "--bundle", w.write("trunc.json", String(String(decoding: JSONValue.object(bundleJSON).serialized(), as: UTF8.self).prefix(200))), "--store", w.dir + "/s1"], says: "cannot be read"),

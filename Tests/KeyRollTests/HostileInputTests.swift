@@ -133,6 +133,12 @@ import Glibc
         #expect { try Manifest.load(path: big) } throws: { "\($0)".contains("the limit is 16 MiB") }
     }
 
+    /// Found by the long fuzz run: a non-string mapping key made the YAML library trap (crash).
+    @Test(arguments: ["apps: [{name: x, [a]: b}]\n", "{[1]: x}\n", "apps:\n  - ? {a: b}\n    : c\n", "d: &d {name: x}\napps:\n  - <<: *d\n"])
+    func yamlThatWouldCrashTheYAMLLibraryIsRefused(_ yaml: String) {
+        #expect { try Manifest.parseYAML(yaml, baseDir: "/m") } throws: { "\($0)".contains("not a plain string") || "\($0)".contains("merge key") }
+    }
+
     @Test func odataLiteralsAreEscapedEverywhere() async throws {
         #expect(OData.quote("it's") == "'it''s'")
         #expect(OData.hasTag("a') or (1 eq 1") == "tags/any(t:t eq 'a'') or (1 eq 1')")
