@@ -30,11 +30,7 @@ extension EntraEmulator {
                          secret: String? = nil, tags: [String] = []) throws -> Registration {
         let now = self.now
         guard let tenant = try store.tenant(tenantID) else { throw GraphError.notFound(tenantID) }
-        let keys = certificates.map { cert in
-            StoredKeyCredential(keyId: UUID().uuidString.lowercased(), key: cert.der, customKeyIdentifier: cert.sha1Thumbprint.bytes,
-                                displayName: "CN=" + cert.subject, startDateTime: cert.notBefore, endDateTime: cert.notAfter,
-                                type: "AsymmetricX509Cert", usage: "Verify", activeAt: now)
-        }
+        let keys = certificates.map { Self.seededKey($0, now: now) }
         let passwords = secret.map { s in
             [StoredPasswordCredential(keyId: UUID().uuidString.lowercased(), secretHash: Thumbprint.sha256(of: Array(s.utf8)).bytes,
                                       hint: String(s.prefix(3)), displayName: "seeded", startDateTime: now.addingTimeInterval(-60),
@@ -60,6 +56,23 @@ extension EntraEmulator {
                   let sp = try DirectoryStore.servicePrincipal(db, tenantID: app.tenantID, appId: appId) else { throw GraphError.notFound(appId) }
             try DirectoryStore.setRoles(db, spID: sp.id, roles)
         }
+    }
+
+    static func seededKey(_ cert: X509Certificate, now: Date) -> StoredKeyCredential {
+        StoredKeyCredential(keyId: UUID().uuidString.lowercased(), key: cert.der, customKeyIdentifier: cert.sha1Thumbprint.bytes,
+                            displayName: "CN=" + cert.subject, startDateTime: cert.notBefore, endDateTime: cert.notAfter,
+                            type: "AsymmetricX509Cert", usage: "Verify", activeAt: now)
+    }
+
+    /// Replaces a service principal's key credentials with `certificates` (test setup).
+    public func setServicePrincipalKeys(spID: String, certificates: [X509Certificate]) throws {
+        let now = self.now
+        try store.write { try DirectoryStore.replaceKeyCredentials($0, owner: spID, certificates.map { Self.seededKey($0, now: now) }) }
+    }
+
+    /// A service principal's key credentials as stored, for assertions in tests.
+    public func servicePrincipalKeys(spID: String) throws -> [StoredKeyCredential] {
+        try store.read { try DirectoryStore.servicePrincipal($0, id: spID)?.keyCredentials ?? [] }
     }
 
     /// Every application of a tenant as stored, for assertions in tests.

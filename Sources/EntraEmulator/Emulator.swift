@@ -98,12 +98,32 @@ public final class EntraEmulator: Sendable {
         } else {
             response = route(request, requestID: requestID)
         }
+        if response.status >= 400, response.body.isEmpty, !response.dropConnection {
+            response = enveloped(response, request, requestID: requestID)
+        }
         response.headers.append(("request-id", requestID))
         response.headers.append(("client-request-id", request.headers["client-request-id"] ?? requestID))
         response.headers.append(("Date", WireTime.httpDate(now)))
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
         record(request, response, elapsedMs: elapsed, requestID: requestID)
         return response
+    }
+
+    /// Last line of defence for the rule "every error has its service's envelope": an error that
+    /// reached here without a body gets the Graph envelope under `/v1.0` and the Entra one elsewhere.
+    private func enveloped(_ r: EmulatorResponse, _ request: EmulatorRequest, requestID: String) -> EmulatorResponse {
+        var out: EmulatorResponse
+        if request.path.lowercased().hasPrefix("/v1.0") {
+            out = GraphError(r.status, r.status >= 500 ? "generalException" : "BadRequest", r.status >= 500 ? "An internal error occurred." : "The request is not valid.")
+                .response(now: now, requestID: requestID, clientRequestID: request.headers["client-request-id"])
+        } else {
+            out = TokenError(r.status >= 500 ? "temporarily_unavailable" : "invalid_request", r.status >= 500 ? 90033 : 90014,
+                             r.status >= 500 ? "A transient error has occurred. Please try again." : "The request is not valid.")
+                .response(now: now, correlationID: requestID)
+            out.status = r.status
+        }
+        out.headers = r.headers.filter { $0.0.lowercased() != "content-type" && $0.0.lowercased() != "content-length" } + out.headers
+        return out
     }
 
     /// Bodies above this are refused before parsing (Entra and Graph refuse them too).

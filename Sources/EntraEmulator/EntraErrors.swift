@@ -36,6 +36,9 @@ public struct TokenError: Error, Sendable, Equatable {
     static func unknownTenant(_ t: String) -> TokenError {
         TokenError("invalid_request", 90002, "Tenant '\(t)' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.")
     }
+    static func duplicatedParameter(_ name: String) -> TokenError {
+        TokenError("invalid_request", 9000411, "The request is not properly formatted. The parameter '\(name.prefix(64))' is duplicated.")
+    }
     static func missingParameter(_ name: String) -> TokenError {
         TokenError("invalid_request", 900144, "The request body must contain the following parameter: '\(name)'.")
     }

@@ -3,6 +3,28 @@ import Foundation
 
 /// Graph's JSON shapes for the stored objects.
 enum GraphJSON {
+    /// The v1.0 properties of each entity type, in Graph's casing: `$select` and body property
+    /// names are matched case-insensitively and always written back this way.
+    static let properties: [String: [String]] = [
+        "application": ["addIns", "api", "appId", "appRoles", "applicationTemplateId", "certification", "createdDateTime", "defaultRedirectUri",
+                        "deletedDateTime", "description", "disabledByMicrosoftStatus", "displayName", "groupMembershipClaims", "id", "identifierUris",
+                        "info", "isDeviceOnlyAuthSupported", "isFallbackPublicClient", "keyCredentials", "logo", "nativeAuthenticationApisEnabled",
+                        "notes", "oauth2RequirePostResponseTypes", "optionalClaims", "parentalControlSettings", "passwordCredentials", "publicClient",
+                        "publisherDomain", "requestSignatureVerification", "requiredResourceAccess", "samlMetadataUrl", "serviceManagementReference",
+                        "servicePrincipalLockConfiguration", "signInAudience", "spa", "tags", "tokenEncryptionKeyId", "uniqueName", "verifiedPublisher", "web"],
+        "servicePrincipal": ["accountEnabled", "addIns", "alternativeNames", "appDescription", "appDisplayName", "appId", "appOwnerOrganizationId",
+                             "appRoleAssignmentRequired", "appRoles", "applicationTemplateId", "createdDateTime", "deletedDateTime", "description",
+                             "disabledByMicrosoftStatus", "displayName", "homepage", "id", "info", "keyCredentials", "loginUrl", "logoutUrl", "notes",
+                             "notificationEmailAddresses", "oauth2PermissionScopes", "passwordCredentials", "preferredSingleSignOnMode",
+                             "preferredTokenSigningKeyThumbprint", "replyUrls", "resourceSpecificApplicationPermissions", "samlSingleSignOnSettings",
+                             "servicePrincipalNames", "servicePrincipalType", "signInAudience", "tags", "tokenEncryptionKeyId", "verifiedPublisher"],
+    ]
+
+    /// `name` in Graph's casing for `type`, nil if the type has no such property.
+    static func canonical(_ name: String, of type: String) -> String? {
+        properties[type]?.first { $0.lowercased() == name.lowercased() }
+    }
+
     static func keyCredential(_ k: StoredKeyCredential, includeKey: Bool) -> JSONValue {
         .object([
             "customKeyIdentifier": k.customKeyIdentifier.map { .string(Base64.encode($0)) } ?? .null,
@@ -58,7 +80,8 @@ enum GraphJSON {
     private static func finish(_ o: [String: JSONValue], select: [String]?, context: String?) -> JSONValue {
         var out = o
         if let select {
-            out = o.filter { select.contains($0.key.lowercased()) }
+            let wanted = Set(select.map { $0.lowercased() })
+            out = o.filter { wanted.contains($0.key.lowercased()) }
         }
         if let context { out["@odata.context"] = .string(context) }
         return .object(out)

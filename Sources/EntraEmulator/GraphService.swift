@@ -151,21 +151,23 @@ struct GraphService {
     // MARK: applications
 
     private func getApplication(_ caller: GraphCaller, _ lookup: AppLookup) throws -> JSONValue {
-        let select = selectList()
-        if select?.contains("keycredentials") == true, let e = emulator.throttleKeyCredentialSelect(caller: caller.appId, tenant: caller.tenantID) { throw e }
+        let select = try canonicalSelect("application")
+        if select?.contains("keyCredentials") == true, let e = emulator.throttleKeyCredentialSelect(caller: caller.appId, tenant: caller.tenantID) { throw e }
         let app = try emulator.store.read { try loadApplication($0, lookup, caller: caller) }
         let selfRead = emulator.settings.allowSelfRead && app.appId == caller.appId
         guard caller.canReadAll || selfRead || app.owners.contains(caller.servicePrincipalID) else { throw GraphError.denied }
         let tenant = try emulator.store.tenant(app.tenantID)
-        let includeKey = select?.contains("keycredentials") == true
+        let includeKey = select?.contains("keyCredentials") == true
         let context = select.map { "\(base)/$metadata#applications(\($0.joined(separator: ",")))/$entity" } ?? "\(base)/$metadata#applications/$entity"
         return GraphJSON.application(app, publisherDomain: tenant?.domain ?? "", select: select, includeKey: includeKey, context: context)
     }
 
     private func listApplications(_ caller: GraphCaller) throws -> JSONValue {
-        guard caller.canReadAll || emulator.settings.allowSelfRead else { throw GraphError.denied }
-        let select = selectList()
-        if select?.contains("keycredentials") == true, let e = emulator.throttleKeyCredentialSelect(caller: caller.appId, tenant: caller.tenantID) { throw e }
+        // Listing or filtering needs Application.Read.All (or higher); a role-less app may read
+        // only its own object, by id or appId (GET /applications/{id}).
+        guard caller.canReadAll else { throw GraphError.denied }
+        let select = try canonicalSelect("application")
+        if select?.contains("keyCredentials") == true, let e = emulator.throttleKeyCredentialSelect(caller: caller.appId, tenant: caller.tenantID) { throw e }
         let filter = try request.queryValue("$filter").map { try ODataFilter(parsing: $0, resource: "application") }
         let top = try pageSize()
         let after = skipToken()
@@ -188,7 +190,7 @@ struct GraphService {
             }
             if wantCount, after > 0 { count = -1 }  // only the first page counts
         }
-        let includeKey = emulator.settings.keyOnListSelect && select?.contains("keycredentials") == true
+        let includeKey = emulator.settings.keyOnListSelect && select?.contains("keyCredentials") == true
         let context = select.map { "\(base)/$metadata#applications(\($0.joined(separator: ",")))" } ?? "\(base)/$metadata#applications"
         var body: [String: JSONValue] = [
             "@odata.context": .string(context),
@@ -218,9 +220,21 @@ struct GraphService {
         return n
     }
 
-    /// `$select` as lower-cased names, nil when absent.
-    func selectList() -> [String]? {
-        request.queryValue("$select").map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty } }
+    /// `$select` in Graph's casing for `type` (whatever casing the client sent), nil when absent;
+    /// a property the type does not have is a 400, as in Graph.
+    func canonicalSelect(_ type: String) throws -> [String]? {
+        guard let raw = request.queryValue("$select") else { return nil }
+        return try raw.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { name in
+            guard let c = GraphJSON.canonical(name, of: type) else {
+                throw GraphError(400, "BadRequest", "Could not find a property named '\(name.prefix(64))' on type 'microsoft.graph.\(type)'.")
+            }
+            return c
+        }
+    }
+
+    /// A request body with every known property name in Graph's casing (`DisplayName` → `displayName`).
+    func canonicalBody(_ body: [String: JSONValue], _ type: String) -> [String: JSONValue] {
+        Dictionary(body.map { (GraphJSON.canonical($0.key, of: type) ?? $0.key, $0.value) }, uniquingKeysWith: { _, last in last })
     }
 
     func bodyObject() throws -> [String: JSONValue] {
@@ -234,7 +248,7 @@ struct GraphService {
 
     private func createApplication(_ caller: GraphCaller) throws -> JSONValue {
         guard caller.canWriteAll || caller.roles.contains(.applicationReadWriteOwnedBy) else { throw GraphError.denied }
-        var body = try bodyObject()
+        var body = canonicalBody(try bodyObject(), "application")
         guard let name = body["displayName"]?.stringValue, !name.trimmingCharacters(in: .whitespaces).isEmpty else {
             throw GraphError.badRequest("Invalid value specified for property 'displayName' of resource 'Application'.")
         }
@@ -264,7 +278,7 @@ struct GraphService {
     /// that echoes an existing keyId with `key: null` keeps the stored certificate (as the Azure CLI
     /// relies on); entries left out are deleted.
     private func updateApplication(_ caller: GraphCaller, _ lookup: AppLookup) throws {
-        var body = try bodyObject()
+        var body = canonicalBody(try bodyObject(), "application")
         try mutateApplication(caller, lookup, allowed: caller.mayWrite) { app in
             if body["passwordCredentials"] != nil {
                 throw GraphError.badRequest("Property 'passwordCredentials' is read-only and cannot be set.")
@@ -319,8 +333,38 @@ struct GraphService {
         caller.appId == app.appId || caller.mayWrite(app)
     }
 
+    /// The JSON type each parameter of the key actions must have. Graph reads an action's body
+    /// against its parameter types before anything else, so a wrong type is a 400 bad request
+    /// (never an authentication error about the proof).
+    static let actionParameters: [String: [String: String]] = [
+        "addKey": ["keyCredential": "object", "passwordCredential": "object", "proof": "string"],
+        "removeKey": ["keyId": "string", "proof": "string"],
+    ]
+
+    static func checkTypes(_ body: [String: JSONValue], action: String) throws {
+        let expected = actionParameters[action] ?? [:]
+        for (name, value) in body.sorted(by: { $0.key < $1.key }) {
+            guard let type = expected.first(where: { $0.key.lowercased() == name.lowercased() })?.value else {
+                throw GraphError(400, "BadRequest", "The parameter '\(name.prefix(64))' in the request payload is not a valid parameter for the operation '\(action)'.")
+            }
+            let actual: String
+            switch value {
+            case .null: continue  // every parameter is nullable; the action itself says which it needs
+            case .string: actual = "string"
+            case .object: actual = "object"
+            case .array: actual = "array"
+            case .bool: actual = "boolean"
+            case .int, .double: actual = "number"
+            }
+            guard actual == type else {
+                throw GraphError(400, "BadRequest", "Cannot convert the literal of type \(actual) to the expected type \(type) for the parameter '\(name)' of the operation '\(action)'.")
+            }
+        }
+    }
+
     private func addKey(_ caller: GraphCaller, _ lookup: AppLookup) throws -> JSONValue {
         let body = try bodyObject()
+        try Self.checkTypes(body, action: "addKey")
         let added = try mutateApplication(caller, lookup, allowed: { mayRollKeys(caller, $0) }) { app in
             let input = try KeyCredentialInput.forAddKey(body)
             try ProofValidator(now: now, settings: emulator.settings).validate(body["proof"], objectID: app.id, credentials: app.keyCredentials)
@@ -337,6 +381,7 @@ struct GraphService {
 
     private func removeKey(_ caller: GraphCaller, _ lookup: AppLookup) throws {
         let body = try bodyObject()
+        try Self.checkTypes(body, action: "removeKey")
         try mutateApplication(caller, lookup, allowed: { mayRollKeys(caller, $0) }) { app in
             guard let keyId = body["keyId"]?.stringValue, UUID(uuidString: keyId) != nil else {
                 throw GraphError.badRequest("Invalid value specified for property 'keyId' of resource 'RemoveKey'.")

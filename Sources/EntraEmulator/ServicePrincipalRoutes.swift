@@ -37,7 +37,7 @@ struct ServicePrincipalRoutes {
         switch method {
         case "GET":
             guard caller.canReadAll || sp.id == caller.servicePrincipalID else { throw GraphError.denied }
-            let select = graph.selectList()
+            let select = try graph.canonicalSelect("servicePrincipal")
             let ctx = select.map { "\(base)/$metadata#servicePrincipals(\($0.joined(separator: ",")))/$entity" } ?? "\(base)/$metadata#servicePrincipals/$entity"
             return (200, GraphJSON.servicePrincipal(sp, appOwnerTenant: sp.tenantID, select: select, context: ctx))
         case "DELETE":
@@ -68,9 +68,9 @@ struct ServicePrincipalRoutes {
                 }
             }
         }
-        let select = graph.selectList()
+        let select = try graph.canonicalSelect("servicePrincipal")
         var body: [String: JSONValue] = [
-            "@odata.context": .string("\(base)/$metadata#servicePrincipals"),
+            "@odata.context": .string(select.map { "\(base)/$metadata#servicePrincipals(\($0.joined(separator: ",")))" } ?? "\(base)/$metadata#servicePrincipals"),
             "value": .array(page.map { GraphJSON.servicePrincipal($0, appOwnerTenant: $0.tenantID, select: select, context: nil) }),
         ]
         if more { body["@odata.nextLink"] = .string(graph.nextLink(after: last)) }
@@ -101,14 +101,30 @@ struct ServicePrincipalRoutes {
         return GraphJSON.servicePrincipal(sp, appOwnerTenant: sp.tenantID, select: nil, context: "\(base)/$metadata#servicePrincipals/$entity")
     }
 
+    /// Every change to one service principal's keys: loaded inside one write transaction (so
+    /// concurrent calls cannot lose each other's updates), throttled like any write, changed, stored.
+    private func mutateKeys<T>(_ sp: StoredServicePrincipal, _ change: (inout [StoredKeyCredential]) throws -> T) throws -> T {
+        try emulator.store.write { db in
+            guard let current = try DirectoryStore.servicePrincipal(db, id: sp.id) else { throw GraphError.notFound(sp.id) }
+            if let e = emulator.throttleWrite(caller: caller.appId, tenant: caller.tenantID) { throw e }
+            var keys = current.keyCredentials
+            let result = try change(&keys)
+            try DirectoryStore.replaceKeyCredentials(db, owner: sp.id, keys)
+            return result
+        }
+    }
+
     private func addKey(_ sp: StoredServicePrincipal) throws -> JSONValue {
         let body = try graph.bodyObject()
+        try GraphService.checkTypes(body, action: "addKey")
         let input = try KeyCredentialInput.forAddKey(body)
         let now = emulator.now
-        try ProofValidator(now: now, settings: emulator.settings).validate(body["proof"], objectID: sp.id, credentials: sp.keyCredentials)
-        let k = try input.make(keyId: nil, existing: [], now: now, activeAt: now, settings: emulator.settings)
-        try emulator.store.write { db in
-            try DirectoryStore.replaceKeyCredentials(db, owner: sp.id, sp.keyCredentials + [k])
+        let k: StoredKeyCredential = try mutateKeys(sp) { keys in
+            try ProofValidator(now: now, settings: emulator.settings).validate(body["proof"], objectID: sp.id, credentials: keys)
+            guard keys.count + 1 <= emulator.settings.maxCredentialItems else { throw GraphError.sizeExceeded }
+            let k = try input.make(keyId: nil, existing: [], now: now, activeAt: now, settings: emulator.settings)
+            keys.append(k)
+            return k
         }
         var out = GraphJSON.keyCredential(k, includeKey: false).objectValue ?? [:]
         out["@odata.context"] = .string("\(base)/$metadata#microsoft.graph.keyCredential")
@@ -117,12 +133,13 @@ struct ServicePrincipalRoutes {
 
     private func removeKey(_ sp: StoredServicePrincipal) throws {
         let body = try graph.bodyObject()
-        try ProofValidator(now: emulator.now, settings: emulator.settings).validate(body["proof"], objectID: sp.id, credentials: sp.keyCredentials)
-        guard let keyId = body["keyId"]?.stringValue, sp.keyCredentials.contains(where: { $0.keyId == keyId.lowercased() }) else {
-            throw GraphError.badRequest("No credentials found to be removed.")
-        }
-        try emulator.store.write { db in
-            try DirectoryStore.replaceKeyCredentials(db, owner: sp.id, sp.keyCredentials.filter { $0.keyId != keyId.lowercased() })
+        try GraphService.checkTypes(body, action: "removeKey")
+        try mutateKeys(sp) { keys in
+            try ProofValidator(now: emulator.now, settings: emulator.settings).validate(body["proof"], objectID: sp.id, credentials: keys)
+            guard let keyId = body["keyId"]?.stringValue, keys.contains(where: { $0.keyId == keyId.lowercased() }) else {
+                throw GraphError.badRequest("No credentials found to be removed.")
+            }
+            keys.removeAll { $0.keyId == keyId.lowercased() }
         }
     }
 }

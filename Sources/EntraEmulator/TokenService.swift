@@ -136,7 +136,12 @@ struct TokenService {
         func fail(_ e: TokenError) -> Result<JSONValue, Failure> { .failure(Failure(error: e)) }
         guard request.method == "POST" else { return fail(.wrongMethod(request.method)) }
         guard let tenant = try? emulator.store.tenant(tenantSegment) else { return fail(.unknownTenant(tenantSegment)) }
-        let form = Dictionary(FormEncoding.decode(String(decoding: request.body, as: UTF8.self)).map { ($0.name, $0.value) }, uniquingKeysWith: { $1 })
+        let pairs = FormEncoding.decode(String(decoding: request.body, as: UTF8.self))
+        var form: [String: String] = [:]
+        for (name, value) in pairs {
+            // Entra refuses a repeated parameter rather than picking one (AADSTS9000411).
+            guard form.updateValue(value, forKey: name) == nil else { return fail(.duplicatedParameter(name)) }
+        }
         guard let grant = form["grant_type"], !grant.isEmpty else { return fail(.missingParameter("grant_type")) }
         guard grant == "client_credentials" else { return fail(.unsupportedGrant(grant)) }
         guard let clientID = form["client_id"]?.lowercased(), !clientID.isEmpty else { return fail(.missingParameter("client_id")) }

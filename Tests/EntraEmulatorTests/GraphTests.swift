@@ -5,24 +5,7 @@ import Testing
 import TestSupport
 
 @Suite struct GraphTests {
-    struct World {
-        let rig: EmulatorRig
-        let app: EntraEmulator.Registration
-        let boot: SigningCredential
-        let appToken: String
-        let admin: EntraEmulator.Registration
-        let adminToken: String
-    }
-
-    func world(_ settings: EmulatorSettings = .init()) async throws -> World {
-        let rig = try EmulatorRig(settings: settings)
-        let boot = try rig.credential("boot")
-        let app = try rig.emulator.register(tenantID: rig.tenant.id, displayName: "app-1", certificates: [boot.certificate])
-        let adminCred = try rig.credential("admin", days: 30)
-        let admin = try rig.emulator.register(tenantID: rig.tenant.id, displayName: "provisioner", roles: [.applicationReadWriteAll], certificates: [adminCred.certificate])
-        return World(rig: rig, app: app, boot: boot, appToken: try await rig.token(clientID: app.appId, credential: boot),
-                     admin: admin, adminToken: try await rig.token(clientID: admin.appId, credential: adminCred))
-    }
+    func world(_ settings: EmulatorSettings = .init()) async throws -> GraphWorld { try await GraphWorld(settings) }
 
     func errorCode(_ r: EmulatorResponse) -> String? { r.json?["error"]?["code"]?.stringValue }
 
@@ -234,7 +217,7 @@ import TestSupport
         let sel = await w.rig.graph("GET", "/v1.0/applications/\(w.app.objectID)?$select=id,keyCredentials", token: w.adminToken)
         let key = try #require(sel.json?["keyCredentials"]?.arrayValue?.first?["key"]?.stringValue)
         #expect(Base64.decode(key) == w.boot.certificate.der)
-        #expect(sel.json?["@odata.context"]?.stringValue?.hasSuffix("$metadata#applications(id,keycredentials)/$entity") == true)
+        #expect(sel.json?["@odata.context"]?.stringValue?.hasSuffix("$metadata#applications(id,keyCredentials)/$entity") == true)
         let list = await w.rig.graph("GET", "/v1.0/applications?$select=id,keyCredentials", token: w.adminToken)
         #expect(list.json?["value"]?.arrayValue?.allSatisfy { ($0["keyCredentials"]?.arrayValue ?? []).allSatisfy { $0["key"] == .null } } == true)
     }
