@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import GRDB
 
 /// What Entra cannot do, for tests: create tenants and privileged apps directly, move the clock,
 /// read the sign-in log. The same operations are served over HTTP under `/_emulator/`.
@@ -73,6 +74,37 @@ extension EntraEmulator {
     /// A service principal's key credentials as stored, for assertions in tests.
     public func servicePrincipalKeys(spID: String) throws -> [StoredKeyCredential] {
         try store.read { try DirectoryStore.servicePrincipal($0, id: spID)?.keyCredentials ?? [] }
+    }
+
+    /// Creates `count` applications named `{prefix}{n}` (n from `start`), each with a service
+    /// principal and `tags`, in write transactions of 5,000: how a big tenant is loaded for tests and
+    /// benchmarks (thousands of apps per second; `keyroll emulator --seed-apps N`). No keys.
+    public func seedApplications(tenantID: String, count: Int, prefix: String = "seed-", start: Int = 0, tags: [String] = []) throws {
+        let now = self.now
+        var n = start
+        while n < start + count {
+            let end = min(start + count, n + 5000)
+            try store.write { db in
+                for i in n..<end {
+                    let app = StoredApplication(id: UUID().uuidString.lowercased(), appId: UUID().uuidString.lowercased(), tenantID: tenantID,
+                                                displayName: "\(prefix)\(i)", signInAudience: "AzureADMyOrg", createdDateTime: now,
+                                                extra: tags.isEmpty ? [:] : ["tags": .array(tags.map(JSONValue.string))],
+                                                keyCredentials: [], passwordCredentials: [], owners: [])
+                    try DirectoryStore.insert(db, application: app)
+                    try DirectoryStore.insert(db, servicePrincipal: StoredServicePrincipal(id: UUID().uuidString.lowercased(), appId: app.appId, tenantID: tenantID,
+                                                                                          displayName: app.displayName, createdDateTime: now, keyCredentials: [],
+                                                                                          roles: [], extra: [:]))
+                }
+            }
+            n = end
+        }
+    }
+
+    /// SQLite's plan for `sql` (for tests that must prove a lookup uses an index, not a scan).
+    public func queryPlan(_ sql: String, _ arguments: [String]) throws -> String {
+        try store.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: StatementArguments(arguments)).map { $0["detail"] as String }.joined(separator: "\n")
+        }
     }
 
     /// Every application of a tenant as stored, for assertions in tests.

@@ -83,6 +83,22 @@ public final class DirectoryStore: Sendable {
                 CREATE TABLE seen_jti (jti TEXT PRIMARY KEY, expires REAL NOT NULL);
                 """)
         }
+        // Lookups that stay fast as a tenant grows: the next sequence number, displayName (eq and
+        // startswith, case-insensitively), and tags (any) are answered from indexes, not scans.
+        m.registerMigration("v2-indexed-lookups") { db in
+            try db.execute(sql: """
+                CREATE INDEX application_seq ON application(seq);
+                CREATE INDEX application_name ON application(tenant_id, display_name COLLATE NOCASE);
+                CREATE INDEX service_principal_seq ON service_principal(seq);
+                CREATE INDEX service_principal_name ON service_principal(tenant_id, display_name COLLATE NOCASE);
+                CREATE TABLE application_tag (tenant_id TEXT NOT NULL, tag TEXT NOT NULL, application_id TEXT NOT NULL,
+                                              PRIMARY KEY (tenant_id, tag, application_id)) WITHOUT ROWID;
+                CREATE INDEX application_tag_owner ON application_tag(application_id);
+                """)
+            for row in try Row.fetchAll(db, sql: "SELECT id, tenant_id, extra FROM application") {
+                try replaceTags(db, applicationID: row["id"], tenantID: row["tenant_id"], extra: decodeExtra(row["extra"]))
+            }
+        }
         return m
     }
 
@@ -170,7 +186,48 @@ public final class DirectoryStore: Sendable {
             """).execute(arguments: [a.id, a.tenantID, a.appId, a.displayName, a.signInAudience, a.createdDateTime.timeIntervalSinceReferenceDate, encodeExtra(a.extra), seq])
         try replaceKeyCredentials(db, owner: a.id, a.keyCredentials)
         try replacePasswordCredentials(db, owner: a.id, a.passwordCredentials)
+        try replaceTags(db, applicationID: a.id, tenantID: a.tenantID, extra: a.extra)
         for o in a.owners { try db.cachedStatement(sql: "INSERT OR IGNORE INTO app_owner VALUES (?, ?)").execute(arguments: [a.id, o]) }
+    }
+
+    /// Keeps the tag index in step with the application's `tags`.
+    static func replaceTags(_ db: Database, applicationID: String, tenantID: String, extra: [String: JSONValue]) throws {
+        try db.cachedStatement(sql: "DELETE FROM application_tag WHERE application_id = ?").execute(arguments: [applicationID])
+        for case .string(let tag) in extra["tags"]?.arrayValue ?? [] {
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO application_tag (tenant_id, tag, application_id) VALUES (?, ?, ?)")
+                .execute(arguments: [tenantID, tag, applicationID])
+        }
+    }
+
+    /// Sequence numbers (ascending) of the tenant's applications a filter clause can match, from an
+    /// index (named with `INDEXED BY` where SQLite, without statistics, would prefer walking the
+    /// tenant in `seq` order): `appId`/`id` eq, `displayName` eq or startswith (case-insensitive superset), `tags`
+    /// any. Nil when the clause needs no index (the caller then walks the tenant in order).
+    static func candidateApplications(_ db: Database, tenantID: String, clause: ODataFilter.Clause, after: Int64) throws -> [Int64]? {
+        let (sql, args): (String, StatementArguments)
+        switch clause {
+        case .eq("appid", let v): (sql, args) = ("SELECT seq FROM application WHERE app_id = ? AND tenant_id = ? AND seq > ?", [v.lowercased(), tenantID, after])
+        case .eq("id", let v): (sql, args) = ("SELECT seq FROM application WHERE id = ? AND tenant_id = ? AND seq > ?", [v.lowercased(), tenantID, after])
+        case .eq("displayname", let v):
+            (sql, args) = ("SELECT seq FROM application INDEXED BY application_name WHERE tenant_id = ? AND display_name = ? COLLATE NOCASE AND seq > ? ORDER BY seq",
+                           [tenantID, v, after])
+        case .startsWith(_, let v):
+            (sql, args) = ("SELECT seq FROM application INDEXED BY application_name WHERE tenant_id = ? AND display_name >= ? COLLATE NOCASE AND display_name < ? COLLATE NOCASE AND seq > ? ORDER BY seq",
+                           [tenantID, v, v + "\u{10FFFF}", after])
+        case .any("tags", let v):
+            (sql, args) = ("SELECT a.seq FROM application_tag t JOIN application a ON a.id = t.application_id WHERE t.tenant_id = ? AND t.tag = ? AND a.seq > ? ORDER BY a.seq",
+                           [tenantID, v, after])
+        default: return nil
+        }
+        return try Int64.fetchAll(try db.cachedStatement(sql: sql), arguments: args)
+    }
+
+    static func application(_ db: Database, seq: Int64) throws -> StoredApplication? {
+        try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM application WHERE seq = ?"), arguments: [seq]).map { try application(db, row: $0) }
+    }
+
+    static func applicationCount(_ db: Database, tenantID: String) throws -> Int {
+        try Int.fetchOne(try db.cachedStatement(sql: "SELECT COUNT(*) FROM application WHERE tenant_id = ?"), arguments: [tenantID]) ?? 0
     }
 
     static func update(_ db: Database, application a: StoredApplication) throws {
@@ -178,13 +235,15 @@ public final class DirectoryStore: Sendable {
             arguments: [a.displayName, a.signInAudience, encodeExtra(a.extra), a.id])
         try replaceKeyCredentials(db, owner: a.id, a.keyCredentials)
         try replacePasswordCredentials(db, owner: a.id, a.passwordCredentials)
+        try replaceTags(db, applicationID: a.id, tenantID: a.tenantID, extra: a.extra)
         try db.cachedStatement(sql: "DELETE FROM app_owner WHERE application_id = ?").execute(arguments: [a.id])
         for o in a.owners { try db.cachedStatement(sql: "INSERT OR IGNORE INTO app_owner VALUES (?, ?)").execute(arguments: [a.id, o]) }
     }
 
     static func deleteApplication(_ db: Database, id: String) throws {
         for sql in ["DELETE FROM key_credential WHERE owner_id = ?", "DELETE FROM password_credential WHERE owner_id = ?",
-                    "DELETE FROM app_owner WHERE application_id = ?", "DELETE FROM application WHERE id = ?"] {
+                    "DELETE FROM app_owner WHERE application_id = ?", "DELETE FROM application_tag WHERE application_id = ?",
+                    "DELETE FROM application WHERE id = ?"] {
             try db.cachedStatement(sql: sql).execute(arguments: [id])
         }
     }

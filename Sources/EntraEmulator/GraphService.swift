@@ -174,18 +174,36 @@ struct GraphService {
         let tenant = try emulator.store.tenant(caller.tenantID)
         let wantCount = request.queryValue("$count")?.lowercased() == "true"
         var page: [StoredApplication] = [], lastSeq: Int64 = after, more = false, count = 0
+        let everyone = caller.canReadAll  // (checked above; kept as the one place that decides visibility)
+        func visible(_ app: StoredApplication) -> Bool { everyone || app.owners.contains(caller.servicePrincipalID) }
         try emulator.store.read { db in
-            var cursor = after
-            scan: while true {
-                let batch = try DirectoryStore.applications(db, tenantID: caller.tenantID, after: cursor, limit: 500)
-                if batch.isEmpty { break }
-                for (seq, app) in batch {
-                    cursor = seq
-                    guard caller.canReadAll || app.appId == caller.appId || app.owners.contains(caller.servicePrincipalID) else { continue }
-                    guard filter?.matches(application: app) ?? true else { continue }
-                    if page.count == top { more = true; if !wantCount { break scan } }
+            // An indexable clause narrows the candidates through an index; the full filter then
+            // confirms each one, so the answer is the same as a scan's, in the same order.
+            if let filter, let seqs = try filter.clauses.lazy.compactMap({ try DirectoryStore.candidateApplications(db, tenantID: caller.tenantID, clause: $0, after: after) }).first {
+                for seq in seqs {
+                    guard let app = try DirectoryStore.application(db, seq: seq), visible(app), filter.matches(application: app) else { continue }
+                    if page.count == top { more = true; if !wantCount { break } }
                     if page.count < top { page.append(app); lastSeq = seq }
                     count += 1
+                }
+            } else if filter == nil, everyone {
+                let batch = try DirectoryStore.applications(db, tenantID: caller.tenantID, after: after, limit: top + 1)
+                page = batch.prefix(top).map(\.app)
+                lastSeq = batch.prefix(top).last?.seq ?? after
+                more = batch.count > top
+                if wantCount { count = try DirectoryStore.applicationCount(db, tenantID: caller.tenantID) }
+            } else {
+                var cursor = after
+                scan: while true {
+                    let batch = try DirectoryStore.applications(db, tenantID: caller.tenantID, after: cursor, limit: 500)
+                    if batch.isEmpty { break }
+                    for (seq, app) in batch {
+                        cursor = seq
+                        guard visible(app), filter?.matches(application: app) ?? true else { continue }
+                        if page.count == top { more = true; if !wantCount { break scan } }
+                        if page.count < top { page.append(app); lastSeq = seq }
+                        count += 1
+                    }
                 }
             }
             if wantCount, after > 0 { count = -1 }  // only the first page counts

@@ -15,7 +15,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure KeyRoll against the physical bound (RSA on this CPU) and against what users would use instead.",
-        subcommands: [Crypto.self, Rolls.self, EmulatorLoad.self, Footprint.self, Peers.self])
+        subcommands: [Crypto.self, Rolls.self, EmulatorLoad.self, Tenant.self, Footprint.self, Peers.self])
 
     /// One line of results, printed as text and collected as JSON.
     struct Figure: Codable {

@@ -48,6 +48,9 @@ struct EmulatorCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Model Graph throttling (writes per app+tenant per 150 s, $select=keyCredentials per minute).")
     var throttling = false
 
+    @Option(name: .long, help: "Load the development tenant with this many applications (seed-0, seed-1, …, each with a service principal) at start: a big tenant for tests and benchmarks.")
+    var seedApps = 0
+
     func run() async throws {
         KeyRollLogHandler.bootstrap()
         let logger = Logger(label: "keyroll.emulator")
@@ -78,6 +81,11 @@ struct EmulatorCommand: AsyncParsableCommand {
         var seeded: (EntraEmulator.Registration, String)?
         if !noSeed {
             let (reg, cred) = try emulator.seedDevelopmentTenant()
+            if seedApps > 0 {
+                let started = Date()
+                try emulator.seedApplications(tenantID: reg.tenantID, count: seedApps)
+                logger.info("seeded \(seedApps) applications in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+            }
             let certPath = stateDir + "/provisioner.pem"
             try SecureFiles.writeAtomically(cred.combinedPEM, to: certPath)
             seeded = (reg, certPath)
