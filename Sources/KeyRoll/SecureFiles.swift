@@ -72,14 +72,14 @@ public enum SecureFiles {
         if mode & 0o077 != 0 { throw SecureFileError.insecurePermissions(path: path, mode: mode, expected: expected) }
     }
 
-    /// Reads a file that holds a secret: opened without following a symbolic link, and only if it
-    /// is a regular file this user owns, at most `limit` bytes. With `requirePrivate`, also only if
-    /// group and others have no access.
+    /// Reads a file without following a symbolic link, only if it is a regular file, at most
+    /// `limit` bytes. With `requirePrivate` (a secret: a key, a bundle), also only if this user owns
+    /// it and group and others have no access; without it (the journal, a certificate) anyone who
+    /// may read it may, so an operator can run `keyroll status` on a store another user owns.
     public static func readSecret(_ path: String, limit: Int = 1 << 20, requirePrivate: Bool = true) throws -> [UInt8] {
         guard let (fd, st) = try openRegularFile(path, O_RDONLY) else { throw SecureFileError.io(path: path, operation: "open", errno: ENOENT) }
         defer { close(fd) }
-        if st.st_uid != geteuid() { throw SecureFileError.wrongOwner(path: path, owner: st.st_uid, expected: geteuid()) }
-        if requirePrivate { try checkPrivate(st, path: path, expected: 0o600) }
+        if requirePrivate { try checkPrivate(st, path: path, expected: 0o600) }  // owner, then mode
         guard st.st_size <= limit else { throw SecureFileError.tooLarge(path: path, limit: limit) }
         var out = [UInt8](repeating: 0, count: Int(st.st_size))
         var got = 0

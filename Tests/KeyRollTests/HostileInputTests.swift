@@ -173,6 +173,17 @@ import Glibc
         }
     }
 
+    @Test func anOperatorCanReadTheStatusOfAStoreAnotherUserOwnsButNotItsKeys() async throws {
+        guard geteuid() == 0 else { return }  // needs chown
+        let fleet = try await Fleet()
+        let (store, _) = try await fleet.agentStore("foreign-owner")
+        let active = try store.journal().active
+        for f in ["journal.json", "identity.json", "keys/\(active).cert.pem", "keys/\(active).key.pem"] { chown(store.path + "/" + f, 65534, 65534) }
+        let status = try StoreReader.status(path: store.path, policy: RollPolicy(), now: fleet.rig.clock.now())
+        #expect(status.activeThumbprint == active, "status reads the journal, which is not a secret")
+        #expect { try store.credential(active) } throws: { "\($0)".contains("belongs to user 65534") }
+    }
+
     // MARK: the emulator on a network
 
     @Test func theEmulatorsDataFileIsPrivate() throws {
