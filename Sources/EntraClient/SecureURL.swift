@@ -64,3 +64,47 @@ public enum OData {
     /// `$filter` matching objects that carry `tag`.
     public static func hasTag(_ tag: String) -> String { "tags/any(t:t eq \(quote(tag)))" }
 }
+
+/// Identifiers KeyRoll puts into URL paths. An application's object id, its appId and the tenant
+/// are read from files (bundles, identity.json) and end up inside `/applications/{id}/addKey` and
+/// `/{tenant}/oauth2/v2.0/token`; a value holding `/`, `?` or `..` would send a token and a proof
+/// to another endpoint. Entra's ids are GUIDs; a tenant may also be a verified domain name.
+public enum EntraIdentifier {
+    /// A value KeyRoll refuses to use as an Entra identifier, with where it came from.
+    public struct Refused: Error, CustomStringConvertible, Equatable {
+        public let description: String
+    }
+
+    /// Whether `s` is a GUID in its 8-4-4-4-12 hexadecimal form.
+    public static func isGUID(_ s: String) -> Bool {
+        let groups = s.split(separator: "-", omittingEmptySubsequences: false)
+        guard groups.map(\.count) == [8, 4, 4, 4, 12] else { return false }
+        return groups.allSatisfy { $0.allSatisfy { $0.isASCII && $0.isHexDigit } }
+    }
+
+    /// Whether `s` names a tenant: a GUID, or a domain name (labels of letters, digits and `-`).
+    public static func isTenant(_ s: String) -> Bool {
+        if isGUID(s) { return true }
+        let labels = s.split(separator: ".", omittingEmptySubsequences: false)
+        guard s.count <= 253, !labels.isEmpty else { return false }
+        return labels.allSatisfy { l in
+            !l.isEmpty && l.count <= 63 && l.first != "-" && l.last != "-" && l.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
+    }
+
+    /// Throws unless `value` is a GUID; `what` names the field and its file.
+    public static func checkGUID(_ value: String, what: String) throws {
+        guard isGUID(value) else {
+            throw Refused(description: "\(what) ('\(value.prefix(80))') is not a GUID like 00000000-0000-0000-0000-000000000000. "
+                          + "Entra's object ids and appIds are GUIDs; the file was edited or damaged. Ask the provisioner for a new bundle (keyroll rebootstrap).")
+        }
+    }
+
+    /// Throws unless `value` is a tenant GUID or domain name; `what` names the field and its file.
+    public static func checkTenant(_ value: String, what: String) throws {
+        guard isTenant(value) else {
+            throw Refused(description: "\(what) ('\(value.prefix(80))') is neither a tenant GUID nor a domain name like contoso.onmicrosoft.com. "
+                          + "Fix the setting, or ask the provisioner for a new bundle (keyroll rebootstrap).")
+        }
+    }
+}

@@ -100,10 +100,17 @@ extension EntraEmulator {
         }
     }
 
-    /// SQLite's plan for `sql` (for tests that must prove a lookup uses an index, not a scan).
-    public func queryPlan(_ sql: String, _ arguments: [String]) throws -> String {
-        try store.read { db in
-            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: StatementArguments(arguments)).map { $0["detail"] as String }.joined(separator: "\n")
+    /// SQLite's plans for the statements the store runs to answer `GET /applications?$filter=…`
+    /// (one per clause, with its index lookup) and to create an application: tests prove from them
+    /// that no lookup scans the tenant.
+    public func applicationLookupPlans(tenantID: String, filter: String) throws -> [(sql: String, plan: String)] {
+        let parsed = try ODataFilter(parsing: filter, resource: "microsoft.graph.application")
+        return try store.read { db in
+            var statements: [(String, StatementArguments)] = [(DirectoryStore.nextApplicationSeqSQL, [])]
+            statements += parsed.clauses.compactMap { DirectoryStore.candidateQuery(tenantID: tenantID, clause: $0, after: 0) }
+            return try statements.map { sql, args in
+                (sql, try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: args).map { $0["detail"] as String }.joined(separator: "\n"))
+            }
         }
     }
 

@@ -179,7 +179,7 @@ public final class DirectoryStore: Sendable {
     }
 
     static func insert(_ db: Database, application a: StoredApplication) throws {
-        let seq = (try Int64.fetchOne(try db.cachedStatement(sql: "SELECT COALESCE(MAX(seq), 0) + 1 FROM application"))) ?? 1
+        let seq = (try Int64.fetchOne(try db.cachedStatement(sql: nextApplicationSeqSQL))) ?? 1
         try db.cachedStatement(sql: """
             INSERT INTO application (id, tenant_id, app_id, display_name, sign_in_audience, created, extra, seq)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -204,23 +204,30 @@ public final class DirectoryStore: Sendable {
     /// tenant in `seq` order): `appId`/`id` eq, `displayName` eq or startswith (case-insensitive superset), `tags`
     /// any. Nil when the clause needs no index (the caller then walks the tenant in order).
     static func candidateApplications(_ db: Database, tenantID: String, clause: ODataFilter.Clause, after: Int64) throws -> [Int64]? {
-        let (sql, args): (String, StatementArguments)
-        switch clause {
-        case .eq("appid", let v): (sql, args) = ("SELECT seq FROM application WHERE app_id = ? AND tenant_id = ? AND seq > ?", [v.lowercased(), tenantID, after])
-        case .eq("id", let v): (sql, args) = ("SELECT seq FROM application WHERE id = ? AND tenant_id = ? AND seq > ?", [v.lowercased(), tenantID, after])
-        case .eq("displayname", let v):
-            (sql, args) = ("SELECT seq FROM application INDEXED BY application_name WHERE tenant_id = ? AND display_name = ? COLLATE NOCASE AND seq > ? ORDER BY seq",
-                           [tenantID, v, after])
-        case .startsWith(_, let v):
-            (sql, args) = ("SELECT seq FROM application INDEXED BY application_name WHERE tenant_id = ? AND display_name >= ? COLLATE NOCASE AND display_name < ? COLLATE NOCASE AND seq > ? ORDER BY seq",
-                           [tenantID, v, v + "\u{10FFFF}", after])
-        case .any("tags", let v):
-            (sql, args) = ("SELECT a.seq FROM application_tag t JOIN application a ON a.id = t.application_id WHERE t.tenant_id = ? AND t.tag = ? AND a.seq > ? ORDER BY a.seq",
-                           [tenantID, v, after])
-        default: return nil
-        }
+        guard let (sql, args) = candidateQuery(tenantID: tenantID, clause: clause, after: after) else { return nil }
         return try Int64.fetchAll(try db.cachedStatement(sql: sql), arguments: args)
     }
+
+    /// The statement ``candidateApplications(_:tenantID:clause:after:)`` runs for `clause`.
+    static func candidateQuery(tenantID: String, clause: ODataFilter.Clause, after: Int64) -> (String, StatementArguments)? {
+        switch clause {
+        case .eq("appid", let v): return ("SELECT seq FROM application WHERE app_id = ? AND tenant_id = ? AND seq > ?", [v.lowercased(), tenantID, after])
+        case .eq("id", let v): return ("SELECT seq FROM application WHERE id = ? AND tenant_id = ? AND seq > ?", [v.lowercased(), tenantID, after])
+        case .eq("displayname", let v):
+            return ("SELECT seq FROM application INDEXED BY application_name WHERE tenant_id = ? AND display_name = ? COLLATE NOCASE AND seq > ? ORDER BY seq",
+                    [tenantID, v, after])
+        case .startsWith(_, let v):
+            return ("SELECT seq FROM application INDEXED BY application_name WHERE tenant_id = ? AND display_name >= ? COLLATE NOCASE AND display_name < ? COLLATE NOCASE AND seq > ? ORDER BY seq",
+                    [tenantID, v, v + "\u{10FFFF}", after])
+        case .any("tags", let v):
+            return ("SELECT a.seq FROM application_tag t JOIN application a ON a.id = t.application_id WHERE t.tenant_id = ? AND t.tag = ? AND a.seq > ? ORDER BY a.seq",
+                    [tenantID, v, after])
+        default: return nil
+        }
+    }
+
+    /// The next application sequence number: one search of the `seq` index, whatever the table's size.
+    static let nextApplicationSeqSQL = "SELECT COALESCE(MAX(seq), 0) + 1 FROM application"
 
     static func application(_ db: Database, seq: Int64) throws -> StoredApplication? {
         try Row.fetchOne(try db.cachedStatement(sql: "SELECT * FROM application WHERE seq = ?"), arguments: [seq]).map { try application(db, row: $0) }

@@ -111,7 +111,11 @@ public final class EntraEmulator: Sendable {
 
     /// Last line of defence for the rule "every error has its service's envelope": an error that
     /// reached here without a body gets the Graph envelope under `/v1.0` and the Entra one elsewhere.
+    /// Such an error is a bug in the route that produced it, so it is logged with the route.
     private func enveloped(_ r: EmulatorResponse, _ request: EmulatorRequest, requestID: String) -> EmulatorResponse {
+        logger.warning("a route answered an error without a body; the emulator added its service's envelope",
+                       metadata: ["method": "\(request.method)", "path": "\(request.path.split(separator: "?").first ?? "")",
+                                  "status": "\(r.status)", "request-id": "\(requestID)"])
         var out: EmulatorResponse
         if request.path.lowercased().hasPrefix("/v1.0") {
             out = GraphError(r.status, r.status >= 500 ? "generalException" : "BadRequest", r.status >= 500 ? "An internal error occurred." : "The request is not valid.")

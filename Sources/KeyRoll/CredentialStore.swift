@@ -37,10 +37,15 @@ public final class CredentialStore: @unchecked Sendable {
                       applicationObjectId: b.applicationObjectId, appId: b.appId, displayName: b.displayName)
         }
 
-        /// Refuses endpoints that would carry this identity's tokens and proofs in the clear.
-        public func checkURLs() throws {
+        /// Checks everything KeyRoll will put into a URL: endpoints must not carry this identity's
+        /// tokens and proofs in the clear (``SecureURL``), and the tenant, object id and appId must be
+        /// Entra identifiers, so none can redirect a request to another path (``EntraIdentifier``).
+        public func validate() throws {
             try SecureURL.check(authorityHost, what: "The identity's authorityHost")
             try SecureURL.check(graphBaseURL, what: "The identity's graphBaseURL")
+            try EntraIdentifier.checkTenant(tenantId, what: "The identity's tenantId")
+            try EntraIdentifier.checkGUID(applicationObjectId, what: "The identity's applicationObjectId")
+            try EntraIdentifier.checkGUID(appId, what: "The identity's appId")
         }
 
         public init(tenantId: String, authorityHost: String, graphBaseURL: String, applicationObjectId: String, appId: String, displayName: String?) {
@@ -82,6 +87,8 @@ public final class CredentialStore: @unchecked Sendable {
     var keysDir: String { path + "/keys" }
     public var currentPEMPath: String { path + "/current.pem" }
     public var exists: Bool { FileManager.default.fileExists(atPath: path + "/identity.json") }
+    /// Whether the journal was ever written (an import writes it after the identity and the key).
+    public var hasJournal: Bool { FileManager.default.fileExists(atPath: path + "/journal.json") }
 
     /// Checks permissions of the folder and every file in it.
     public func checkPermissions() throws {
@@ -104,8 +111,8 @@ public final class CredentialStore: @unchecked Sendable {
     public func create(identity: Identity) throws {
         try SecureFiles.ensurePrivateDirectory(path)
         try SecureFiles.ensurePrivateDirectory(keysDir)
-        _ = try lock()  // creates the lock file now, so opening the store later writes nothing
-        try writeJSON(identity, to: path + "/identity.json")
+        _ = try lock()  // creates the lock file now (and refuses while an agent holds it), so opening the store later writes nothing
+        try writeJSON(identity, to: path + "/identity.json", hook: hook)
     }
 
     public func identity() throws -> Identity {

@@ -40,21 +40,22 @@ import TestSupport
         let counted = await w.rig.graph("GET", "/v1.0/applications?$count=true&$top=5", token: w.adminToken)
         #expect(counted.json?["@odata.count"] == .int(8032))
 
-        // the plans: every lookup searches an index; none scans the application table
-        // (each names the index it must search by: walking the tenant's (tenant_id, seq) index is a scan too)
-        let plans: [(String, [String], String)] = [
-            ("SELECT COALESCE(MAX(seq), 0) + 1 FROM application", [], "application_seq"),
-            ("SELECT seq FROM application INDEXED BY application_name WHERE tenant_id = ? AND display_name = ? COLLATE NOCASE AND seq > ? ORDER BY seq",
-             [tenant, "x", "0"], "application_name (tenant_id=? AND display_name=?)"),
-            ("SELECT seq FROM application INDEXED BY application_name WHERE tenant_id = ? AND display_name >= ? COLLATE NOCASE AND display_name < ? COLLATE NOCASE AND seq > ? ORDER BY seq",
-             [tenant, "svc", "svd", "0"], "application_name (tenant_id=? AND display_name>? AND display_name<?)"),
-            ("SELECT a.seq FROM application_tag t JOIN application a ON a.id = t.application_id WHERE t.tenant_id = ? AND t.tag = ? AND a.seq > ? ORDER BY a.seq",
-             [tenant, "team:a", "0"], "PRIMARY KEY (tenant_id=? AND tag=?)"),
-            ("SELECT seq FROM application WHERE app_id = ? AND tenant_id = ? AND seq > ?", ["x", tenant, "0"], "(app_id=?)"),
+        // the plans of the very statements the store runs: every lookup searches an index; none
+        // scans the application table (each names the index it must search by: walking the
+        // tenant's (tenant_id, seq) index is a scan too)
+        let expected: [(String, [String])] = [
+            ("displayName eq 'x'", ["application_seq", "application_name (tenant_id=? AND display_name=?)"]),
+            ("startswith(displayName,'svc')", ["application_seq", "application_name (tenant_id=? AND display_name>? AND display_name<?)"]),
+            ("tags/any(t:t eq 'team:a')", ["application_seq", "PRIMARY KEY (tenant_id=? AND tag=?)"]),
+            ("appId eq 'x'", ["application_seq", "(app_id=?)"]),
+            ("id eq 'x'", ["application_seq", "(id=?)"]),
         ]
-        for (sql, args, index) in plans {
-            let plan = try w.rig.emulator.queryPlan(sql, args)
-            #expect(plan.contains(index) && !plan.contains("SCAN application"), "\(sql)\nexpected a search by \(index), got:\n\(plan)")
+        for (filter, indexes) in expected {
+            let plans = try w.rig.emulator.applicationLookupPlans(tenantID: tenant, filter: filter)
+            #expect(plans.count == indexes.count, "\(filter): \(plans)")
+            for ((sql, plan), index) in zip(plans, indexes) {
+                #expect(plan.contains(index) && !plan.contains("SCAN application"), "\(filter): \(sql)\nexpected a search by \(index), got:\n\(plan)")
+            }
         }
     }
 }

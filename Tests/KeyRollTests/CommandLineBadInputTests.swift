@@ -130,6 +130,8 @@ import Glibc
                 $0["bootstrap"] = .object(c)
             }, "--store", w.dir + "/s4"], says: "expired"),
             .init(description: "import: plain http in the bundle", argv: ["import", "--bundle", bundleVariant("http.json") { $0["authorityHost"] = "http://login.example" }, "--store", w.dir + "/s5"], says: "plain http"),
+            .init(description: "import: a path in the object id", argv: ["import", "--bundle", bundleVariant("path.json") { $0["applicationObjectId"] = "../servicePrincipals/x" }, "--store", w.dir + "/s7"], says: "is not a GUID"),
+            .init(description: "import: a query in the tenant", argv: ["import", "--bundle", bundleVariant("tenant.json") { $0["tenantId"] = "contoso.com/x?y=" }, "--store", w.dir + "/s8"], says: "neither a tenant GUID"),
             .init(description: "import: a symlinked bundle", argv: ["import", "--bundle", w.dir + "/bundle-link.json", "--store", w.dir + "/s6"], says: "symbolic link"),
             // roll/status: policy files
             .init(description: "roll: unknown policy field", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p1.json", #"{"validityDays": 365, "rollAtFractoin": 0.5}"#)], says: "unknown field \"rollAtFractoin\""),
@@ -158,6 +160,11 @@ import Glibc
                 try FileManager.default.moveItem(atPath: $0.keyPath(active), toPath: $0.path + "/elsewhere.pem")
                 symlink($0.path + "/elsewhere.pem", $0.keyPath(active))
             }], says: "symbolic link"),
+            .init(description: "roll: an identity.json whose appId is a path", argv: ["roll", "--store", try damaged("pathid") {
+                var id = try JSONValue.parse(SecureFiles.read($0.path + "/identity.json")).objectValue!
+                id["appId"] = "00000000-0000-0000-0000-000000000000/../x"
+                try SecureFiles.writeAtomically(JSONValue.object(id).serialized(), to: $0.path + "/identity.json", mode: 0o600)
+            }], says: "is not a GUID"),
             .init(description: "status: not a store", argv: ["status", "--store", w.dir], says: "is not a KeyRoll store"),
         ]
         for c in cases { try await run(w, c) }

@@ -222,4 +222,86 @@ final class PointHook: @unchecked Sendable {
         }
         return wrong.sorted()
     }
+
+    /// Import dies (or fails for want of space) at each of its side effects; the same import run
+    /// again finishes it, and the store then rolls like any other. A second run of a finished
+    /// import changes nothing.
+    @Test func everyPointOfAnImport() async throws {
+        let fleet = try await Fleet()
+        let reference = PointHook()
+        let refBundle = try await fleet.bundle("import-reference")
+        try Roller.importBundle(refBundle, into: CredentialStore(path: fleet.root + "/import-reference", hook: reference.hook), now: fleet.rig.clock.now())
+        let points = reference.points
+        #expect(points.contains { $0.hasPrefix("rename identity.json") } && points.contains { $0.hasPrefix("rename journal.json") }
+                && points.contains { $0.hasPrefix("rename current.pem") }, "\(points)")
+        var trials = 0
+        for (i, point) in points.enumerated() {
+            guard let effect = SideEffect(String(point.prefix { $0 != "#" })) else { Issue.record("unparseable point \(point)"); continue }
+            for fault in [Fault.crash, .noSpace] where fault.applies(to: effect) {
+                trials += 1
+                let name = "import-\(i)-\(fault.rawValue)"
+                let context = "import: \(fault.rawValue) at \(point)"
+                let bundle = try await fleet.bundle(name)
+                let boot = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+                let faulty = PointHook(target: point, fault: fault)
+                #expect(throws: (any Error).self, "\(context)") {
+                    try Roller.importBundle(bundle, into: CredentialStore(path: fleet.root + "/" + name, hook: faulty.hook), now: fleet.rig.clock.now())
+                }
+                #expect(faulty.didFire, "\(context): not reached")
+                // the operator runs the same import again
+                let store = CredentialStore(path: fleet.root + "/" + name)
+                do { try Roller.importBundle(bundle, into: store, now: fleet.rig.clock.now()) } catch {
+                    Issue.record("\(context): the import cannot be finished: \(error)"); continue
+                }
+                #expect(try store.journal().active == boot, "\(context)")
+                #expect(store.keysOnDisk() == [boot], "\(context): keys on disk \(store.keysOnDisk())")
+                #expect(store.published()?.certificate.sha1Thumbprint.hex == boot, "\(context): current.pem")
+                // and a third run is a no-op
+                #expect(try Roller.importBundle(bundle, into: store, now: fleet.rig.clock.now()).active == boot, "\(context)")
+                let roller = try fleet.roller(store)
+                #expect(fleet.temporaryFiles(store).isEmpty, "\(context): temporary files left")
+                let outcome = try await roller.roll()
+                #expect({ if case .rolled = outcome { true } else { false } }(), "\(context): \(outcome)")
+            }
+        }
+        // a store that has rolled is never overwritten by its old bundle
+        let (rolled, rolledBundle) = try await fleet.agentStore("import-after-roll")
+        _ = try await fleet.roller(rolled).roll()
+        #expect(throws: CredentialStore.StoreError.self) { try Roller.importBundle(rolledBundle, into: rolled, now: fleet.rig.clock.now()) }
+        print("crash points (import): \(points.count) points, \(trials) trials")
+    }
+
+    /// The sweep at start destroys what a crash left (a key the journal never recorded, a
+    /// temporary file); it can die at each of its own side effects, and the next start finishes it.
+    @Test func everyPointOfTheStartupSweep() async throws {
+        let fleet = try await Fleet()
+        func litter(_ store: CredentialStore) throws -> String {
+            let stray = try fleet.rig.credential("stray", days: 30)
+            try store.storeCredential(stray)
+            try SecureFiles.writeAtomically("{", to: store.path + "/.journal.json.tmp-crashed", mode: 0o600)
+            return stray.certificate.sha1Thumbprint.hex
+        }
+        let (refStore, _) = try await fleet.agentStore("sweep-reference")
+        _ = try litter(refStore)
+        let reference = PointHook()
+        _ = try fleet.roller(CredentialStore(path: refStore.path, hook: reference.hook))
+        let points = reference.points
+        #expect(points.filter { $0.hasPrefix("unlink") }.count == 3, "two key files and a temporary file: \(points)")
+        for (i, point) in points.enumerated() {
+            let name = "sweep-\(i)"
+            let context = "sweep: crash at \(point)"
+            let (store, bundle) = try await fleet.agentStore(name)
+            let active = try store.journal().active
+            let stray = try litter(store)
+            let faulty = PointHook(target: point, fault: .crash)
+            #expect(throws: (any Error).self, "\(context)") { _ = try fleet.roller(CredentialStore(path: store.path, hook: faulty.hook)) }
+            #expect(faulty.didFire, "\(context): not reached")
+            #expect(store.hasCredential(active), "\(context): the active key was touched")
+            let restarted = try fleet.roller(store)
+            #expect(store.keysOnDisk() == [active], "\(context): keys on disk \(store.keysOnDisk()) (stray \(stray))")
+            #expect(fleet.temporaryFiles(store).isEmpty, "\(context): temporary files left")
+            #expect(restarted.journal.active == active)
+            #expect(!(try await fleet.usableKeys(store, bundle.appId)).isEmpty, "\(context): locked out")
+        }
+    }
 }

@@ -27,6 +27,9 @@ final class Fleet: @unchecked Sendable {
         root = try Tools.temporaryDirectory("keyroll-fleet")
     }
 
+    /// Provisions `name` and returns its bundle, not yet imported.
+    func bundle(_ name: String) async throws -> BootstrapBundle { try await provisioner.provision(name: name).bundle }
+
     /// Provisions `name` and imports its bundle into a fresh store.
     func agentStore(_ name: String) async throws -> (CredentialStore, BootstrapBundle) {
         let result = try await provisioner.provision(name: name)

@@ -245,15 +245,50 @@ import Glibc
     }
 
     @Test func waitingForTheLockBlocksNoThread() async throws {
+        // more waiters than the pool has threads, each on a store whose lock is held: if waiting
+        // held a thread, the pool would be exhausted and the waiters' own polls (and the check
+        // below, which needs a pool thread) could not all run
         let fleet = try await Fleet()
-        let (store, _) = try await fleet.agentStore("waiting")
-        var holder: Roller? = try fleet.roller(store)
-        let waiter = Task { try await Roller.waitingForLock(pollEvery: 0.01) { try fleet.roller(CredentialStore(path: store.path)) } }
-        try await Task.sleep(nanoseconds: 50_000_000)
-        _ = holder
-        holder = nil
-        let opened = try await waiter.value
-        #expect(opened.journal.active == (try store.journal().active))
+        let waiters = ProcessInfo.processInfo.activeProcessorCount * 4
+        let polls = PollCounter()
+        var holders: [Roller] = []
+        var stores: [CredentialStore] = []
+        for i in 0..<waiters {
+            let (store, _) = try await fleet.agentStore("waiting-\(i)")
+            holders.append(try fleet.roller(store))
+            stores.append(store)
+        }
+        let tasks = stores.map { store in
+            Task { try await Roller.waitingForLock(pollEvery: 0.01, sleeper: polls) { try fleet.roller(CredentialStore(path: store.path)) } }
+        }
+        // every waiter polls at least 3 times while all the locks are held
+        try await polls.waitUntil(atLeast: waiters * 3)
+        #expect(await Task.detached { 42 }.value == 42, "the pool still runs new work")
+        holders.removeAll()
+        for (task, store) in zip(tasks, stores) {
+            let opened = try await task.value
+            #expect(opened.journal.active == (try store.journal().active))
+        }
+    }
+
+    /// A sleeper that counts its calls and suspends (never blocks) for the time asked.
+    actor PollCounter: Sleeper {
+        private var count = 0
+        private var watchers: [(Int, CheckedContinuation<Void, Never>)] = []
+        nonisolated func sleep(seconds: Double) async throws {
+            await tick()
+            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+        }
+        private func tick() {
+            count += 1
+            let (ready, waiting) = (watchers.filter { $0.0 <= count }, watchers.filter { $0.0 > count })
+            watchers = waiting
+            for (_, c) in ready { c.resume() }
+        }
+        func waitUntil(atLeast n: Int) async throws {
+            if count >= n { return }
+            await withCheckedContinuation { watchers.append((n, $0)) }
+        }
     }
 
     @Test func reloadHooksRunWithoutHoldingThreadsOfThePool() async throws {
