@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "keyroll", targets: ["keyroll"]),
+        .executable(name: "keyroll-lab", targets: ["keyroll-lab"]),
+        .library(name: "KeyRollPrimitives", targets: ["KeyRollPrimitives"]),
         .library(name: "EntraCrypto", targets: ["EntraCrypto"]),
         .library(name: "EntraClient", targets: ["EntraClient"]),
         .library(name: "EntraEmulator", targets: ["EntraEmulator"]),
@@ -28,10 +30,15 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
+        // Shared primitives with no I/O policy of their own: JSON values, UTC time, clocks and
+        // sleepers, backoff, the seedable PRNG, secure files, JSON-lines files, side-effect hooks,
+        // and the bootstrap bundle format.
+        .target(name: "KeyRollPrimitives"),
         // Pure cryptography: keys, certificates, thumbprints, compact JWS, assertions, proofs. No I/O, no clock.
         .target(
             name: "EntraCrypto",
             dependencies: [
+                "KeyRollPrimitives",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -39,26 +46,11 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
-        // A local Entra ID: token service + Graph application endpoints, SQLite store, virtual clock, faults.
-        .target(
-            name: "EntraEmulator",
-            dependencies: [
-                "EntraCrypto",
-                "EntraClient",
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTLS", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
         // Talks to Entra (real or emulated): tokens, Graph calls, retries, typed errors.
         .target(
             name: "EntraClient",
             dependencies: [
-                "EntraCrypto",
+                "EntraCrypto", "KeyRollPrimitives",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -66,43 +58,98 @@ let package = Package(
         // The rolling agent: store, policy, state machine, journal.
         .target(
             name: "KeyRoll",
-            dependencies: ["EntraCrypto", "EntraClient", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["EntraCrypto", "EntraClient", "KeyRollPrimitives", .product(name: "Logging", package: "swift-log")]
         ),
         // The central side: bulk provisioning, audit, re-bootstrap.
         .target(
             name: "Provisioning",
-            dependencies: ["EntraCrypto", "EntraClient", "KeyRoll", .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams")]
+            dependencies: ["EntraCrypto", "EntraClient", "KeyRollPrimitives", .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams")]
         ),
-        .executableTarget(
-            name: "keyroll",
+        // What both executables share: options, environment, errors, deadlines, logging setup.
+        .target(
+            name: "KeyRollCLI",
             dependencies: [
-                "EntraCrypto", "EntraClient", "EntraEmulator", "KeyRoll", "Provisioning", .product(name: "Hummingbird", package: "hummingbird"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "EntraCrypto", "EntraClient", "KeyRoll", "KeyRollPrimitives",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Helpers shared by the test targets: subprocesses (openssl, Python verifiers), temp folders.
-        .target(name: "TestSupport", dependencies: ["EntraCrypto", "EntraEmulator", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        // The production tool: agent, roll, status, plan, import, cert, provision, audit, rebootstrap.
+        // Links no emulator, SQLite or HTTPS-server code.
+        .executableTarget(
+            name: "keyroll",
+            dependencies: [
+                "EntraCrypto", "EntraClient", "KeyRoll", "KeyRollCLI", "KeyRollPrimitives", "Provisioning",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // A local Entra ID: token service + Graph application endpoints, SQLite store, virtual clock, faults.
+        .target(
+            name: "EntraEmulator",
+            dependencies: [
+                "EntraCrypto", "KeyRollPrimitives",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The lab's harness, shared by the tests, the demo and the benchmarks: one served emulator,
+        // one way to wire clients to it, one in-process transport, one lockout check.
+        .target(
+            name: "LabHarness",
+            dependencies: [
+                "EntraCrypto", "EntraClient", "EntraEmulator", "KeyRoll", "KeyRollPrimitives", "Provisioning",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The lab tool: the emulator server, the demo, the benchmarks.
+        .executableTarget(
+            name: "keyroll-lab",
+            dependencies: [
+                "EntraCrypto", "EntraClient", "EntraEmulator", "KeyRoll", "KeyRollCLI", "KeyRollPrimitives", "LabHarness", "Provisioning",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Helpers for the test targets only: subprocesses (openssl, Python verifiers), temp folders.
+        .target(name: "TestSupport", dependencies: ["EntraCrypto", "EntraEmulator", "KeyRollPrimitives", "LabHarness",
                                                    .product(name: "Logging", package: "swift-log")], path: "Tests/TestSupport"),
         .testTarget(
             name: "EntraCryptoTests",
-            dependencies: ["EntraCrypto", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based")]
+            dependencies: ["EntraCrypto", "KeyRollPrimitives", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(
             name: "EntraClientTests",
-            dependencies: ["EntraClient", "EntraEmulator", "EntraCrypto", "TestSupport", .product(name: "Logging", package: "swift-log"), .product(name: "PropertyBased", package: "swift-property-based")]
+            dependencies: ["EntraClient", "EntraEmulator", "EntraCrypto", "KeyRollPrimitives", "LabHarness", "TestSupport", .product(name: "Logging", package: "swift-log"), .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(
             name: "EntraEmulatorTests",
-            dependencies: ["EntraEmulator", "EntraCrypto", "EntraClient", "TestSupport"]
+            dependencies: ["EntraEmulator", "EntraCrypto", "KeyRollPrimitives", "LabHarness", "TestSupport"]
         ),
         .testTarget(
             name: "ProvisioningTests",
-            dependencies: ["Provisioning", "KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "TestSupport"]
+            dependencies: ["Provisioning", "KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "TestSupport"]
         ),
         .testTarget(
             name: "KeyRollTests",
-            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "Provisioning", "TestSupport"]
+            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "Provisioning", "TestSupport"]
+        ),
+        // Tests that drive the built executables (crashes by SIGKILL, the demo, the benchmarks'
+        // smoke run, bad command lines). They fail, never skip, when a binary is missing.
+        .testTarget(
+            name: "BinaryTests",
+            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "Provisioning", "TestSupport"]
         ),
     ]
 )

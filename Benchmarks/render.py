@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Renders the JSON lines of `keyroll bench … --json` as the results table of docs/benchmarks.md.
+"""Renders the JSON lines of `keyroll-lab bench … --json` as the results table of docs/benchmarks.md.
 
     render.py RESULTS.jsonl docs/benchmarks.md
 

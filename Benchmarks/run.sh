@@ -12,7 +12,8 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk;
 scripts/python-env >&2
 [ -x .venv-azcli/bin/az ] || { python3 -m venv .venv-azcli && .venv-azcli/bin/pip install -q azure-cli; }
 swift build -c release --product keyroll --scratch-path .build-release
-K=.build-release/release/keyroll
+swift build -c release --product keyroll-lab --scratch-path .build-release
+K=.build-release/release/keyroll-lab   # runs the production keyroll built beside it as its agents
 out=Benchmarks/results.jsonl
 : > "$out"
 export KEYROLL_PYTHON=$PWD/.venv-py/bin/python

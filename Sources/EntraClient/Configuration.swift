@@ -1,5 +1,7 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
+import Logging
 
 /// Where an identity signs in and which Graph it calls. Real Entra by default; any emulator by URL.
 public struct EntraEndpoints: Sendable, Equatable, Codable {
@@ -57,11 +59,27 @@ public struct RetryPolicy: Sendable, Equatable {
         self.requestTimeout = requestTimeout
     }
 
-    /// Delay before attempt `attempt + 1` (attempt counts from 1).
+    /// The backoff between attempts when the server names no time: from `baseDelay`, doubling, up
+    /// to `maxDelay`, with full jitter.
+    public var backoff: Backoff { Backoff(base: baseDelay, cap: maxDelay, jitter: .full) }
+
+    /// Delay before attempt `attempt + 1` (attempt counts from 1): the server's `Retry-After`
+    /// (capped at `maxRetryAfter`) when it sent one, the backoff otherwise.
     public func delay(attempt: Int, retryAfter: Double?, random: Double) -> Double {
         if let r = retryAfter, r >= 0 { return min(r, maxRetryAfter) }
-        let cap = min(maxDelay, baseDelay * pow(2, Double(attempt - 1)))
-        return cap * random
+        return backoff.delay(attempt: attempt, random: random)
+    }
+
+    /// After a failed attempt: throws `error` when it may not be retried (or the attempts are
+    /// spent), otherwise logs and sleeps for the delay, so the caller tries again. The one retry
+    /// step of the token provider and the Graph client.
+    func pause(after error: EntraError, attempt: Int, maxAttempts: Int? = nil, sleeper: any Sleeper, logger: Logger, _ what: String,
+               metadata: Logger.Metadata = [:]) async throws {
+        guard error.isRetryable, attempt < (maxAttempts ?? self.maxAttempts) else { throw error }
+        let delay = delay(attempt: attempt, retryAfter: error.retryAfter, random: Double.random(in: 0...1))
+        logger.info("\(what) will be retried", metadata: metadata.merging(["kind": "\(error.kind.rawValue)", "status": "\(error.httpStatus ?? 0)",
+                                                                          "attempt": "\(attempt)", "delay_s": "\(delay)"]) { $1 })
+        try await sleeper.sleep(seconds: delay)
     }
 }
 

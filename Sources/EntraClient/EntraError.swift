@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 
 /// Every failure of a call to Entra or Graph, classified so callers decide without string matching.
 /// Messages are redacted: no token, assertion, proof, key or secret ever appears in one.

@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 import Logging
 
 /// Typed Microsoft Graph calls for app registrations, authenticated as one app-only identity.
@@ -33,6 +34,15 @@ public struct GraphClient: Sendable {
         self.retry = retry
         self.logger = logger
         self.onThrottle = onThrottle
+    }
+
+    /// A client that signs in as `clientID` with `credential` through its own token provider: the
+    /// one way KeyRoll's tools, the lab and the tests wire a Graph client.
+    public static func signingIn(as clientID: String, with credential: ClientCredential, endpoints: EntraEndpoints, transport: any HTTPTransport,
+                                 clock: any WallClock = SystemClock(), sleeper: any Sleeper = TaskSleeper(), retry: RetryPolicy = .init(),
+                                 logger: Logger = Logger(label: "keyroll.client.graph")) -> GraphClient {
+        let tokens = TokenProvider(endpoints: endpoints, clientID: clientID, transport: transport, clock: clock, sleeper: sleeper, retry: retry, logger: logger)
+        return GraphClient(endpoints: endpoints, tokens: tokens, auth: credential, transport: transport, clock: clock, sleeper: sleeper, retry: retry, logger: logger)
     }
 
     /// The same client authenticating with another credential.
@@ -240,11 +250,7 @@ public struct GraphClient: Sendable {
                 continue
             }
             if error.kind == .throttled { onThrottle?(error.retryAfter) }
-            guard error.isRetryable, attempt < retry.maxAttempts else { throw error }
-            let delay = retry.delay(attempt: attempt, retryAfter: error.retryAfter, random: Double.random(in: 0...1))
-            logger.info("graph call will be retried", metadata: ["operation": "\(operation)", "kind": "\(error.kind.rawValue)",
-                                                                  "status": "\(error.httpStatus ?? 0)", "attempt": "\(attempt)", "delay_s": "\(delay)"])
-            try await sleeper.sleep(seconds: delay)
+            try await retry.pause(after: error, attempt: attempt, sleeper: sleeper, logger: logger, "graph call", metadata: ["operation": "\(operation)"])
         }
     }
 

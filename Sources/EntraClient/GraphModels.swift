@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 
 /// `microsoft.graph.keyCredential`, as Graph returns it.
 public struct KeyCredential: Sendable, Codable, Equatable {

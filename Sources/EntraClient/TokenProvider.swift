@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 import Logging
 
 /// An app-only access token. Treated as opaque; only its lifetime is used.
@@ -121,10 +122,7 @@ public actor TokenProvider {
                                metadata: ["client_request_id": "\(clientRequestID)"])
                 continue
             }
-            guard error.isRetryable, attempt < (maxAttempts ?? retry.maxAttempts) else { throw error }
-            let delay = retry.delay(attempt: attempt, retryAfter: error.retryAfter, random: Double.random(in: 0...1))
-            logger.info("token request will be retried", metadata: ["kind": "\(error.kind.rawValue)", "attempt": "\(attempt)", "delay_s": "\(delay)"])
-            try await sleeper.sleep(seconds: delay)
+            try await retry.pause(after: error, attempt: attempt, maxAttempts: maxAttempts, sleeper: sleeper, logger: logger, "token request")
         }
     }
 

@@ -1,4 +1,3 @@
-import EntraCrypto
 import Foundation
 
 /// One HTTP exchange, independent of the library that carries it.
@@ -43,27 +42,4 @@ public protocol HTTPTransport: Sendable {
 public struct TransportError: Error, Sendable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
-}
-
-/// Waits. Real code sleeps; virtual-clock runs advance the clock instead.
-public protocol Sleeper: Sendable {
-    func sleep(seconds: Double) async throws
-}
-
-public struct TaskSleeper: Sleeper {
-    public init() {}
-    public func sleep(seconds: Double) async throws {
-        try await Task.sleep(nanoseconds: UInt64(max(0, seconds) * 1_000_000_000))
-    }
-}
-
-/// For virtual-clock runs (tests, the demo): "sleeping" advances the clock instantly.
-public struct ClockAdvancingSleeper: Sleeper {
-    public let clock: ManualClock
-    public init(clock: ManualClock) { self.clock = clock }
-    public func sleep(seconds: Double) async throws {
-        try Task.checkCancellation()
-        clock.advance(by: max(0, seconds))
-        await Task.yield()
-    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import KeyRollPrimitives
 
 /// The JWS algorithms Entra accepts for RSA keys (RFC 7518 §3.3 and §3.5). PSS uses MGF1 with the
 /// same digest and a salt as long as the digest (32 bytes for PS256).
@@ -63,10 +64,13 @@ public struct CompactJWS: Sendable {
         let headerBytes = try decode(parts[0], "header")
         let payloadBytes = try decode(parts[1], "payload")
         let sigBytes = try decode(parts[2], "signature")
-        guard case .object(let header) = try JSONValue.parse(headerBytes) else {
+        func parse(_ bytes: [UInt8], _ what: String) throws -> JSONValue {
+            do { return try JSONValue.parse(bytes) } catch { throw EntraCryptoError.malformedJWS("the \(what) is \(error)") }
+        }
+        guard case .object(let header) = try parse(headerBytes, "header") else {
             throw EntraCryptoError.malformedJWS("the header is not a JSON object")
         }
-        guard case .object(let claims) = try JSONValue.parse(payloadBytes) else {
+        guard case .object(let claims) = try parse(payloadBytes, "payload") else {
             throw EntraCryptoError.malformedJWS("the payload is not a JSON object")
         }
         guard let algName = header["alg"]?.stringValue else {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KeyRollPrimitives
 
 /// A certificate thumbprint: a hash of the certificate's DER encoding.
 ///

@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 import Logging
 import Synchronization
 
@@ -7,7 +8,7 @@ import Synchronization
 /// certificate assertions or secrets), discovery and JWKS, and the Graph v1.0 application and
 /// service-principal endpoints including `addKey`/`removeKey` with exact proof validation.
 ///
-/// It serves in-process (``handle(_:)``, used by tests and `keyroll demo`) or over HTTP/HTTPS
+/// It serves in-process (``handle(_:)``, used by tests and `keyroll-lab demo`) or over HTTP/HTTPS
 /// (``EmulatorServer``). All validity checks use ``clock``, so a test can move time freely.
 public final class EntraEmulator: Sendable {
     public let store: DirectoryStore
@@ -55,7 +56,7 @@ public final class EntraEmulator: Sendable {
     public var now: Date { wallClock.now() }
 
     /// When set, every control-API request (`/_emulator/…`) must carry `Authorization: Bearer
-    /// <secret>`; `keyroll emulator --allow-remote` sets it. Compared in constant time.
+    /// <secret>`; `keyroll-lab emulator --allow-remote` sets it. Compared in constant time.
     public var controlSecret: String? {
         get { state.withLock { $0.controlSecret } }
         set { state.withLock { $0.controlSecret = newValue } }
@@ -145,13 +146,13 @@ public final class EntraEmulator: Sendable {
         guard let first = segments.first else { return .text(200, "KeyRoll Entra emulator\n") }
         switch first.lowercased() {
         case "v1.0":
-            return GraphService(emulator: self, request: request, requestID: requestID).respond()
+            return GraphRoutes(emulator: self, request: request, requestID: requestID).respond()
         case "_emulator":
             guard controlAllowed(request) else {
                 return .json(401, .object(["error": .object(["code": "Unauthorized",
                                                              "message": "The control API needs Authorization: Bearer <the token in the state folder's control-token file>."])]))
             }
-            return ControlAPI(emulator: self, request: request).respond()
+            return ControlRoutes(emulator: self, request: request).respond()
         case "healthz", "readyz":
             let ok = (try? store.integrityCheck()) == "ok"
             return .json(ok ? 200 : 503, .object(["status": .string(ok ? "ok" : "store integrity check failed")]))
@@ -160,100 +161,7 @@ public final class EntraEmulator: Sendable {
         case "metadata", "subscriptions", "tenants":
             return AzureCLISupport(emulator: self, request: request).respond()
         default:
-            return TokenService(emulator: self, request: request).respond()
-        }
-    }
-
-    // MARK: faults
-
-    private func pickFault(method: String, path: String) -> FaultRule.Action? {
-        state.withLock { s in
-            for (i, rule) in s.faults.enumerated() where rule.matches(method: method, path: path) {
-                if !rule.sequence.isEmpty {
-                    let pos = s.faultCursor[i, default: 0]
-                    s.faultCursor[i] = pos + 1
-                    if pos < rule.sequence.count, rule.sequence[pos] { return rule.action }
-                    continue
-                }
-                if Double(s.rng.next() % 1_000_000) / 1_000_000 < rule.probability { return rule.action }
-            }
-            return nil
-        }
-    }
-
-    private func faultResponse(_ request: EmulatorRequest, status: Int, retryAfter: Double?, requestID: String) -> EmulatorResponse {
-        var headers: [(String, String)] = []
-        if let retryAfter { headers.append(("Retry-After", formatSeconds(retryAfter))) }
-        if request.path.lowercased().contains("/oauth2/") {
-            var r = EmulatorResponse.json(status, .object([
-                "error": "temporarily_unavailable",
-                "error_description": .string("AADSTS90033: A transient error has occurred. Please try again.\r\nTrace ID: \(requestID)\r\nCorrelation ID: \(requestID)\r\nTimestamp: \(WireTime.tokenTimestamp(now))"),
-                "error_codes": .array([90033]), "timestamp": .string(WireTime.tokenTimestamp(now)),
-                "trace_id": .string(requestID), "correlation_id": .string(requestID),
-            ]))
-            r.headers += headers
-            return r
-        }
-        let code = status == 503 ? "serviceNotAvailable" : status == 504 ? "gatewayTimeout" : status == 429 ? "TooManyRequests" : "generalException"
-        return GraphError(status, code, "Injected fault (\(status)).", headers: headers)
-            .response(now: now, requestID: requestID, clientRequestID: request.headers["client-request-id"])
-    }
-
-    // MARK: throttling (Graph identity budgets, on the virtual clock)
-
-    /// Counts a Graph write by `caller` in `tenant`; returns a 429 when the budget is spent.
-    func throttleWrite(caller: String, tenant: String) -> GraphError? {
-        let t = settings.throttling
-        guard t.enabled else { return nil }
-        return throttle(log: \.writeLog, key: "\(caller)/\(tenant)", limit: t.writesPerWindow, window: t.writeWindow,
-                        scope: "Tenant_Application/Write/\(caller)/\(tenant)", information: "WriteLimitExceeded")
-    }
-
-    /// Counts a `$select=keyCredentials` read on applications in `tenant` (150/min per tenant).
-    func throttleKeyCredentialSelect(caller: String, tenant: String) -> GraphError? {
-        let t = settings.throttling
-        guard t.enabled else { return nil }
-        return throttle(log: \.selectLog, key: tenant, limit: t.keyCredentialSelectsPerMinute, window: 60,
-                        scope: "Tenant/Read/\(caller)/\(tenant)", information: "ResourceUnitLimitExceeded")
-    }
-
-    func throttleToken(client: String) -> Double? {
-        let t = settings.throttling
-        guard t.enabled, t.tokenRequestsPer10s > 0 else { return nil }
-        let now = self.now
-        return state.withLock { s -> Double? in
-            var log = s.tokenLog[client, default: []].filter { now.timeIntervalSince($0) < 10 }
-            defer { s.tokenLog[client] = log }
-            if log.count >= t.tokenRequestsPer10s { return max(0.1, 10 - now.timeIntervalSince(log[0])) }
-            log.append(now)
-            return nil
-        }
-    }
-
-    private func throttle(log path: WritableKeyPath<MutableState, [String: [Date]]>, key: String, limit: Int, window: TimeInterval,
-                          scope: String, information: String) -> GraphError? {
-        let now = self.now
-        let retry: Double? = state.withLock { s in
-            var log = s[keyPath: path][key, default: []]
-            log.removeAll { now.timeIntervalSince($0) >= window }
-            defer { s[keyPath: path][key] = log }
-            if log.count >= limit { return max(0.001, window - now.timeIntervalSince(log[0])) }
-            log.append(now)
-            return nil
-        }
-        guard let retry else { return nil }
-        bump("graph_throttled_total")
-        return GraphError(429, "TooManyRequests", "Too many requests. Please retry after the time in the Retry-After header.",
-                          headers: [("Retry-After", formatSeconds(retry)), ("x-ms-throttle-scope", scope),
-                                    ("x-ms-throttle-information", information)])
-    }
-
-    /// A random propagation delay from the settings' range (seeded).
-    func propagationDelay() -> TimeInterval {
-        state.withLock { s in
-            let lo = s.settings.propagationDelayMin, hi = max(lo, s.settings.propagationDelayMax)
-            guard hi > lo else { return lo }
-            return lo + (hi - lo) * Double(s.rng.next() % 1_000_001) / 1_000_000
+            return TokenRoutes(emulator: self, request: request).respond()
         }
     }
 

@@ -1,6 +1,7 @@
 import EntraClient
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -9,6 +10,8 @@ import Glibc
 /// Runs many identities: each reconciles at start, then sleeps until its next roll is due (timers,
 /// no polling), rolls, and on failure backs off (1 min doubling to 1 h) while it keeps trying.
 public final class AgentDaemon: @unchecked Sendable {
+    /// Waits after a failed roll: 1, 2, 4 … minutes, at most an hour.
+    static let failureBackoff = Backoff(base: 60, cap: 3600)
     public let rollers: [Roller]
     let clock: any WallClock
     let sleeper: any Sleeper
@@ -58,7 +61,7 @@ public final class AgentDaemon: @unchecked Sendable {
             } catch {
                 failures += 1
                 lock.withLock { lastError[r.identity.appId] = "\(error)" }
-                let delay = min(3600, 60 * pow(2, Double(min(failures - 1, 6))))
+                let delay = Self.failureBackoff.delay(attempt: failures)
                 logger.error("roll failed; will retry", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)", "retry_in_s": "\(Int(delay))"])
                 r.refreshMetrics()
                 do { try await sleeper.sleep(seconds: delay) } catch { return }

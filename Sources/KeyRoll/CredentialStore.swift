@@ -3,6 +3,7 @@ import EntraCrypto
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import KeyRollPrimitives
 #endif
 
 /// One identity's private folder (0700):

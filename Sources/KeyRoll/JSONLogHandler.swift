@@ -1,6 +1,7 @@
 import EntraClient
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 import Logging
 
 /// One JSON object per line on stderr (`ts`, `level`, `label`, `msg`, metadata), or a compact human

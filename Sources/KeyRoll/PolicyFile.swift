@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 
 extension RollPolicy {
     /// A policy file KeyRoll refuses: unknown field, wrong type, not JSON, too large.

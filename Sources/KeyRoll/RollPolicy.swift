@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 
 /// When and how to roll. Pure: every decision takes `now` and (for jitter) a random fraction.
 public struct RollPolicy: Codable, Sendable, Equatable {

@@ -1,3 +1,4 @@
+import EntraCrypto
 import Foundation
 
 /// What `keyroll status` and `/metrics` say about one identity. Pure: derived from the journal,
@@ -51,16 +52,29 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
     }
 
     /// What resuming a roll at its phase does.
-    static func nextAction(_ r: RollInProgress) -> String {
-        switch r.phase {
-        case .stored: return "register the new key with addKey (or find it registered already)"
+    static func nextAction(_ r: RollInProgress) -> String { nextAction(r.phase, reloaded: r.reloadedAt != nil) }
+
+    /// The step that leaves `phase`, in words (the state machine's transitions, as an operator reads them).
+    static func nextAction(_ phase: RollPhase, reloaded: Bool, policy: RollPolicy? = nil) -> String {
+        switch phase {
+        case .stored: return "register the new key with addKey, with a proof signed by the active key (or find it registered already)"
         case .added: return "wait until Graph lists the new key"
-        case .visible: return "prove the new key at the token endpoint (abandon the roll if it is not accepted in time)"
+        case .visible:
+            let how = policy.map { " (\($0.verifySuccesses) consecutive tokens within \(Int($0.verifyTimeout)) s)" } ?? ""
+            return "prove the new key at the token endpoint\(how); abandon the roll if it is not accepted in time"
         case .verified: return "publish the new key as current.pem"
-        case .switched: return r.reloadedAt == nil ? "run the reload hook, then remove the old key from Entra" : "remove the old key from Entra"
+        case .switched: return reloaded ? "remove the old key from Entra" : "run the reload hook, then remove the old key from Entra with a proof signed by the new key"
         case .retired: return "destroy the old key"
         case .abandoning: return "remove the unproven new key from Entra and destroy it; the old key stays active"
         }
+    }
+
+    /// Every step of a roll under `policy`, in order: key generation, then the step that leaves
+    /// each phase of the journal's state machine on the way to the end of a successful roll.
+    public static func rollSteps(policy: RollPolicy) -> [String] {
+        ["generate an RSA-\(policy.keySize.rawValue) key and a \(Int(policy.effectiveValidity / 86_400))-day certificate, and store both (0600)"]
+            + [RollPhase.stored, .added, .visible, .verified, .switched].map { nextAction($0, reloaded: false, policy: policy) }
+            + ["destroy the old private key once the journal no longer lists it"]
     }
 
     /// What to do about the alarm, in words an operator can act on.

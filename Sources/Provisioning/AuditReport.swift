@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 
 /// Renders a ``FleetAudit`` as a terminal table, JSON, CSV or a self-contained HTML page.
 public enum AuditReport {

@@ -1,11 +1,8 @@
 import EntraClient
 import EntraCrypto
 import Foundation
-import KeyRoll
+import KeyRollPrimitives
 import Logging
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// An append-only, fsynced log of what a provisioning run has done per app, so a run killed at
 /// any point resumes without duplicates and without leaving a bootstrap certificate whose private
@@ -24,25 +21,18 @@ public final class ProvisionLog: @unchecked Sendable {
 
     let path: String
     private let lock = NSLock()
-    private var fd: Int32 = -1
+    private let file: JSONLinesFile
     private var last: [String: Entry] = [:]
 
-    public init(path: String) throws {
+    public init(path: String, hook: SideEffectHook = .none) throws {
         self.path = path
-        if let data = FileManager.default.contents(atPath: path) {
-            let d = JSONDecoder.utcDates()
-            for line in data.split(separator: UInt8(ascii: "\n")) {
-                // a torn last line (killed mid-write) is ignored: its step is redone
-                if let e = try? d.decode(Entry.self, from: Data(line)) { last[e.app] = e }
-            }
+        let d = JSONDecoder.utcDates()
+        for line in JSONLinesFile.lines(at: path) {
+            // a torn last line (killed mid-write) is ignored: its step is redone
+            if let e = try? d.decode(Entry.self, from: Data(line)) { last[e.app] = e }
         }
-        let dir = (path as NSString).deletingLastPathComponent
-        if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SecureFileError.io(path: path, operation: "open", errno: errno) }
+        file = try JSONLinesFile(path: path, hook: hook)
     }
-
-    deinit { if fd >= 0 { close(fd) } }
 
     public func lastEntry(_ app: String) -> Entry? { lock.withLock { last[app] } }
 
@@ -50,10 +40,9 @@ public final class ProvisionLog: @unchecked Sendable {
         let enc = JSONEncoder()
         enc.dateEncodingStrategy = .utcISO8601
         enc.outputFormatting = [.sortedKeys]
-        let bytes = Array(try enc.encode(e)) + [UInt8(ascii: "\n")]
+        let bytes = Array(try enc.encode(e))
         try lock.withLock {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, bytes.count) }
-            guard n == bytes.count, fsync(fd) == 0 else { throw SecureFileError.io(path: path, operation: "append", errno: errno) }
+            try file.append(bytes)
             last[e.app] = e
         }
     }

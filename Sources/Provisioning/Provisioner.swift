@@ -1,7 +1,7 @@
 import EntraClient
 import EntraCrypto
 import Foundation
-import KeyRoll
+import KeyRollPrimitives
 import Logging
 
 /// The central, privileged side: creates app registrations with a short-lived bootstrap

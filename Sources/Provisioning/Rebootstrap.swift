@@ -1,20 +1,20 @@
 import EntraClient
 import EntraCrypto
 import Foundation
-import KeyRoll
-#if canImport(Glibc)
-import Glibc
-#endif
+import KeyRollPrimitives
 
 /// The privileged, audited recovery path for an app past its cliff or whose agent lost its store:
 /// a new bootstrap certificate by read-merge-PATCH-verify and a new bundle.
 public struct Rebootstrap: Sendable {
     public let provisioner: Provisioner
     public let auditLogPath: String
+    /// Passed before every file-system call on the audit trail and the bundle (see ``SideEffect``).
+    public let hook: SideEffectHook
 
-    public init(provisioner: Provisioner, auditLogPath: String) {
+    public init(provisioner: Provisioner, auditLogPath: String, hook: SideEffectHook = .none) {
         self.provisioner = provisioner
         self.auditLogPath = auditLogPath
+        self.hook = hook
     }
 
     public struct Refused: Error, CustomStringConvertible {
@@ -43,32 +43,27 @@ public struct Rebootstrap: Sendable {
             "objectId": .string(app.id), "keyId": .string(bundle.bootstrap.keyId ?? ""), "thumbprint": .string(thumb),
             "forced": .bool(force), "validCertificatesBefore": .int(Int64(valid.count)), "reason": .string(reason), "bundle": .string(bundlePath),
         ]
-        try AuditLog.append(record, to: auditLogPath)
+        try AuditLog.append(record, to: auditLogPath, hook: hook)
         try SecureFiles.ensurePrivateDirectory((bundlePath as NSString).deletingLastPathComponent)
-        try SecureFiles.writeAtomically(try bundle.encoded(), to: bundlePath)
+        try SecureFiles.writeAtomically(try bundle.encoded(), to: bundlePath, hook: hook)
         do { try await provisioner.registerBootstrap(bundle) } catch {
             try? SecureFiles.shred(bundlePath)
             record["phase"] = "failed"
             record["error"] = .string(Redaction.scrub("\(error)"))
             record["time"] = .string(UTCTime.iso(provisioner.graph.correctedNow))
-            try? AuditLog.append(record, to: auditLogPath)
+            try? AuditLog.append(record, to: auditLogPath, hook: hook)
             throw error
         }
         record["phase"] = "completed"
         record["time"] = .string(UTCTime.iso(provisioner.graph.correctedNow))
-        try AuditLog.append(record, to: auditLogPath)
+        try AuditLog.append(record, to: auditLogPath, hook: hook)
         return bundle
     }
 }
 
-/// An append-only JSON-lines audit trail (fsynced; 0600).
+/// The re-bootstrap audit trail: one JSON object per line, in a ``JSONLinesFile``.
 public enum AuditLog {
-    public static func append(_ record: [String: JSONValue], to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SecureFileError.io(path: path, operation: "open", errno: errno) }
-        defer { close(fd) }
-        let bytes = JSONValue.object(record).serialized() + [UInt8(ascii: "\n")]
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, bytes.count) }
-        guard n == bytes.count, fsync(fd) == 0 else { throw SecureFileError.io(path: path, operation: "write", errno: errno) }
+    public static func append(_ record: [String: JSONValue], to path: String, hook: SideEffectHook = .none) throws {
+        try JSONLinesFile.append(JSONValue.object(record).serialized(), to: path, hook: hook)
     }
 }

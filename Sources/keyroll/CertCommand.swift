@@ -1,7 +1,9 @@
 import ArgumentParser
 import EntraCrypto
 import Foundation
+import KeyRollCLI
 import KeyRoll
+import KeyRollPrimitives
 
 struct CertCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

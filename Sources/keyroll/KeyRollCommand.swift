@@ -1,24 +1,21 @@
 import ArgumentParser
 import Foundation
+import KeyRollCLI
 
 @main
 struct KeyRollCommand: AsyncParsableCommand {
-    static let version = "0.1.0"
+    static let version = KeyRollVersion.current
 
     static let configuration = CommandConfiguration(
         commandName: "keyroll",
         abstract: "Self-service certificate rolling for Microsoft Entra ID app registrations.",
         discussion: """
             Each app rolls its own certificate credentials through Graph addKey/removeKey, so no central \
-            service ever holds the apps' long-lived private keys.
+            service ever holds the apps' long-lived private keys. The emulator, the demo and the \
+            benchmarks are in the separate keyroll-lab tool.
             """,
         version: version,
-        subcommands: [DemoCommand.self, EmulatorCommand.self, ProvisionCommand.self, ImportCommand.self, AgentCommand.self, RollCommand.self, StatusCommand.self, PlanCommand.self, AuditCommand.self, RebootstrapCommand.self, CertCommand.self, BenchCommand.self]
+        subcommands: [ImportCommand.self, AgentCommand.self, RollCommand.self, StatusCommand.self, PlanCommand.self, CertCommand.self,
+                      ProvisionCommand.self, AuditCommand.self, RebootstrapCommand.self]
     )
-}
-
-/// Prints a CLI error naming what was wrong and what to do, then exits non-zero.
-struct UserFacingError: Error, CustomStringConvertible {
-    let description: String
-    init(_ message: String) { description = message }
 }

@@ -2,6 +2,8 @@ import EntraClient
 import EntraCrypto
 import EntraEmulator
 import Foundation
+import KeyRollPrimitives
+import LabHarness
 import Logging
 import Testing
 import TestSupport

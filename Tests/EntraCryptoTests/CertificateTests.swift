@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 import Testing
 import TestSupport
 

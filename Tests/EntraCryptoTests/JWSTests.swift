@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 import PropertyBased
 import Testing
 import TestSupport
@@ -114,7 +115,7 @@ import TestSupport
         #expect(throws: EntraCryptoError.malformedJWS("expected 3 dot-separated segments, found 2")) { try CompactJWS(parsing: "a.b") }
         #expect(throws: EntraCryptoError.malformedJWS("expected 3 dot-separated segments, found 1")) { try CompactJWS(parsing: "") }
         #expect(throws: EntraCryptoError.malformedJWS("the header segment is not valid base64url")) { try CompactJWS(parsing: "!!!." + p + ".AAAA") }
-        #expect(throws: EntraCryptoError.malformedJWS("not valid JSON")) { try CompactJWS(parsing: Base64URL.encode(Array("{".utf8)) + "." + p + ".AAAA") }
+        #expect(throws: EntraCryptoError.malformedJWS("the header is not valid JSON")) { try CompactJWS(parsing: Base64URL.encode(Array("{".utf8)) + "." + p + ".AAAA") }
         #expect(throws: EntraCryptoError.malformedJWS("the header is not a JSON object")) { try CompactJWS(parsing: Base64URL.encode(Array("[1]".utf8)) + "." + p + ".AAAA") }
         let rsh = Base64URL.encode(Array(#"{"alg":"RS256"}"#.utf8))
         #expect(throws: EntraCryptoError.malformedJWS("the payload is not a JSON object")) { try CompactJWS(parsing: rsh + "." + Base64URL.encode(Array("42".utf8)) + ".AAAA") }

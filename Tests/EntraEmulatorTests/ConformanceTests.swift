@@ -1,6 +1,7 @@
 import EntraCrypto
 import EntraEmulator
 import Foundation
+import LabHarness
 import Testing
 import TestSupport
 
@@ -8,7 +9,7 @@ import TestSupport
 @Suite(.serialized) struct ConformanceTests {
     @Test(.enabled(if: Tools.hasMicrosoftClients, "needs msal, azure-identity, msgraph-sdk, PyJWT (scripts/test installs them)"))
     func microsoftClientsWorkAgainstTheHTTPSEmulator() async throws {
-        let server = try await RunningServer.start(https: true)
+        let server = try await ServedEmulator.start(https: true)
         defer { Task { await server.stop() } }
         let result = try await Task.detached { try Tools.python("conformance.py", [server.stateDir]) }.value
         guard case .object(let checks)? = result["checks"] else { Issue.record("no checks in output"); return }
@@ -25,7 +26,7 @@ import TestSupport
     }
 
     @Test func plainHTTPServesAndShutsDown() async throws {
-        let server = try await RunningServer.start(https: false)
+        let server = try await ServedEmulator.start(https: false)
         let r = try await Tools.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", server.baseURL + "/healthz"])
         #expect(r.stdout == "200")
         await server.stop()

@@ -1,6 +1,7 @@
 import EntraCrypto
 import EntraEmulator
 import Foundation
+import KeyRollPrimitives
 import Testing
 import TestSupport
 

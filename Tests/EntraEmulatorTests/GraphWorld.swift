@@ -1,6 +1,7 @@
 import EntraCrypto
 import EntraEmulator
 import Foundation
+import LabHarness
 import TestSupport
 
 /// A tenant with one role-less app (holding a 30-day certificate) and a provisioner with

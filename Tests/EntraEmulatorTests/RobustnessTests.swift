@@ -2,6 +2,8 @@ import EntraClient
 import EntraCrypto
 import EntraEmulator
 import Foundation
+import KeyRollPrimitives
+import LabHarness
 import Testing
 import TestSupport
 
@@ -136,7 +138,7 @@ import TestSupport
     }
 
     @Test func fuzzOverHTTPKeepsTheServerUp() async throws {
-        let server = try await RunningServer.start(https: false)
+        let server = try await ServedEmulator.start(https: false)
         let transport = try AsyncHTTPTransport()
         var rng = SystemRandomNumberGenerator()
         for i in 0..<300 {

@@ -2,6 +2,8 @@ import EntraClient
 import EntraCrypto
 import EntraEmulator
 import Foundation
+import KeyRollPrimitives
+import LabHarness
 import Testing
 import TestSupport
 
@@ -133,7 +135,7 @@ import TestSupport
     }
 
     @Test func parallelWritersOverHTTPSLoseAndDuplicateNothing() async throws {
-        let server = try await RunningServer.start(https: true)
+        let server = try await ServedEmulator.start(https: true)
         let transport = try AsyncHTTPTransport(additionalCAPEM: server.tls!.ca.certificate.pem)
         let boot = try SigningCredential.generate(subject: .init(commonName: "boot"), notBefore: Date().addingTimeInterval(-300), notAfter: Date().addingTimeInterval(86_400))
         let app = try server.emulator.register(tenantID: server.provisioner.tenantID, displayName: "replicated", certificates: [boot.certificate])

@@ -5,7 +5,7 @@ import Testing
 import TestSupport
 
 /// A big tenant answers lookups from indexes: the same answers as a scan, and query plans that
-/// search an index rather than scan the table (timings are the benchmark's job: `keyroll bench tenant`).
+/// search an index rather than scan the table (timings are the benchmark's job: `keyroll-lab bench tenant`).
 @Suite struct TenantScaleTests {
     @Test func filteredLookupsUseIndexesAndAgreeWithAScan() async throws {
         let w = try await GraphWorld()

@@ -1,6 +1,8 @@
 import EntraCrypto
 import EntraEmulator
 import Foundation
+import KeyRollPrimitives
+import LabHarness
 import Testing
 import TestSupport
 

@@ -3,22 +3,15 @@ import EntraCrypto
 import EntraEmulator
 import Foundation
 import KeyRoll
+import KeyRollPrimitives
 import Testing
 import TestSupport
 
 @Suite struct AgentTests {
-    /// Invariant 1: at every instant ≥ 1 key is held locally, registered in Entra, valid, and proven.
+    /// The invariant: at every instant the app can sign in (``LockoutCheck``, with a token for the published key).
     func assertNeverLockedOut(_ fleet: Fleet, _ store: CredentialStore, _ appId: String) async throws {
-        let j = try store.journal()
-        let registered = try fleet.graphKeys(appId)
-        let now = fleet.rig.clock.now()
-        let usable = j.credentials.filter { c in
-            store.hasCredential(c.thumbprint) && c.notAfter > now && registered.contains { $0.sha1.hex == c.thumbprint }
-        }
-        #expect(!usable.isEmpty, "locked out: no held credential is registered and valid")
-        // and the published credential gets a token
-        let published = try #require(store.published())
-        _ = try await fleet.rig.token(clientID: appId, credential: published)
+        let wrong = await fleet.lockout.violations(store, appId: appId, signIn: true)
+        #expect(wrong.isEmpty, "\(wrong)")
     }
 
     @Test func bootstrapRollReplacesTheBootstrapCertificate() async throws {

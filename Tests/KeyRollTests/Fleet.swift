@@ -3,6 +3,8 @@ import EntraCrypto
 import EntraEmulator
 import Foundation
 import KeyRoll
+import KeyRollPrimitives
+import LabHarness
 import Provisioning
 import TestSupport
 
@@ -13,17 +15,16 @@ final class Fleet: @unchecked Sendable {
     let transport: InProcessTransport
     let root: String
     let events = EventLog()
+    let lockout: LockoutCheck
 
     init(settings: EmulatorSettings = .init()) async throws {
         rig = try EmulatorRig(settings: settings)
         let cred = try rig.credential("provisioner", days: 3650)
         let reg = try rig.emulator.register(tenantID: rig.tenant.id, displayName: "provisioner", roles: [.applicationReadWriteAll], certificates: [cred.certificate])
-        transport = InProcessTransport(emulator: rig.emulator, baseURL: rig.base)
-        let endpoints = EntraEndpoints(authorityHost: rig.base, tenant: rig.tenant.id, graphBaseURL: rig.base + "/v1.0")
-        let sleeper = ClockAdvancingSleeper(clock: rig.clock)
-        let tokens = TokenProvider(endpoints: endpoints, clientID: reg.appId, transport: transport, clock: rig.clock, sleeper: sleeper)
-        provisioner = Provisioner(graph: GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(cred), transport: transport,
-                                                     clock: rig.clock, sleeper: sleeper), clock: rig.clock)
+        let clients = LabClients(emulator: rig.emulator, base: rig.base, tenantID: rig.tenant.id)
+        transport = clients.transport
+        provisioner = clients.provisioner(as: reg.appId, cred)
+        lockout = LockoutCheck(emulator: rig.emulator, base: rig.base)
         root = try Tools.temporaryDirectory("keyroll-fleet")
     }
 
@@ -46,9 +47,7 @@ final class Fleet: @unchecked Sendable {
     }
 
     /// Whether the token endpoint accepts `credential` for `appId` now.
-    func accepts(_ appId: String, _ credential: SigningCredential) async -> Bool {
-        (try? await rig.token(clientID: appId, credential: credential)) != nil
-    }
+    func accepts(_ appId: String, _ credential: SigningCredential) async -> Bool { await lockout.accepts(appId, credential) }
 
     /// Keys whose private key is on disk (whole and parseable), that Graph lists, and that the token
     /// endpoint accepts now: what keeps the app from being locked out.

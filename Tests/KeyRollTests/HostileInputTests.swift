@@ -3,6 +3,8 @@ import EntraCrypto
 import EntraEmulator
 import Foundation
 import KeyRoll
+import KeyRollPrimitives
+import LabHarness
 import Provisioning
 import Testing
 import TestSupport

@@ -1,6 +1,7 @@
 import EntraCrypto
 import Foundation
 import KeyRoll
+import KeyRollPrimitives
 import Testing
 
 @Suite struct JournalAndPolicyTests {

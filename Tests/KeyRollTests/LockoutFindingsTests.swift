@@ -3,6 +3,7 @@ import EntraCrypto
 import EntraEmulator
 import Foundation
 import KeyRoll
+import KeyRollPrimitives
 import Testing
 import TestSupport
 #if canImport(Glibc)

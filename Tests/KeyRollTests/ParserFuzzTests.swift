@@ -2,6 +2,7 @@ import EntraClient
 import EntraCrypto
 import Foundation
 import KeyRoll
+import KeyRollPrimitives
 import Provisioning
 import Testing
 import TestSupport
@@ -17,16 +18,11 @@ import Glibc
     static let cases = Int(ProcessInfo.processInfo.environment["KEYROLL_FUZZ_CASES"] ?? "") ?? 1000
     static let seed = UInt64(ProcessInfo.processInfo.environment["KEYROLL_FUZZ_SEED"] ?? "") ?? 0x4B52_4655_5A5A
 
-    /// splitmix64: small, seedable, the same sequence on every machine.
+    /// Mutations drawn from KeyRoll's seedable PRNG: the same sequence on every machine.
     struct Mutator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var random: SplitMix64
+        init(seed: UInt64) { random = SplitMix64(seed: seed) }
+        mutating func next() -> UInt64 { random.next() }
         mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
 
         static let tokens: [[UInt8]] = ["{", "}", "[", "]", "\"", ",", ":", "\n", "\\u0000", "*a", "&a ", "- ", "'", "''", "-----BEGIN ", "-----END ",
@@ -113,7 +109,7 @@ import Glibc
         let rssBefore = Self.peakRSSKiB()
         var report: [String] = []
         for (i, target) in try Self.targets().enumerated() {
-            var m = Mutator(state: Self.seed &+ UInt64(i))
+            var m = Mutator(seed: Self.seed &+ UInt64(i))
             var accepted = 0, refused = 0, slowest = 0.0
             // the seeds themselves, and pathological shapes, before the mutants
             let extremes: [[UInt8]] = [[], Array(repeating: UInt8(ascii: "["), count: 100_000), Array(repeating: UInt8(ascii: "{"), count: 10_000) + [UInt8(ascii: "\"")],

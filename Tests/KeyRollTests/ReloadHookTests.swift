@@ -2,6 +2,7 @@ import EntraClient
 import EntraEmulator
 import Foundation
 import KeyRoll
+import KeyRollPrimitives
 import Testing
 import TestSupport
 

@@ -3,6 +3,8 @@ import EntraCrypto
 import EntraEmulator
 import Foundation
 import KeyRoll
+import KeyRollPrimitives
+import LabHarness
 import Provisioning
 import Testing
 import TestSupport
@@ -17,13 +19,7 @@ struct Central {
         rig = try EmulatorRig(settings: settings)
         cred = try rig.credential("provisioner", days: 3650)
         let reg = try rig.emulator.register(tenantID: rig.tenant.id, displayName: "provisioner", roles: [.applicationReadWriteAll], certificates: [cred.certificate])
-        let transport = InProcessTransport(emulator: rig.emulator, baseURL: rig.base)
-        let endpoints = EntraEndpoints(authorityHost: rig.base, tenant: rig.tenant.id, graphBaseURL: rig.base + "/v1.0")
-        let sleeper = ClockAdvancingSleeper(clock: rig.clock)
-        let retry = RetryPolicy(maxAttempts: 30)
-        let tokens = TokenProvider(endpoints: endpoints, clientID: reg.appId, transport: transport, clock: rig.clock, sleeper: sleeper, retry: retry)
-        provisioner = Provisioner(graph: GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(cred), transport: transport,
-                                                     clock: rig.clock, sleeper: sleeper, retry: retry), clock: rig.clock)
+        provisioner = LabClients(emulator: rig.emulator, base: rig.base, tenantID: rig.tenant.id).provisioner(as: reg.appId, cred, retry: RetryPolicy(maxAttempts: 30))
         dir = try Tools.temporaryDirectory("keyroll-prov")
     }
 
@@ -235,5 +231,54 @@ struct Central {
         let tail = try String(contentsOfFile: auditLog, encoding: .utf8).split(separator: "\n").suffix(2).map { try JSONValue.parse(Array($0.utf8)) }
         #expect(tail.map { $0["phase"]?.stringValue } == ["intent", "failed"] && tail[0]["reason"] == "refused")
         #expect(!FileManager.default.fileExists(atPath: c.dir + "/b4.json"))
+    }
+
+    /// The privileged write happens only after its intent is durable: a re-bootstrap that fails at
+    /// any file-system call before the PATCH (the audit intent, the bundle) changes nothing in
+    /// Entra; one that fails after it has an intent on record and a bundle that works.
+    @Test func rebootstrapFailingAtEachFileWriteNeverActsUnrecorded() async throws {
+        let c = try Central()
+        let r = try await c.provisioner.provision(name: "audited")
+        c.rig.clock.advance(by: 3 * 86_400)  // past the cliff
+        final class Points: @unchecked Sendable {
+            let lock = NSLock()
+            var seen: [String] = []
+            var target: String?
+            func reach(_ e: SideEffect) throws {
+                let name = lock.withLock { () -> String in
+                    let n = seen.filter { $0.hasPrefix(e.description + "#") }.count + 1
+                    seen.append("\(e)#\(n)")
+                    return "\(e)#\(n)"
+                }
+                if name == target { throw SecureFileError.io(path: "(test fault)", operation: e.kind.rawValue, errno: ENOSPC) }
+            }
+        }
+        let reference = Points()
+        _ = try await Rebootstrap(provisioner: c.provisioner, auditLogPath: c.dir + "/ref-audit.log", hook: SideEffectHook { try reference.reach($0) })
+            .run(application: r.application, bundlePath: c.dir + "/ref.json", force: true, reason: "reference", operator: "tester")
+        let points = reference.seen
+        #expect(points.first == "create ref-audit.log#1" && points.contains("fsync ref.json#1"), "\(points)")
+        for (i, point) in points.enumerated() {
+            let faulty = Points()
+            faulty.target = point.replacingOccurrences(of: "ref-audit.log", with: "audit-\(i).log").replacingOccurrences(of: "ref.json", with: "b-\(i).json")
+            let before = try c.rig.emulator.keyCredentials(appId: r.application.appId).count
+            let reboot = Rebootstrap(provisioner: c.provisioner, auditLogPath: c.dir + "/audit-\(i).log", hook: SideEffectHook { try faulty.reach($0) })
+            let succeeded: Bool
+            do {
+                _ = try await reboot.run(application: r.application, bundlePath: c.dir + "/b-\(i).json", force: true, reason: "fault", operator: "tester")
+                succeeded = true
+            } catch { succeeded = false }
+            #expect(!succeeded, "\(point): the fault did not stop the run")
+            let after = try c.rig.emulator.keyCredentials(appId: r.application.appId).count
+            let intents = JSONLinesFile.lines(at: c.dir + "/audit-\(i).log").compactMap { try? JSONValue.parse(Array($0)) }.filter { $0["phase"] == "intent" }
+            if after > before {
+                #expect(intents.count == 1, "\(point): a key was added without an intent on record")
+                let bundle = try BootstrapBundle.decode(try SecureFiles.read(c.dir + "/b-\(i).json"))
+                #expect(try c.rig.emulator.keyCredentials(appId: r.application.appId).contains { $0.key == (try bundle.signingCredential().certificate.der) },
+                        "\(point): the bundle's certificate is the registered one")
+            } else {
+                #expect(after == before, "\(point)")
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 
 /// Runs external programs (openssl, the Python verifiers) from tests.
 public enum Tools {
@@ -76,4 +77,11 @@ public enum Tools {
 public struct ToolError: Error, CustomStringConvertible {
     public let description: String
     public init(_ d: String) { description = d }
+}
+
+extension Tools {
+    /// True when the test Python has Microsoft's client libraries (scripts/test installs them).
+    public static let hasMicrosoftClients: Bool = {
+        (try? run([python, "-c", "import msal, azure.identity, msgraph, jwt"]).status) == 0
+    }()
 }

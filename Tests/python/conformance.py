@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Conformance of the KeyRoll Entra emulator with Microsoft's own client libraries.
 
-  conformance.py STATE_DIR      (STATE_DIR/emulator.json as written by `keyroll emulator --https`)
+  conformance.py STATE_DIR      (STATE_DIR/emulator.json as written by `keyroll-lab emulator --https`)
 
 Runs MSAL Python (RS256/x5t and PS256/x5t#S256), azure-identity CertificateCredential (sync and
 async), and msgraph-sdk (create application, addKey with a proof signed in Python, get, removeKey,

@@ -1,0 +1,143 @@
+import EntraCrypto
+import Foundation
+import GRDB
+import KeyRollPrimitives
+
+/// What Entra cannot do, for tests: create tenants and privileged apps directly, move the clock,
+/// read the sign-in log. The same operations are served over HTTP under `/_emulator/`.
+extension EntraEmulator {
+    /// The well-known development tenant seeded by `keyroll-lab emulator` (like Azurite's account).
+    public static let devTenantID = "00000000-0000-4000-8000-00000000c0de"
+    public static let devTenantDomain = "keyroll-dev.onmicrosoft.com"
+
+    /// An application registered through the administration API.
+    public struct Registration: Sendable, Equatable {
+        public let tenantID: String
+        public let objectID: String
+        public let appId: String
+        public let servicePrincipalID: String
+    }
+
+    @discardableResult
+    public func createTenant(domain: String, id: String? = nil, displayName: String? = nil) throws -> Tenant {
+        let t = Tenant(id: (id ?? UUID().uuidString).lowercased(), domain: domain, displayName: displayName ?? domain)
+        try store.createTenant(t)
+        return t
+    }
+
+    /// Registers an application and its service principal, grants `roles` on Graph, and adds
+    /// `certificates` (active immediately, no propagation delay) and an optional client `secret`.
+    @discardableResult
+    public func register(tenantID: String, displayName: String, roles: Set<GraphRole> = [], certificates: [X509Certificate] = [],
+                         secret: String? = nil, tags: [String] = []) throws -> Registration {
+        let now = self.now
+        guard let tenant = try store.tenant(tenantID) else { throw GraphError.notFound(tenantID) }
+        let keys = certificates.map { Self.seededKey($0, now: now) }
+        let passwords = secret.map { s in
+            [StoredPasswordCredential(keyId: UUID().uuidString.lowercased(), secretHash: Thumbprint.sha256(of: Array(s.utf8)).bytes,
+                                      hint: String(s.prefix(3)), displayName: "seeded", startDateTime: now.addingTimeInterval(-60),
+                                      endDateTime: now.addingTimeInterval(10 * 365 * 86_400))]
+        } ?? []
+        let app = StoredApplication(id: UUID().uuidString.lowercased(), appId: UUID().uuidString.lowercased(), tenantID: tenant.id,
+                                    displayName: displayName, signInAudience: "AzureADMyOrg", createdDateTime: now,
+                                    extra: tags.isEmpty ? [:] : ["tags": .array(tags.map(JSONValue.string))],
+                                    keyCredentials: keys, passwordCredentials: passwords, owners: [])
+        let sp = StoredServicePrincipal(id: UUID().uuidString.lowercased(), appId: app.appId, tenantID: tenant.id, displayName: displayName,
+                                        createdDateTime: now, keyCredentials: [], roles: roles, extra: [:])
+        try store.write { db in
+            try DirectoryStore.insert(db, application: app)
+            try DirectoryStore.insert(db, servicePrincipal: sp)
+        }
+        return Registration(tenantID: tenant.id, objectID: app.id, appId: app.appId, servicePrincipalID: sp.id)
+    }
+
+    /// Sets the Graph application permissions granted to an app's service principal.
+    public func grant(_ roles: Set<GraphRole>, toAppId appId: String) throws {
+        try store.write { db in
+            guard let app = try DirectoryStore.application(db, appId: appId),
+                  let sp = try DirectoryStore.servicePrincipal(db, tenantID: app.tenantID, appId: appId) else { throw GraphError.notFound(appId) }
+            try DirectoryStore.setRoles(db, spID: sp.id, roles)
+        }
+    }
+
+    static func seededKey(_ cert: X509Certificate, now: Date) -> StoredKeyCredential {
+        StoredKeyCredential(keyId: UUID().uuidString.lowercased(), key: cert.der, customKeyIdentifier: cert.sha1Thumbprint.bytes,
+                            displayName: "CN=" + cert.subject, startDateTime: cert.notBefore, endDateTime: cert.notAfter,
+                            type: "AsymmetricX509Cert", usage: "Verify", activeAt: now)
+    }
+
+    /// Replaces a service principal's key credentials with `certificates` (test setup).
+    public func setServicePrincipalKeys(spID: String, certificates: [X509Certificate]) throws {
+        let now = self.now
+        try store.write { try DirectoryStore.replaceKeyCredentials($0, owner: spID, certificates.map { Self.seededKey($0, now: now) }) }
+    }
+
+    /// A service principal's key credentials as stored, for assertions in tests.
+    public func servicePrincipalKeys(spID: String) throws -> [StoredKeyCredential] {
+        try store.read { try DirectoryStore.servicePrincipal($0, id: spID)?.keyCredentials ?? [] }
+    }
+
+    /// Creates `count` applications named `{prefix}{n}` (n from `start`), each with a service
+    /// principal and `tags`, in write transactions of 5,000: how a big tenant is loaded for tests and
+    /// benchmarks (thousands of apps per second; `keyroll-lab emulator --seed-apps N`). No keys.
+    public func seedApplications(tenantID: String, count: Int, prefix: String = "seed-", start: Int = 0, tags: [String] = []) throws {
+        let now = self.now
+        var n = start
+        while n < start + count {
+            let end = min(start + count, n + 5000)
+            try store.write { db in
+                for i in n..<end {
+                    let app = StoredApplication(id: UUID().uuidString.lowercased(), appId: UUID().uuidString.lowercased(), tenantID: tenantID,
+                                                displayName: "\(prefix)\(i)", signInAudience: "AzureADMyOrg", createdDateTime: now,
+                                                extra: tags.isEmpty ? [:] : ["tags": .array(tags.map(JSONValue.string))],
+                                                keyCredentials: [], passwordCredentials: [], owners: [])
+                    try DirectoryStore.insert(db, application: app)
+                    try DirectoryStore.insert(db, servicePrincipal: StoredServicePrincipal(id: UUID().uuidString.lowercased(), appId: app.appId, tenantID: tenantID,
+                                                                                          displayName: app.displayName, createdDateTime: now, keyCredentials: [],
+                                                                                          roles: [], extra: [:]))
+                }
+            }
+            n = end
+        }
+    }
+
+    /// SQLite's plans for the statements the store runs to answer `GET /applications?$filter=…`
+    /// (one per clause, with its index lookup) and to create an application: tests prove from them
+    /// that no lookup scans the tenant.
+    public func applicationLookupPlans(tenantID: String, filter: String) throws -> [(sql: String, plan: String)] {
+        let parsed = try ODataFilter(parsing: filter, resource: "microsoft.graph.application")
+        return try store.read { db in
+            var statements: [(String, StatementArguments)] = [(DirectoryStore.nextApplicationSeqSQL, [])]
+            statements += parsed.clauses.compactMap { DirectoryStore.candidateQuery(tenantID: tenantID, clause: $0, after: 0) }
+            return try statements.map { sql, args in
+                (sql, try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: args).map { $0["detail"] as String }.joined(separator: "\n"))
+            }
+        }
+    }
+
+    /// Every application of a tenant as stored, for assertions in tests.
+    public func applications(tenantID: String) throws -> [StoredApplication] {
+        try store.read { db in try DirectoryStore.applications(db, tenantID: tenantID, after: 0, limit: Int.max).map(\.app) }
+    }
+
+    /// The app's key credentials as stored (with certificates), for assertions in tests.
+    public func keyCredentials(appId: String) throws -> [StoredKeyCredential] {
+        try store.application(appId: appId)?.keyCredentials ?? []
+    }
+
+    /// Seeds the development tenant and a provisioner app with Application.ReadWrite.All and a
+    /// certificate valid for `validity`; returns its registration and credential. Idempotent for the
+    /// tenant; each call makes a fresh provisioner.
+    public func seedDevelopmentTenant(provisionerName: String = "keyroll-provisioner", validity: TimeInterval = 365 * 86_400) throws
+        -> (registration: Registration, credential: SigningCredential)
+    {
+        if try store.tenant(Self.devTenantID) == nil {
+            try createTenant(domain: Self.devTenantDomain, id: Self.devTenantID, displayName: "KeyRoll development tenant")
+        }
+        let now = self.now
+        let cred = try SigningCredential.generate(subject: .init(commonName: provisionerName), notBefore: now.addingTimeInterval(-300),
+                                                  notAfter: now.addingTimeInterval(validity))
+        let reg = try register(tenantID: Self.devTenantID, displayName: provisionerName, roles: [.applicationReadWriteAll], certificates: [cred.certificate])
+        return (reg, cred)
+    }
+}

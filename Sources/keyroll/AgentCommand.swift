@@ -1,0 +1,100 @@
+import ArgumentParser
+import EntraClient
+import EntraCrypto
+import Foundation
+import Hummingbird
+import KeyRoll
+import KeyRollCLI
+import KeyRollPrimitives
+import Logging
+import ServiceLifecycle
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run the rolling agent for one or many identities, with /metrics, /healthz and /readyz.",
+        discussion: """
+            Each identity sleeps until its next roll is due (2/3 of the certificate lifetime, with jitter; a bootstrap \
+            certificate at once), rolls, and keeps retrying with backoff on failure. SIGTERM/SIGINT stop it gracefully; \
+            an interrupted roll resumes from the journal at the next start.
+            """)
+
+    @OptionGroup var stores: StoreOptions
+    @OptionGroup var policy: PolicyOptions
+    @OptionGroup var trust: TrustOptions
+
+    @Option(name: .long, help: "Address for /metrics, /healthz, /readyz.")
+    var metricsHost = "127.0.0.1"
+
+    @Option(name: .long, help: "Port for /metrics, /healthz, /readyz (0: pick one; -1: none).")
+    var metricsPort = 9464
+
+    @Option(name: .long, parsing: .upToNextOption, help: "Command to run after each switch (KEYROLL_CERTIFICATE_PATH is set for it).")
+    var reloadCommand: [String] = []
+
+    @Option(name: .long, help: "Instead: send a signal to a process after each switch, as PID:SIGNAL (e.g. 1234:HUP).")
+    var reloadSignal: String?
+
+    @Flag(name: .long, help: "Wait for another agent's lock instead of exiting.")
+    var waitForLock = false
+
+    func run() async throws {
+        KeyRollLogHandler.bootstrap()
+        let logger = Logger(label: "keyroll.agent")
+        let transport = try trust.transport()
+        let metrics = MetricsRegistry.agent()
+        let hook = try reloadHook()
+        let p = try policy.policy()
+        let daemon: AgentDaemon
+        do {
+            var rollers: [Roller] = []
+            for path in try stores.paths() {
+                let open = {
+                    try Roller(store: CredentialStore(path: path, hook: CrashHook.sideEffects()), policy: p, transport: transport, logger: logger,
+                               metrics: metrics, reloadHook: hook, afterTransition: CrashHook.fromEnvironment())
+                }
+                rollers.append(waitForLock ? try await Roller.waitingForLock(open) : try open())
+            }
+            daemon = AgentDaemon(rollers: rollers, logger: logger)
+        } catch {
+            try? await transport.shutdown()
+            throw error
+        }
+        var services: [any Service] = [DaemonService(daemon: daemon)]
+        if metricsPort >= 0 {
+            let router = Router()
+            router.get("/metrics") { _, _ in metrics.exposition() }
+            router.get("/readyz") { _, _ -> Response in
+                Response(status: daemon.isReady ? .ok : .serviceUnavailable, body: .init(byteBuffer: .init(string: daemon.isReady ? "ready\n" : "reconciling\n")))
+            }
+            router.get("/healthz") { _, _ -> Response in
+                let h = daemon.health()
+                let body = jsonString(HealthBody(healthy: h.healthy, identities: h.identities.map { .init(appId: $0.appId, alarm: $0.alarm.rawValue, timeToCliffSeconds: $0.timeToCliff, advice: $0.advice) }, errors: h.errors))
+                return Response(status: h.healthy ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"], body: .init(byteBuffer: .init(string: body)))
+            }
+            services.append(Application(router: router, configuration: .init(address: .hostname(metricsHost, port: metricsPort), serverName: "keyroll-agent"),
+                                        onServerRunning: { ch in logger.info("metrics and health on http://\(metricsHost):\(ch.localAddress?.port ?? 0)") }, logger: logger))
+        }
+        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do { try await group.run() } catch { logger.error("agent stopped: \(error)") }
+        try await transport.shutdown()
+    }
+
+    func reloadHook() throws -> ReloadHook? {
+        if !reloadCommand.isEmpty { return .command(reloadCommand) }
+        guard let s = reloadSignal else { return nil }
+        let parts = s.split(separator: ":")
+        let names: [String: Int32] = ["HUP": SIGHUP, "USR1": SIGUSR1, "USR2": SIGUSR2, "TERM": SIGTERM]
+        guard parts.count == 2, let pid = Int32(parts[0]), let sig = Int32(parts[1]) ?? names[parts[1].uppercased().replacingOccurrences(of: "SIG", with: "")] else {
+            throw ValidationError("--reload-signal takes PID:SIGNAL, e.g. 1234:HUP")
+        }
+        return .signal(pid: pid, signal: sig)
+    }
+
+    struct HealthBody: Encodable {
+        struct Identity: Encodable { var appId: String; var alarm: String; var timeToCliffSeconds: Double?; var advice: String? }
+        var healthy: Bool
+        var identities: [Identity]
+        var errors: [String: String]
+    }
+}

@@ -1,0 +1,48 @@
+import ArgumentParser
+import EntraClient
+import EntraCrypto
+import Foundation
+import Hummingbird
+import KeyRoll
+import KeyRollCLI
+import KeyRollPrimitives
+import Logging
+import ServiceLifecycle
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show each identity's active certificate, next roll, time to the cliff and alarm (reads the store only).",
+        discussion: "Exit status: 0 all ok, 1 warning, 2 critical, 3 past the cliff.")
+
+    @OptionGroup var stores: StoreOptions
+    @OptionGroup var policy: PolicyOptions
+
+    @Flag(name: .long, help: "JSON output.")
+    var json = false
+
+    func run() async throws {
+        let p = try policy.policy()
+        let now = Date()
+        let statuses = try stores.paths().map { try StoreReader.status(path: $0, policy: p, now: now) }
+        if json {
+            print(jsonString(statuses))
+        } else {
+            print(table(["APP", "APP ID", "ACTIVE", "ORIGIN", "NOT AFTER", "NEXT ROLL", "TO CLIFF", "ALARM", "ROLL"], statuses.map { s in
+                [s.displayName ?? "-", String(s.appId.prefix(8)), String(s.activeThumbprint.prefix(12)), s.activeOrigin.rawValue, shortDate(s.activeNotAfter),
+                 shortDate(s.nextRoll), formatDuration(s.timeToCliff), s.alarm.rawValue, s.rollPhase?.rawValue ?? "idle"]
+            }))
+            for s in statuses {
+                let name = s.displayName ?? s.appId
+                if let r = s.interruptedRoll {
+                    print("\(name): roll interrupted at '\(r.phase.rawValue)' since \(shortDate(r.phaseSince ?? r.startedAt)) UTC (started \(shortDate(r.startedAt)) UTC).")
+                    print("  next: \(r.next) — the agent resumes it by itself (or: keyroll roll --store \(s.store)).")
+                    if let actBy = r.actBy { print("  act by \(shortDate(actBy)) UTC if it is still not finished: check the agent's log, then keyroll rebootstrap.") }
+                }
+                if let a = s.advice { print("\(name): \(a)") }
+            }
+        }
+        let worst = statuses.map(\.alarm).max() ?? .ok
+        if worst != .ok { throw ExitCode(worst == .warning ? 1 : worst == .critical ? 2 : 3) }
+    }
+}
