@@ -41,12 +41,12 @@ public actor TokenProvider {
         self.logger = logger
     }
 
-    /// A token for `credential` and `scope` (default: Graph), from cache when it has more than 5
-    /// minutes left.
-    public func token(credential: ClientCredential, scope: String? = nil) async throws -> AccessToken {
+    /// A token for `credential` and `scope` (default: Graph), from cache when it has more than
+    /// `refreshAhead` left (at least 5 minutes).
+    public func token(credential: ClientCredential, scope: String? = nil, refreshAhead: TimeInterval = TokenProvider.refreshMargin) async throws -> AccessToken {
         let scope = scope ?? endpoints.graphScope
         let key = cacheKey(credential, scope)
-        if let cached = cache[key], cached.expiresOn.timeIntervalSince(clock.now()) > Self.refreshMargin { return cached }
+        if let cached = cache[key], cached.expiresOn.timeIntervalSince(clock.now()) > max(Self.refreshMargin, refreshAhead) { return cached }
         if let task = inFlight[key] { return try await task.value }
         let task = Task { try await self.fetch(credential: credential, scope: scope) }
         inFlight[key] = task

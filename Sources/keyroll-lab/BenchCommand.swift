@@ -403,11 +403,33 @@ extension BenchCommand {
         return (kib("VmRSS:"), kib("RssAnon:"), ticks / Double(sysconf(Int32(_SC_CLK_TCK))))
     }
 
+    /// Resident KiB per mapping of a process (from /proc/PID/smaps), largest first: each file by
+    /// its name, and `[anonymous]` for the heap, stacks and other private pages.
+    static func residentByMapping(pid: Int32) -> [(String, Double)] {
+        guard let smaps = try? String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8) else { return [] }
+        var totals: [String: Double] = [:]
+        var current = "[anonymous]"
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let first = fields.first, first.contains("-"), first.first?.isHexDigit == true {
+                // a mapping header: address perms offset dev inode [path]
+                current = fields.count >= 6 ? String((String(fields[5]) as NSString).lastPathComponent) : "[anonymous]"
+                if current.hasPrefix("[") && current != "[heap]" && current != "[stack]" { current = "[anonymous]" }
+                if current == "[heap]" || current == "[stack]" { current = "[anonymous]" }
+            } else if fields.first == "Rss:", fields.count >= 2, let kib = Double(fields[1]) {
+                totals[current, default: 0] += kib
+            }
+        }
+        return totals.sorted { $0.value > $1.value }
+    }
+
     struct Footprint: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Agent idle RSS and CPU with 1 and with N identities; cold start of `keyroll --version`.")
         @Option(help: "Idle measurement window in seconds.") var idleSeconds = 60.0
         @Option(help: "Identities in the large agent.") var identities = 100
         @Option(help: "Cold-start repetitions.") var starts = 20
+        @Flag(help: "Run the agents with their /metrics and /healthz server listening (on a free loopback port) instead of without it.")
+        var withServer = false
         @Flag var json = false
         @Flag(name: .customLong("baseline-child"), help: .hidden) var baselineChild = false
 
@@ -450,7 +472,7 @@ extension BenchCommand {
                     }
                     let p = Process()
                     p.executableURL = URL(fileURLWithPath: keyroll)
-                    p.arguments = ["agent", "--metrics-port=-1"] + stores.flatMap { ["--store", $0] }
+                    p.arguments = ["agent", withServer ? "--metrics-port=0" : "--metrics-port=-1"] + stores.flatMap { ["--store", $0] }
                     p.environment = ProcessInfo.processInfo.environment.merging(["KEYROLL_CA_FILE": emu.dir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]) { $1 }
                     p.standardError = FileHandle.nullDevice
                     p.standardOutput = FileHandle.nullDevice
@@ -467,12 +489,18 @@ extension BenchCommand {
                     guard let a = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
                     try await Task.sleep(nanoseconds: UInt64(idleSeconds * 1e9))
                     guard let b = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
+                    let byMapping = BenchCommand.residentByMapping(pid: p.processIdentifier)
                     p.terminate()
                     p.waitUntilExit()
-                    Figure(name: "agent idle RSS, \(n) identit\(n == 1 ? "y" : "ies")", value: b.rssKiB / 1024, unit: "MiB",
-                           bound: baseRSS / 1024, boundName: "the same binary asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
+                    // where the resident pages are: the binary, each shared library, the heap
+                    for (mapping, kib) in byMapping.prefix(8) {
+                        Figure(name: "agent idle RSS in \(mapping), \(n) identit\(n == 1 ? "y" : "ies")", value: kib / 1024, unit: "MiB",
+                               bound: b.rssKiB / 1024, boundName: "the agent's whole RSS", command: "keyroll-lab bench footprint").print(json: json)
+                    }
+                    Figure(name: "agent idle RSS, \(n) identit\(n == 1 ? "y" : "ies")" + (withServer ? ", metrics server on" : ""), value: b.rssKiB / 1024, unit: "MiB",
+                           bound: baseRSS / 1024, boundName: "keyroll-lab asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
                     Figure(name: "agent idle anonymous memory (RssAnon: heap, stacks), \(n) identit\(n == 1 ? "y" : "ies")", value: b.anonKiB / 1024, unit: "MiB",
-                           bound: baseAnon / 1024, boundName: "the same binary asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
+                           bound: baseAnon / 1024, boundName: "keyroll-lab asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
                     Figure(name: "agent idle CPU over \(Int(idleSeconds)) s, \(n) identit\(n == 1 ? "y" : "ies")", value: b.cpuSeconds - a.cpuSeconds, unit: "CPU-s",
                            bound: idleSeconds, boundName: "one core for the window", command: "keyroll-lab bench footprint --idle-seconds \(Int(idleSeconds))").print(json: json)
                 }

@@ -38,16 +38,27 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Wait for another agent's lock instead of exiting.")
     var waitForLock = false
 
+    @Option(name: .long, help: "Port of the managed-identity token endpoint, served for the identities whose stores enable it (keyroll token-endpoint enable); -1: none.")
+    var tokenEndpointPort = TokenEndpointOptions.defaultPort
+
+    @Option(name: .long, help: "Address of the token endpoint; only a loopback address is allowed (the secret header travels in the clear).")
+    var tokenEndpointHost = "127.0.0.1"
+
     func run() async throws {
         KeyRollLogHandler.bootstrap()
         let logger = Logger(label: "keyroll.agent")
-        let transport = try trust.transport()
-        let metrics = MetricsRegistry.agent()
+        // every setting is checked before the HTTP client exists: a client must be shut down, never just dropped
         let hook = try reloadHook()
         let p = try policy.policy()
+        guard SecureURL.isLoopback(host: tokenEndpointHost) else {
+            throw UserFacingError("--token-endpoint-host \(tokenEndpointHost) is not a loopback address. The token endpoint's secret header and the tokens it "
+                                  + "serves travel unencrypted, so it binds 127.0.0.1 (or ::1, localhost) only.")
+        }
+        let metrics = MetricsRegistry.agent()
+        let transport = try trust.transport()
         let daemon: AgentDaemon
+        var rollers: [Roller] = []
         do {
-            var rollers: [Roller] = []
             for path in try stores.paths() {
                 let open = {
                     try Roller(store: CredentialStore(path: path, hook: CrashHook.sideEffects()), policy: p, transport: transport, logger: logger,
@@ -74,6 +85,34 @@ struct AgentCommand: AsyncParsableCommand {
             }
             services.append(Application(router: router, configuration: .init(address: .hostname(metricsHost, port: metricsPort), serverName: "keyroll-agent"),
                                         onServerRunning: { ch in logger.info("metrics and health on http://\(metricsHost):\(ch.localAddress?.port ?? 0)") }, logger: logger))
+        }
+        let endpoint = TokenEndpoint(rollers: rollers, metrics: metrics, logger: Logger(label: "keyroll.token-endpoint"))
+        let served = endpoint.servedRollers
+        if tokenEndpointPort >= 0, !served.isEmpty {
+            let router = Router()
+            let answer: @Sendable (Request, BasicRequestContext) async -> Response = { request, _ in
+                var headers: [(String, String)] = []
+                for field in request.headers { headers.append((field.name.canonicalName, field.value)) }
+                let query = URLComponents(string: "http://agent/?" + (request.uri.query ?? ""))?.queryItems?.map { ($0.name, $0.value ?? "") } ?? []
+                let path = request.uri.path
+                let (status, body) = path == TokenEndpointOptions.path
+                    ? await endpoint.respond(method: request.method.rawValue, query: query, headers: headers)
+                    : (400, TokenEndpointError.badRequest("Unknown path \(path.prefix(100)); the token endpoint is \(TokenEndpointOptions.path).").body(correlationID: UUID().uuidString.lowercased()))
+                return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: .init(bytes: body)))
+            }
+            router.get("**", use: answer)
+            router.post("**", use: answer)
+            let host = tokenEndpointHost
+            services.append(Application(router: router, configuration: .init(address: .hostname(host, port: tokenEndpointPort), serverName: "keyroll-token-endpoint"),
+                                        onServerRunning: { ch in
+                                            let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(ch.localAddress?.port ?? 0)\(TokenEndpointOptions.path)"
+                                            for r in served {
+                                                do { try r.store.writeTokenEndpointEnvironment(endpointURL: url) } catch {
+                                                    logger.error("cannot write the token endpoint's environment file", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)"])
+                                                }
+                                            }
+                                            logger.info("managed-identity token endpoint on \(url) for \(served.count) identit\(served.count == 1 ? "y" : "ies"); environment files: STORE/token-endpoint.env")
+                                        }, logger: logger))
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do { try await group.run() } catch { logger.error("agent stopped: \(error)") }

@@ -141,6 +141,11 @@ import Glibc
             .init(description: "roll: wrong policy type", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p2.json", #"{"validityDays": "365"}"#)], says: "validityDays must be a number"),
             .init(description: "roll: jitter out of range", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p3.json", #"{"jitterFraction": 2}"#)], says: "jitterFraction"),
             .init(description: "roll: tenant cap of 0 days", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p4.json", #"{"tenantMaximumValidityDays": 0}"#)], says: "tenantMaximumValidityDays"),
+            .init(description: "agent: unknown policy field", argv: ["agent", "--store", storeDir, "--metrics-port=-1", "--policy-file", w.write("p6.json", #"{"validityDayz": 365}"#)], says: "unknown field \"validityDayz\""),
+            .init(description: "agent: a LAN token endpoint", argv: ["agent", "--store", storeDir, "--metrics-port=-1", "--token-endpoint-host", "0.0.0.0"], says: "not a loopback address"),
+            .init(description: "agent: a bad reload signal", argv: ["agent", "--store", storeDir, "--metrics-port=-1", "--reload-signal", "x"], says: "PID:SIGNAL"),
+            .init(description: "token-endpoint env: not enabled", argv: ["token-endpoint", "env", "--store", storeDir], says: "enable it first"),
+            .init(description: "token-endpoint enable: a scope for a resource", argv: ["token-endpoint", "enable", "--store", storeDir, "--allow-resource", "https://graph.microsoft.com/.default"], says: "not a scope"),
             .init(description: "status: policy not JSON", argv: ["status", "--store", storeDir, "--policy-file", w.write("p5.json", "validity: 1y")], says: "not a JSON object"),
             // emulator
             .init(description: "emulator: a LAN address", argv: ["emulator", "--host", "0.0.0.0", "--state-dir", w.dir + "/emu"], says: "--allow-remote"),

@@ -1,0 +1,176 @@
+import EntraClient
+import EntraCrypto
+import Foundation
+import KeyRollPrimitives
+import Logging
+
+/// The agent's managed-identity endpoint: serves each identity whose store enables it (see
+/// ``TokenEndpointSettings``) the tokens its application would otherwise get by holding the key.
+///
+/// Rules it keeps:
+/// - the secret header selects the identity, compared in constant time; a selector (`client_id`,
+///   `object_id`) must name that same identity, so one app's secret never yields another's tokens;
+/// - tokens come from the identity's active credential: the one the journal says is proven, so a
+///   roll in progress never makes the endpoint fail, and a switch just means the next token is
+///   fetched with the new key;
+/// - tokens are cached per identity and resource, refreshed once they have less than
+///   ``refreshAhead`` left, and never served with less than ``minimumLifetime`` left;
+/// - no token, assertion or secret is ever logged.
+public final class TokenEndpoint: Sendable {
+    /// A token is never handed out with less than this left (the SDKs count less than 5 minutes as expired).
+    public static let minimumLifetime: TimeInterval = 600
+    /// A cached token is replaced once it has less than this left.
+    public static let refreshAhead: TimeInterval = 900
+
+    let rollers: [Roller]
+    let metrics: MetricsRegistry
+    let logger: Logger
+    let clock: any WallClock
+
+    public init(rollers: [Roller], metrics: MetricsRegistry, clock: any WallClock = SystemClock(), logger: Logger = Logger(label: "keyroll.token-endpoint")) {
+        self.rollers = rollers
+        self.metrics = metrics
+        self.clock = clock
+        self.logger = logger
+        metrics.describe("keyroll_token_endpoint_requests_total", "counter", "Requests to the managed-identity endpoint, by identity, resource and HTTP status.")
+    }
+
+    /// The identities the endpoint serves now (their stores enable it).
+    public var servedRollers: [Roller] { rollers.filter { (try? $0.store.tokenEndpointSettings()) != nil } }
+
+    /// Answers one request: the status and the JSON body.
+    public func respond(method: String, query: [(String, String)], headers: [(String, String)]) async -> (status: Int, body: [UInt8]) {
+        let correlationID = UUID().uuidString.lowercased()
+        var appId = "-", resource = "-"
+        let result: Result<[UInt8], TokenEndpointError>
+        switch IdentityTokenRequest.parse(method: method, query: query, headers: headers) {
+        case .failure(let e):
+            result = .failure(e)
+        case .success(let request):
+            resource = request.resource
+            switch owner(of: request) {
+            case .failure(let e): result = .failure(e)
+            case .success(let (roller, settings)):
+                appId = roller.identity.appId
+                result = await token(request, roller: roller, settings: settings)
+            }
+        }
+        let status: Int
+        let body: [UInt8]
+        switch result {
+        case .success(let b): (status, body) = (200, b)
+        case .failure(let e): (status, body) = (e.status, e.body(correlationID: correlationID))
+        }
+        // resource is the caller's text: bounded in the metric and the log, never a token
+        let shownResource = String(resource.prefix(200))
+        metrics.increment("keyroll_token_endpoint_requests_total", ["app_id": appId, "resource": shownResource, "status": "\(status)"])
+        if case .failure(let e) = result {
+            logger.warning("token request refused", metadata: ["app_id": "\(appId)", "resource": "\(shownResource)", "status": "\(status)",
+                                                                "reason": "\(e.message)", "correlation_id": "\(correlationID)"])
+        } else {
+            logger.info("token served", metadata: ["app_id": "\(appId)", "resource": "\(shownResource)"])
+        }
+        return (status, body)
+    }
+
+    /// The identity whose secret the request carries, checked against its selector.
+    func owner(of request: IdentityTokenRequest) -> Result<(Roller, TokenEndpointSettings), TokenEndpointError> {
+        let given = Array(request.secret.utf8)
+        var match: (Roller, TokenEndpointSettings)?
+        for roller in rollers {
+            guard let settings = try? roller.store.tokenEndpointSettings(), let secret = try? roller.store.tokenEndpointSecret() else { continue }
+            if Self.constantTimeEqual(given, Array(secret.utf8)), match == nil { match = (roller, settings) }
+        }
+        guard let (roller, settings) = match else { return .failure(.wrongSecret) }
+        let id = roller.identity
+        switch request.selector {
+        case nil:
+            break
+        case .clientID(let c) where c.lowercased() == id.appId.lowercased():
+            break
+        case .objectID(let o) where o.lowercased() == id.applicationObjectId.lowercased():
+            break
+        case .clientID(let c):
+            let other = rollers.contains { $0.identity.appId.lowercased() == c.lowercased() }
+            return .failure(.badRequest(other
+                ? "client_id \(c) is another identity of this agent; this secret belongs to \(id.appId) and gets only its tokens."
+                : "No identity with client_id \(c) is served here; this secret belongs to \(id.appId). Set AZURE_CLIENT_ID to \(id.appId) (or leave client_id out)."))
+        case .objectID(let o):
+            return .failure(.badRequest("object_id \(o) is not the application object of \(id.appId); leave it out or select by client_id=\(id.appId)."))
+        case .resourceID:
+            return .failure(.badRequest("KeyRoll identities are app registrations and have no Azure resource id; select by client_id=\(id.appId) or leave the selector out."))
+        }
+        guard settings.allows(request.resource) else {
+            return .failure(.badRequest("\(request.resource) is not among the resources \(id.appId) may get tokens for here (\((settings.allowedResources ?? []).joined(separator: ", "))). "
+                                        + "Add it with keyroll token-endpoint enable --allow-resource."))
+        }
+        return .success((roller, settings))
+    }
+
+    func token(_ request: IdentityTokenRequest, roller: Roller, settings: TokenEndpointSettings) async -> Result<[UInt8], TokenEndpointError> {
+        let appId = roller.identity.appId
+        let token: AccessToken
+        do {
+            token = try await roller.accessToken(scope: request.scope, refreshAhead: Self.refreshAhead)
+        } catch let e as EntraError {
+            let j = roller.journal
+            let keyAge = j.credential(j.active).map { clock.now().timeIntervalSince($0.notBefore) }
+            return .failure(Self.classify(e, appId: appId, resource: request.resource, keyAge: keyAge))
+        } catch {
+            return .failure(.init(status: 500, code: "server_error", message: "The agent could not get a token for \(appId): \(error)"))
+        }
+        let left = token.expiresOn.timeIntervalSince(clock.now())
+        guard left >= Self.minimumLifetime else {
+            return .failure(.init(status: 503, code: "temporarily_unavailable",
+                                  message: "Entra issued \(appId) a token with only \(Int(left)) s left; the agent serves none with less than \(Int(Self.minimumLifetime)) s. Try again shortly."))
+        }
+        return .success(JSONValue.object([
+            "access_token": .string(token.value),
+            "expires_on": .string(String(Int64(token.expiresOn.timeIntervalSince1970.rounded(.down)))),
+            "resource": .string(request.resource),
+            "token_type": "Bearer",
+            "client_id": .string(appId),
+        ]).serialized())
+    }
+
+    /// A key older than this that Entra says it does not know (AADSTS700027) is gone, not still
+    /// propagating (Entra propagates a new key in seconds to minutes).
+    static let propagationAllowance: TimeInterval = 3600
+
+    /// What Entra's refusal means to the application. `keyAge` is how long ago the active
+    /// certificate became valid.
+    static func classify(_ e: EntraError, appId: String, resource: String, keyAge: TimeInterval?) -> TokenEndpointError {
+        var kind = e.kind
+        if kind == .credentialNotYetActive, let age = keyAge, age > propagationAllowance { kind = .credentialInvalid }
+        switch kind {
+        case .throttled, .transient, .clockSkew, .credentialNotYetActive:
+            return .init(status: 503, code: "temporarily_unavailable", message: "Entra is not answering for \(appId) right now (\(e.kind.rawValue)); try again shortly.")
+        case .credentialInvalid, .notFound, .unauthorized, .forbidden:
+            return .init(status: 403, code: "unauthorized_client",
+                         message: "Entra refuses app \(appId)'s certificate (\(e.message)). Its key may be gone from Entra: run `keyroll status` on the agent's host; "
+                            + "if the app is past its cliff, re-bootstrap it through the provisioner (keyroll rebootstrap).")
+        case .badRequest:
+            return .badRequest("Entra refused a token for \(resource) (\(e.message)). Check the resource: it must be an API Entra knows, e.g. https://graph.microsoft.com or api://<app>.")
+        case .sizeExceeded, .protocolViolation:
+            return .init(status: 500, code: "server_error", message: "The agent could not get a token for \(appId): \(e.message)")
+        }
+    }
+
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        return zip(a, b).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+}
+
+extension Roller {
+    /// A token for `scope`, signed in with the active credential: the one the journal records as
+    /// proven (during a roll, the old key until the new one has been verified and switched to).
+    ///
+    /// A roll that finishes between reading the journal and reading the key destroys the key just
+    /// read about; the journal then names its successor, so the read is made once more.
+    public func accessToken(scope: String, refreshAhead: TimeInterval) async throws -> AccessToken {
+        let active: SigningCredential
+        do { active = try credential(journal.active) } catch { active = try credential(journal.active) }
+        return try await tokens.token(credential: .certificate(active), scope: scope, refreshAhead: refreshAhead)
+    }
+}

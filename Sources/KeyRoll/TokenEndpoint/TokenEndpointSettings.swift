@@ -1,0 +1,85 @@
+import Foundation
+import KeyRollPrimitives
+
+/// One identity's token-endpoint settings, kept in its store:
+///
+/// ```
+/// token-endpoint.json     {"allowedResources": [...] | null}: present = the endpoint serves this identity
+/// token-endpoint.secret   the X-IDENTITY-HEADER secret of this identity (0600, 43 base64url characters)
+/// token-endpoint.env      IDENTITY_ENDPOINT, IDENTITY_HEADER, AZURE_CLIENT_ID, NO_PROXY (0600; systemd EnvironmentFile=)
+/// ```
+///
+/// Each identity has its own secret, so one application's secret never yields another's tokens.
+public struct TokenEndpointSettings: Codable, Sendable, Equatable {
+    /// Resources this identity may get tokens for (exact `resource` values; a trailing `/` is not
+    /// significant). Nil: any resource.
+    public var allowedResources: [String]?
+
+    public init(allowedResources: [String]? = nil) { self.allowedResources = allowedResources }
+
+    /// Whether `resource` is allowed (exact match, ignoring one trailing slash on either side).
+    public func allows(_ resource: String) -> Bool {
+        guard let allowed = allowedResources else { return true }
+        func norm(_ s: String) -> String { s.hasSuffix("/") ? String(s.dropLast()) : s }
+        return allowed.contains { norm($0) == norm(resource) }
+    }
+}
+
+extension CredentialStore {
+    var tokenEndpointSettingsPath: String { path + "/token-endpoint.json" }
+    public var tokenEndpointSecretPath: String { path + "/token-endpoint.secret" }
+    public var tokenEndpointEnvironmentPath: String { path + "/token-endpoint.env" }
+
+    /// The identity's token-endpoint settings; nil when the endpoint does not serve it.
+    public func tokenEndpointSettings() throws -> TokenEndpointSettings? {
+        guard FileManager.default.fileExists(atPath: tokenEndpointSettingsPath) else { return nil }
+        do { return try JSONDecoder().decode(TokenEndpointSettings.self, from: Data(try SecureFiles.readSecret(tokenEndpointSettingsPath, limit: 64 * 1024))) } catch {
+            throw StoreError.corrupted("token-endpoint.json cannot be read (\(error)); run keyroll token-endpoint enable again")
+        }
+    }
+
+    /// Lets the agent's token endpoint serve this identity (with a new secret, unless it has one).
+    public func enableTokenEndpoint(_ settings: TokenEndpointSettings) throws {
+        if (try? tokenEndpointSecret()) == nil { try rotateTokenEndpointSecret() }
+        try SecureFiles.writeAtomically(Array(try JSONEncoder.readable().encode(settings)), to: tokenEndpointSettingsPath, hook: hook)
+    }
+
+    /// Stops serving this identity and destroys its secret and environment file.
+    public func disableTokenEndpoint() throws {
+        for file in [tokenEndpointSettingsPath, tokenEndpointSecretPath, tokenEndpointEnvironmentPath] where FileManager.default.fileExists(atPath: file) {
+            try SecureFiles.shred(file, hook: hook)
+        }
+    }
+
+    /// The current secret, read from its private file.
+    public func tokenEndpointSecret() throws -> String {
+        let text = String(decoding: try SecureFiles.readSecret(tokenEndpointSecretPath, limit: 1024), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard text.count >= 32 else { throw StoreError.corrupted("token-endpoint.secret is too short; run keyroll token-endpoint rotate-secret") }
+        return text
+    }
+
+    /// Replaces the secret with 256 fresh random bits. The application keeps working until it is
+    /// restarted with the new environment file; from then on only the new secret is accepted.
+    @discardableResult
+    public func rotateTokenEndpointSecret() throws -> String {
+        var rng = SystemRandomNumberGenerator()
+        let secret = Base64URL.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
+        try SecureFiles.writeAtomically(secret + "\n", to: tokenEndpointSecretPath, hook: hook)
+        return secret
+    }
+
+    /// The lines an application's environment needs to get this identity's tokens from an
+    /// endpoint at `endpointURL`: systemd `EnvironmentFile=` syntax (and, with `export`, a shell's).
+    public func tokenEndpointEnvironment(endpointURL: String, export: Bool = false) throws -> String {
+        let id = try identity()
+        let prefix = export ? "export " : ""
+        return [("IDENTITY_ENDPOINT", endpointURL), ("IDENTITY_HEADER", try tokenEndpointSecret()), ("AZURE_CLIENT_ID", id.appId),
+                ("NO_PROXY", "127.0.0.1,localhost")]
+            .map { "\(prefix)\($0.0)=\($0.1)" }.joined(separator: "\n") + "\n"
+    }
+
+    /// Writes ``tokenEndpointEnvironment(endpointURL:export:)`` to `token-endpoint.env` (0600).
+    public func writeTokenEndpointEnvironment(endpointURL: String) throws {
+        try SecureFiles.writeAtomically(try tokenEndpointEnvironment(endpointURL: endpointURL), to: tokenEndpointEnvironmentPath, hook: hook)
+    }
+}

@@ -1,0 +1,34 @@
+import ArgumentParser
+import Foundation
+import KeyRoll
+import KeyRollCLI
+
+/// Where the agent's managed-identity endpoint listens by default, and its path.
+enum TokenEndpointOptions {
+    static let defaultPort = 42356
+    static let path = "/msi/token"
+
+    static func url(port: Int) -> String { "http://127.0.0.1:\(port)\(path)" }
+
+    /// The one store a token-endpoint command acts on.
+    static func store(_ stores: StoreOptions) throws -> CredentialStore {
+        let paths = try stores.paths()
+        guard paths.count == 1 else { throw ValidationError("Name exactly one store (--store DIR); each identity has its own secret.") }
+        let store = CredentialStore(path: paths[0])
+        _ = try store.identity()
+        return store
+    }
+}
+
+struct TokenEndpointCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token-endpoint",
+        abstract: "Serve an identity's tokens to its application over the managed-identity protocol, so the application holds no key.",
+        discussion: """
+            The agent (keyroll agent) serves GET http://127.0.0.1:\(TokenEndpointOptions.defaultPort)\(TokenEndpointOptions.path)?api-version=2019-08-01&resource=R \
+            with the X-IDENTITY-HEADER secret, as App Service does: Azure SDKs' DefaultAzureCredential and ManagedIdentityCredential \
+            use it unchanged once IDENTITY_ENDPOINT and IDENTITY_HEADER are in the application's environment. The agent writes them to \
+            STORE/token-endpoint.env (systemd EnvironmentFile= format) when it starts.
+            """,
+        subcommands: [TokenEndpointEnableCommand.self, TokenEndpointDisableCommand.self, TokenEndpointRotateSecretCommand.self, TokenEndpointEnvCommand.self])
+}

@@ -1,0 +1,243 @@
+import EntraClient
+import EntraCrypto
+import EntraEmulator
+import Foundation
+import KeyRoll
+import KeyRollPrimitives
+import LabHarness
+import Logging
+import Testing
+import TestSupport
+
+/// The agent's managed-identity endpoint, in-process against the emulator on the virtual clock:
+/// the protocol's rules, one identity per secret, the token cache and its lifetimes, a roll in the
+/// middle of a stream of requests, Entra refusing the app, metrics, and logs without tokens.
+@Suite struct TokenEndpointTests {
+    struct World {
+        let fleet: Fleet
+        let a: (store: CredentialStore, roller: Roller, appId: String)
+        let b: (store: CredentialStore, roller: Roller, appId: String)
+        let endpoint: TokenEndpoint
+        let metrics: MetricsRegistry
+        let logs: CapturedLogs
+
+        init(allowA: [String]? = nil) async throws {
+            let fleet = try await Fleet()
+            func identity(_ name: String, _ allow: [String]?) async throws -> (store: CredentialStore, roller: Roller, appId: String) {
+                let (store, bundle) = try await fleet.agentStore(name)
+                try store.enableTokenEndpoint(TokenEndpointSettings(allowedResources: allow))
+                return (store, try fleet.roller(store), bundle.appId)
+            }
+            let a = try await identity("mi-a", allowA)
+            let b = try await identity("mi-b", nil)
+            let metrics = MetricsRegistry()
+            let logs = CapturedLogs()
+            var logger = Logger(label: "test.token-endpoint") { _ in logs }
+            logger.logLevel = .debug
+            self.fleet = fleet
+            self.a = a
+            self.b = b
+            self.metrics = metrics
+            self.logs = logs
+            self.endpoint = TokenEndpoint(rollers: [a.roller, b.roller], metrics: metrics, clock: fleet.rig.clock, logger: logger)
+        }
+
+        func ask(_ secret: String?, resource: String? = "https://graph.microsoft.com", extra: [(String, String)] = [],
+                 apiVersion: String? = "2019-08-01", method: String = "GET") async -> (status: Int, json: JSONValue?) {
+            var query: [(String, String)] = []
+            if let apiVersion { query.append(("api-version", apiVersion)) }
+            if let resource { query.append(("resource", resource)) }
+            query += extra
+            let headers: [(String, String)] = (secret.map { [("X-IDENTITY-HEADER", $0)] } ?? []) + [("Metadata", "true")]
+            let (status, body) = await endpoint.respond(method: method, query: query, headers: headers)
+            return (status, try? JSONValue.parse(body))
+        }
+
+        func claims(_ json: JSONValue?) throws -> [String: JSONValue] {
+            let token = try #require(json?["access_token"]?.stringValue)
+            return try CompactJWS(parsing: token, encoding: .lenient).claims.values
+        }
+    }
+
+    @Test func servesEachIdentityItsOwnTokensInTheAppServiceShape() async throws {
+        let w = try await World()
+        let secretA = try w.a.store.tokenEndpointSecret(), secretB = try w.b.store.tokenEndpointSecret()
+        #expect(secretA != secretB, "each identity has its own secret")
+        for (secret, appId) in [(secretA, w.a.appId), (secretB, w.b.appId)] {
+            for resource in ["https://graph.microsoft.com", "https://management.azure.com/", "https://vault.azure.net", "api://orders-api"] {
+                let r = await w.ask(secret, resource: resource)
+                #expect(r.status == 200, "\(resource): \(r.status) \(String(describing: r.json))")
+                #expect(try w.claims(r.json)["appid"] == .string(appId))
+                #expect(r.json?["resource"] == .string(resource), "resource is echoed exactly")
+                #expect(r.json?["token_type"] == "Bearer" && r.json?["client_id"] == .string(appId))
+                let expiresOn = try #require(r.json?["expires_on"]?.stringValue)
+                let epoch = try #require(Int64(expiresOn), "expires_on is integer epoch seconds as a string: \(expiresOn)")
+                #expect(Double(epoch) - w.fleet.rig.clock.now().timeIntervalSince1970 >= TokenEndpoint.minimumLifetime)
+            }
+            // selecting itself by client id (as DefaultAzureCredential does) or object id is fine
+            #expect(await w.ask(secret, extra: [("client_id", appId.uppercased())]).status == 200)
+        }
+        #expect(await w.ask(secretA, extra: [("object_id", try w.a.store.identity().applicationObjectId)]).status == 200)
+    }
+
+    @Test func refusalsHaveTheStatusesTheSDKsExpectAndAJSONBody() async throws {
+        let w = try await World(allowA: ["https://graph.microsoft.com"])
+        let secretA = try w.a.store.tokenEndpointSecret()
+        let cases: [(String, (status: Int, json: JSONValue?), Int)] = [
+            ("no header", await w.ask(nil), 401),
+            ("empty header", await w.ask(""), 401),
+            ("wrong header", await w.ask(String(repeating: "x", count: secretA.count)), 401),
+            ("another identity's client_id", await w.ask(secretA, extra: [("client_id", w.b.appId)]), 400),
+            ("an unknown client_id", await w.ask(secretA, extra: [("client_id", UUID().uuidString)]), 400),
+            ("two selectors", await w.ask(secretA, extra: [("client_id", w.a.appId), ("object_id", "x")]), 400),
+            ("a resource id", await w.ask(secretA, extra: [("mi_res_id", "/subscriptions/x")]), 400),
+            ("a resource off the allow-list", await w.ask(secretA, resource: "https://vault.azure.net"), 400),
+            ("no resource", await w.ask(secretA, resource: nil), 400),
+            ("no api-version", await w.ask(secretA, apiVersion: nil), 400),
+            ("an old api-version", await w.ask(secretA, apiVersion: "2017-09-01"), 400),
+            ("POST", await w.ask(secretA, method: "POST"), 400),
+        ]
+        for (what, r, status) in cases {
+            #expect(r.status == status, "\(what): \(r.status)")
+            #expect(r.json?["statusCode"] == .int(Int64(status)) && r.json?["error"]?.stringValue != nil
+                    && (r.json?["message"]?.stringValue ?? "").count > 20 && r.json?["correlationId"]?.stringValue != nil, "\(what): \(String(describing: r.json))")
+            #expect(r.json?["access_token"] == nil, "\(what)")
+        }
+        // the allow-list ignores one trailing slash
+        #expect(await w.ask(secretA, resource: "https://graph.microsoft.com/").status == 200)
+    }
+
+    @Test func tokensAreCachedRefreshedAheadAndNeverServedNearlyExpired() async throws {
+        let w = try await World()
+        let secret = try w.a.store.tokenEndpointSecret()
+        func tokenRequests() -> Int { w.fleet.rig.emulator.requestCounts()["token", default: 0] }
+        let first = await w.ask(secret)
+        let before = tokenRequests()
+        for _ in 0..<20 { #expect(await w.ask(secret).json?["access_token"] == first.json?["access_token"]) }
+        #expect(tokenRequests() == before, "served from the cache")
+        // 50 minutes on, the cached token has under 15 minutes left: a fresh one is fetched
+        w.fleet.rig.clock.advance(by: 50 * 60)
+        let later = await w.ask(secret)
+        #expect(later.status == 200 && later.json?["access_token"] != first.json?["access_token"])
+        #expect(tokenRequests() == before + 1)
+        let left = Double(Int64(later.json?["expires_on"]?.stringValue ?? "") ?? 0) - w.fleet.rig.clock.now().timeIntervalSince1970
+        #expect(left >= TokenEndpoint.minimumLifetime)
+        // Entra issuing short tokens: none is served with under 10 minutes
+        var s = w.fleet.rig.emulator.settings
+        s.tokenLifetime = 300
+        w.fleet.rig.emulator.settings = s
+        let short = await w.ask(secret, resource: "api://short-lived")
+        #expect(short.status == 503, "\(short.status) \(String(describing: short.json))")
+    }
+
+    @Test func aRollInTheMiddleOfAStreamOfRequestsCausesNoError() async throws {
+        let w = try await World()
+        let secret = try w.a.store.tokenEndpointSecret()
+        let boot = w.a.roller.journal.active
+        // requests for ever-new resources (each one reaches Entra) while the roll runs its steps
+        let roll = Task { try await w.a.roller.roll() }
+        var statuses: [Int] = []
+        var i = 0
+        while !roll.isCancelled, i < 400 {
+            statuses.append(await w.ask(secret, resource: "api://stream-\(i)").status)
+            i += 1
+            await Task.yield()
+            if i > 40, w.a.roller.journal.roll == nil, w.a.roller.journal.active != boot { break }
+        }
+        let outcome = try await roll.value
+        guard case .rolled = outcome else { Issue.record("no roll: \(outcome)"); return }
+        #expect(statuses.allSatisfy { $0 == 200 }, "\(Dictionary(grouping: statuses, by: { $0 }).mapValues(\.count))")
+        // after the roll the bootstrap is gone from Entra; new tokens come from the new key
+        let after = await w.ask(secret, resource: "api://after-the-roll")
+        #expect(after.status == 200)
+        let last = try #require(try w.fleet.rig.emulator.store.signIns(appId: w.a.appId).last)
+        #expect(last.result == "success" && last.thumbprint == w.a.roller.journal.active && last.thumbprint != boot)
+        // and the signIns during the stream used only keys the journal had proven
+        let used = Set(try w.fleet.rig.emulator.store.signIns(appId: w.a.appId).filter { $0.result == "success" }.compactMap(\.thumbprint))
+        #expect(used.isSubset(of: [boot, w.a.roller.journal.active]), "\(used)")
+    }
+
+    @Test func whenEntraRefusesTheAppTheBodySaysSoPlainly() async throws {
+        let w = try await World()
+        let secret = try w.a.store.tokenEndpointSecret()
+        // the app's key is gone from Entra (an operator removed it)
+        try await w.fleet.provisioner.graph.updateApplication(id: try w.a.store.identity().applicationObjectId, ["keyCredentials": .array([])])
+        // a young key may still be propagating: Entra's "key not found" is transient then
+        let young = await w.ask(secret, resource: "api://while-the-key-is-young")
+        #expect(young.status == 503, "\(young.status) \(String(describing: young.json))")
+        // an hour on, the same answer means the key is gone
+        w.fleet.rig.clock.advance(by: 2 * 3600)
+        let r = await w.ask(secret, resource: "api://after-the-key-is-gone")
+        #expect(r.status == 403, "\(r.status) \(String(describing: r.json))")
+        let message = r.json?["message"]?.stringValue ?? ""
+        #expect(message.contains("refuses") && message.contains(w.a.appId) && message.contains("keyroll rebootstrap"), "\(message)")
+    }
+
+    @Test func metricsCountRequestsAndLogsCarryNoTokenOrSecret() async throws {
+        let w = try await World()
+        let secret = try w.a.store.tokenEndpointSecret()
+        let ok = await w.ask(secret)
+        _ = await w.ask("nope")
+        _ = await w.ask(secret, extra: [("client_id", w.b.appId)])
+        let text = w.metrics.exposition()
+        #expect(text.contains(#"keyroll_token_endpoint_requests_total{app_id="\#(w.a.appId)",resource="https://graph.microsoft.com",status="200"} 1"#), "\(text)")
+        #expect(text.contains(#"status="401"} 1"#) && text.contains(#"status="400"} 1"#), "\(text)")
+        let token = try #require(ok.json?["access_token"]?.stringValue)
+        let lines = w.logs.lines
+        #expect(lines.count >= 3)
+        for line in lines {
+            #expect(!line.contains(token) && !line.contains(secret) && !line.contains(String(token.prefix(40))), "a log line leaks: \(line.prefix(200))")
+        }
+    }
+
+    @Test func enablingRotatingAndDisablingTheSecret() async throws {
+        let w = try await World()
+        let old = try w.a.store.tokenEndpointSecret()
+        #expect(try SecureFiles.readSecret(w.a.store.tokenEndpointSecretPath).count > 32, "the secret file is private (readSecret checks 0600 and owner)")
+        try w.a.store.writeTokenEndpointEnvironment(endpointURL: "http://127.0.0.1:42356/msi/token")
+        let env = try String(contentsOfFile: w.a.store.tokenEndpointEnvironmentPath, encoding: .utf8)
+        #expect(env == "IDENTITY_ENDPOINT=http://127.0.0.1:42356/msi/token\nIDENTITY_HEADER=\(old)\nAZURE_CLIENT_ID=\(w.a.appId)\nNO_PROXY=127.0.0.1,localhost\n")
+        #expect((try FileManager.default.attributesOfItem(atPath: w.a.store.tokenEndpointEnvironmentPath)[.posixPermissions] as? Int) == 0o600)
+        let new = try w.a.store.rotateTokenEndpointSecret()
+        #expect(new != old)
+        #expect(await w.ask(old).status == 401, "the old secret stops working at once")
+        #expect(await w.ask(new).status == 200)
+        try w.a.store.disableTokenEndpoint()
+        #expect(await w.ask(new).status == 401)
+        #expect(!FileManager.default.fileExists(atPath: w.a.store.tokenEndpointSecretPath) && !FileManager.default.fileExists(atPath: w.a.store.tokenEndpointEnvironmentPath))
+        #expect(w.endpoint.servedRollers.map(\.identity.appId) == [w.b.appId])
+    }
+
+    @Test func requestParsingIsPure() {
+        func parse(_ q: [(String, String)], _ h: [(String, String)] = [("x-identity-header", "s")]) -> Result<IdentityTokenRequest, TokenEndpointError> {
+            IdentityTokenRequest.parse(method: "GET", query: q, headers: h)
+        }
+        let base = [("api-version", "2019-08-01"), ("resource", "https://management.azure.com/")]
+        guard case .success(let r) = parse(base + [("unknown", "ignored"), ("clientid", "C")]) else { Issue.record("refused"); return }
+        #expect(r.scope == "https://management.azure.com//.default" && r.selector == .clientID("C") && r.secret == "s")
+        #expect(parse(base, []) == .failure(.missingSecret), "no header: 401 before anything else")
+        #expect(parse([], []) == .failure(.missingSecret))
+        if case .failure(let e) = parse(base + [("resource", "x")]) { #expect(e.status == 400) } else { Issue.record("two resources accepted") }
+        if case .failure(let e) = parse(base, [("X-Identity-Header", "a"), ("x-identity-header", "b")]) { #expect(e.status == 400) } else { Issue.record("two secrets accepted") }
+        if case .failure(let e) = parse(base + [("principal_id", "p"), ("msi_res_id", "r")]) { #expect(e.status == 400) } else { Issue.record("two selectors accepted") }
+    }
+}
+
+/// Log lines, rendered as a JSON handler would print them (message and metadata).
+final class CapturedLogs: LogHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [String] = []
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    var lines: [String] { lock.withLock { stored } }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        let all = self.metadata.merging(metadata ?? [:]) { $1 }
+        lock.withLock { stored.append("\(level) \(message) \(all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))") }
+    }
+}
