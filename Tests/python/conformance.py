@@ -28,18 +28,7 @@ info = json.load(open(f"{state}/emulator.json"))
 BASE, CA, TENANT = info["baseURL"], info["caFile"], info["tenantId"]
 PROV_ID, PROV_PEM = info["provisionerClientId"], info["provisionerCertificatePath"]
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-checks = {}
-
-
-def check(name):
-    def wrap(fn):
-        try:
-            extra = fn() or {}
-            checks[name] = {"ok": True, **extra}
-        except Exception as e:
-            checks[name] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:400]}", "trace": traceback.format_exc()[-800:]}
-        return fn
-    return wrap
+from checks import check, checks
 
 
 def session():

@@ -33,20 +33,9 @@ ENDPOINT, SECRET = os.environ["IDENTITY_ENDPOINT"], os.environ["IDENTITY_HEADER"
 info = json.load(open(f"{state}/emulator.json"))
 BASE, CA = info["baseURL"], info["caFile"]
 GRAPH = "https://graph.microsoft.com"
-checks = {}
+from checks import check, checks
 
 import requests
-
-
-def check(name):
-    def wrap(fn):
-        try:
-            extra = fn() or {}
-            checks[name] = {"ok": True, **extra}
-        except Exception as e:
-            checks[name] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:400]}", "trace": traceback.format_exc()[-800:]}
-        return fn
-    return wrap
 
 
 def claims(token):
