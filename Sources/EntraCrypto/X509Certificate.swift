@@ -1,7 +1,7 @@
+import _CryptoExtras
 import Foundation
 import SwiftASN1
 import X509
-import _CryptoExtras
 
 /// A parsed X.509 certificate together with the identifiers Entra uses for it.
 public struct X509Certificate: Sendable, Hashable {

@@ -46,16 +46,7 @@ extension BenchCommand {
                 guard r.status == 200, let t = r.json?["access_token"]?.stringValue else { throw UserFacingError("token refused: \(r.status)") }
                 return t
             }
-            func timed(_ n: Int, _ body: (Int) async throws -> Void) async throws -> (p50: Double, p99: Double) {
-                var ms: [Double] = []
-                for i in 0..<n {
-                    let t0 = BenchCommand.now()
-                    try await body(i)
-                    ms.append((BenchCommand.now() - t0) * 1000)
-                }
-                ms.sort()
-                return (ms[ms.count / 2], ms[min(ms.count - 1, Int(Double(ms.count) * 0.99))])
-            }
+            func timed(_ n: Int, _ body: (Int) async throws -> Void) async throws -> (p50: Double, p99: Double) { try await BenchCommand.latencies(n, body) }
             let admin = try await tokenFor(reg.appId, cred)
             var first: [String: Double] = [:]
             var seeded = 0

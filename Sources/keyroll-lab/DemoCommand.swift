@@ -4,10 +4,10 @@ import EntraCrypto
 import EntraEmulator
 import Foundation
 import KeyRoll
-import KeyRollPrimitives
-import Logging
 import KeyRollCLI
+import KeyRollPrimitives
 import LabHarness
+import Logging
 import Provisioning
 
 struct DemoCommand: AsyncParsableCommand {
@@ -94,6 +94,14 @@ struct DemoCommand: AsyncParsableCommand {
             rollers.append((name, roller))
             journal.appIds[result.application.appId] = name
         }
+        // The first app holds no key in its process: it reads Graph with tokens from the agent's
+        // managed-identity endpoint (the first roller's store enables it).
+        let keylessStore = rollers[0].roller.store
+        try keylessStore.enableTokenEndpoint(TokenEndpointSettings(allowedResources: ["https://graph.microsoft.com"]))
+        let keyless = KeylessReader(endpoint: TokenEndpoint(rollers: [rollers[0].roller], metrics: MetricsRegistry(), clock: clock, logger: Logger(label: "demo")),
+                                    secret: try keylessStore.tokenEndpointSecret(), emulator: emulator,
+                                    objectID: rollers[0].roller.identity.applicationObjectId, base: clients.endpoints.authorityHost)
+        var keylessReads = KeylessReader.Tally()
         print("  done: \(apps) applications and service principals; each agent holds only its bootstrap bundle\n")
         // Let the bootstrap certificates propagate the way Entra does before the agents start.
         clock.advance(by: settings.propagationDelayMax + 1)
@@ -110,13 +118,30 @@ struct DemoCommand: AsyncParsableCommand {
             if await !lockoutCheck.violations(roller.store, appId: roller.identity.appId).isEmpty { lockouts[name, default: 0] += 1 }
             let rollStart = clock.now()
             let outcome: RollOutcome
-            do { outcome = try await roller.roll(reason: before.activeOrigin == .bootstrap ? "bootstrap" : "due") } catch {
+            var keylessLine: KeylessReader.Tally?
+            do {
+                let reason = before.activeOrigin == .bootstrap ? "bootstrap" : "due"
+                if idx == 0 {
+                    let (o, t) = try await keyless.roll(roller, reason: reason)
+                    outcome = o
+                    keylessReads.reads += t.reads
+                    keylessReads.duringRoll += t.duringRoll
+                    keylessReads.failures += t.failures
+                    keylessLine = t
+                } else {
+                    outcome = try await roller.roll(reason: reason)
+                }
+            } catch {
                 print("  \(shortDate(clock.now()))  \(name.padding(toLength: 18, withPad: " ", startingAt: 0)) roll failed: \(error); the agent retries later")
                 clock.advance(by: 3600)
                 continue
             }
             if await !lockoutCheck.violations(roller.store, appId: roller.identity.appId).isEmpty { lockouts[name, default: 0] += 1 }
             print(journal.line(name: name, at: rollStart, outcome: outcome, roller: roller, from: before, verbose: verbose))
+            if let t = keylessLine {
+                print("  \(String(repeating: " ", count: 16))  \(String(repeating: " ", count: 18)) ↳ its app, holding no key, read Graph \(t.reads)× through the token endpoint, "
+                      + "\(t.duringRoll)× while the key rolled: \(t.failures.isEmpty ? "all 200" : "\(t.failures.count) failed: \(t.failures.prefix(3))")")
+            }
         }
         clock.set(end)
         print("\nSummary after \(formatYears(years)) (virtual clock now \(shortDate(clock.now())) UTC)")
@@ -136,6 +161,10 @@ struct DemoCommand: AsyncParsableCommand {
         print("\n\(stats.rolls) rolls, \(stats.abandoned) abandoned; the agents waited out AADSTS700027 \(stats.notYetActive) times and retried \(stats.retries) transient failures.")
         print("Every old key was removed only after its successor was stored, listed by Graph and accepted \(RollPolicy().verifySuccesses)× by the token endpoint.")
         print(allGood ? "✔ No app was ever without a registered, valid, proven key." : "✘ Some app was locked out (see above).")
+        print(keylessReads.failures.isEmpty
+              ? "✔ \(rollers[0].name) never held a key: it read Graph \(keylessReads.reads)× with tokens from the agent's endpoint (\(keylessReads.duringRoll)× mid-roll), every read answered."
+              : "✘ \(rollers[0].name)'s reads through the token endpoint failed \(keylessReads.failures.count)×: \(keylessReads.failures.prefix(5))")
+        if !keylessReads.failures.isEmpty { allGood = false }
         let audit = try await Auditor(graph: provisioner.graph).scan(now: clock.now(), expiringWithinDays: 30)
         print("\nFleet audit by the provisioner (keyroll audit): " + AuditReport.summary(audit))
         if let html {

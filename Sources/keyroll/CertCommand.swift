@@ -1,8 +1,8 @@
 import ArgumentParser
 import EntraCrypto
 import Foundation
-import KeyRollCLI
 import KeyRoll
+import KeyRollCLI
 import KeyRollPrimitives
 
 struct CertCommand: AsyncParsableCommand {

@@ -1,9 +1,8 @@
 import EntraCrypto
 import Foundation
-import Hummingbird
-import ServiceLifecycle
-import HummingbirdCore
 import HTTPTypes
+import Hummingbird
+import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import NIOCore

@@ -1,0 +1,99 @@
+import ArgumentParser
+import EntraClient
+import EntraCrypto
+import EntraEmulator
+import Foundation
+import KeyRoll
+import KeyRollCLI
+import KeyRollPrimitives
+import LabHarness
+import Logging
+import Provisioning
+import ServiceLifecycle
+
+extension BenchCommand {
+    struct Footprint: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Agent idle RSS and CPU with 1 and with N identities; cold start of `keyroll --version`.")
+        @Option(help: "Idle measurement window in seconds.") var idleSeconds = 60.0
+        @Option(help: "Identities in the large agent.") var identities = 100
+        @Option(help: "Cold-start repetitions.") var starts = 20
+        @Flag(help: "Run the agents with their /metrics and /healthz server listening (on a free loopback port) instead of without it.")
+        var withServer = false
+        @Flag var json = false
+        @Flag(name: .customLong("baseline-child"), help: .hidden) var baselineChild = false
+
+        func run() async throws {
+            if baselineChild { try await Task.sleep(nanoseconds: 30_000_000_000); return }
+            BenchCommand.quietLogs()
+            let me = BenchCommand.selfPath, keyroll = try BenchCommand.keyrollPath()
+            for (name, path) in [("keyroll", keyroll), ("keyroll-lab", me)] {
+                let size = ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.doubleValue ?? 0) / 1_048_576
+                Figure(name: "\(name) binary size", value: size, unit: "MiB", bound: nil, boundName: nil, command: "keyroll-lab bench footprint").print(json: json)
+            }
+            // cold start against /bin/true
+            var ours: [Double] = [], lab: [Double] = [], trues: [Double] = []
+            for _ in 0..<starts {
+                ours.append(try await Measured.run([keyroll, "--version"]).wall)
+                lab.append(try await Measured.run([me, "--version"]).wall)
+                trues.append(try await Measured.run(["/bin/true"]).wall)
+            }
+            Figure(name: "cold start `keyroll-lab --version` (median of \(starts))", value: BenchCommand.median(lab) * 1000, unit: "ms",
+                   bound: BenchCommand.median(trues) * 1000, boundName: "/bin/true", command: "keyroll-lab bench footprint").print(json: json)
+            Figure(name: "cold start `keyroll --version` (median of \(starts))", value: BenchCommand.median(ours) * 1000, unit: "ms",
+                   bound: BenchCommand.median(trues) * 1000, boundName: "/bin/true", command: "keyroll-lab bench footprint").print(json: json)
+            // baseline RSS: the same binary idle in a sleep
+            let baseline = Process()
+            baseline.executableURL = URL(fileURLWithPath: me)
+            baseline.arguments = ["bench", "footprint", "--baseline-child"]
+            try baseline.run()
+            try await Task.sleep(nanoseconds: 1_500_000_000)
+            let base = BenchCommand.sample(pid: baseline.processIdentifier)
+            let baseRSS = base?.rssKiB ?? 0, baseAnon = base?.anonKiB ?? 0
+            baseline.terminate()
+            try await BenchEmulator.serving { emu in
+                for n in [1, identities] {
+                    var stores: [String] = []
+                    for i in 0..<n {
+                        let b = try await emu.bundle("fp\(n)-\(i)")
+                        let store = "\(emu.dir)/stores-\(n)/\(i)"
+                        try Roller.importBundle(try BootstrapBundle.decode(try SecureFiles.read(b)), into: CredentialStore(path: store), now: Date())
+                        stores.append(store)
+                    }
+                    let p = Process()
+                    p.executableURL = URL(fileURLWithPath: keyroll)
+                    p.arguments = ["agent", withServer ? "--metrics-port=0" : "--metrics-port=-1"] + stores.flatMap { ["--store", $0] }
+                    p.environment = ProcessInfo.processInfo.environment.merging(["KEYROLL_CA_FILE": emu.dir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]) { $1 }
+                    p.standardError = FileHandle.nullDevice
+                    p.standardOutput = FileHandle.nullDevice
+                    try p.run()
+                    // wait until every identity has rolled its bootstrap
+                    let deadline = Date().addingTimeInterval(900)
+                    while Date() < deadline {
+                        guard p.isRunning else { throw UserFacingError("the agent exited with status \(p.terminationStatus) before rolling") }
+                        let done = stores.filter { (try? StoreReader.status(path: $0, policy: RollPolicy(), now: Date()))?.activeOrigin == .keyroll }.count
+                        if done == n { break }
+                        try await Task.sleep(nanoseconds: 200_000_000)
+                    }
+                    try await Task.sleep(nanoseconds: 2_000_000_000)
+                    guard let a = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
+                    try await Task.sleep(nanoseconds: UInt64(idleSeconds * 1e9))
+                    guard let b = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
+                    let byMapping = BenchCommand.residentByMapping(pid: p.processIdentifier)
+                    p.terminate()
+                    p.waitUntilExit()
+                    // where the resident pages are: the binary, each shared library, the heap
+                    for (mapping, kib) in byMapping.prefix(8) {
+                        Figure(name: "agent idle RSS in \(mapping), \(n) identit\(n == 1 ? "y" : "ies")", value: kib / 1024, unit: "MiB",
+                               bound: b.rssKiB / 1024, boundName: "the agent's whole RSS", command: "keyroll-lab bench footprint").print(json: json)
+                    }
+                    Figure(name: "agent idle RSS, \(n) identit\(n == 1 ? "y" : "ies")" + (withServer ? ", metrics server on" : ""), value: b.rssKiB / 1024, unit: "MiB",
+                           bound: baseRSS / 1024, boundName: "keyroll-lab asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
+                    Figure(name: "agent idle anonymous memory (RssAnon: heap, stacks), \(n) identit\(n == 1 ? "y" : "ies")", value: b.anonKiB / 1024, unit: "MiB",
+                           bound: baseAnon / 1024, boundName: "keyroll-lab asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
+                    Figure(name: "agent idle CPU over \(Int(idleSeconds)) s, \(n) identit\(n == 1 ? "y" : "ies")", value: b.cpuSeconds - a.cpuSeconds, unit: "CPU-s",
+                           bound: idleSeconds, boundName: "one core for the window", command: "keyroll-lab bench footprint --idle-seconds \(Int(idleSeconds))").print(json: json)
+                }
+            }
+        }
+    }
+}
