@@ -130,6 +130,22 @@ public struct GraphClient: Sendable {
         _ = try await call("updateApplication", "PATCH", "/applications/\(id)", body: .object(patch), idempotent: true)
     }
 
+    /// PATCH of the application's whole `keyCredentials` list, recomputed by `merge` from a fresh
+    /// read before every attempt. A PATCH replaces the list, so one that re-sent a list read before
+    /// a throttling wait would drop every key added meanwhile (an agent's addKey); reading again
+    /// each time narrows that window to one round trip. Returns the list the PATCH was built on.
+    @discardableResult
+    public func updateKeyCredentials(id: String, merge: @escaping @Sendable ([KeyCredential]) throws -> [JSONValue]) async throws -> [KeyCredential] {
+        final class Basis: @unchecked Sendable { var keys: [KeyCredential] = [] }
+        let basis = Basis()
+        _ = try await call("updateApplication", "PATCH", "/applications/\(id)", idempotent: true, freshBody: {
+            let current = try await self.keyCredentials(objectID: id)
+            basis.keys = current
+            return .object(["keyCredentials": .array(try merge(current))])
+        })
+        return basis.keys
+    }
+
     public func deleteApplication(id: String) async throws {
         do { _ = try await call("deleteApplication", "DELETE", "/applications/\(id)", idempotent: true) } catch let e as EntraError where e.kind == .notFound {}
     }
@@ -205,7 +221,7 @@ public struct GraphClient: Sendable {
 
     /// `call` with a body made anew for each attempt (proofs expire).
     func call(_ operation: String, _ method: String, _ path: String, idempotent: Bool? = nil,
-              recover: (@Sendable () async throws -> JSONValue?)? = nil, freshBody: (() throws -> JSONValue)?) async throws -> JSONValue {
+              recover: (@Sendable () async throws -> JSONValue?)? = nil, freshBody: (() async throws -> JSONValue)?) async throws -> JSONValue {
         let isIdempotent = idempotent ?? (method == "GET")
         let url = path.hasPrefix("http") ? path : endpoints.graphBaseURL + path
         var attempt = 0
@@ -221,7 +237,7 @@ public struct GraphClient: Sendable {
             let clientRequestID = UUID().uuidString.lowercased()
             var headers: [(String, String)] = [("Authorization", "Bearer \(token.value)"), ("Accept", "application/json"),
                                                ("client-request-id", clientRequestID), ("return-client-request-id", "true")]
-            let body = try freshBody?()
+            let body = try await freshBody?()
             if body != nil { headers.append(("Content-Type", "application/json")) }
             let request = HTTPRequestMessage(method: method, url: url, headers: headers, body: body?.serialized() ?? [])
             let error: EntraError

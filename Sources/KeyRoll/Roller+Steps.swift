@@ -106,7 +106,18 @@ extension Roller {
         let new = try credential(r.newThumbprint)
         let graph = graphBase.authenticated(with: .certificate(new))
         var keyIds: [String] = []
-        if let keys = try await readKeys(graph) {
+        let read: [KeyCredential]?
+        do { read = try await readKeys(graph) } catch let e as EntraError where e.kind == .credentialNotYetActive || e.kind == .credentialInvalid {
+            // Entra no longer knows the new key: read with the old one, which is still registered
+            read = try await readKeys(graphBase.authenticated(with: .certificate(try credential(r.oldThumbprint))))
+        }
+        if let keys = read {
+            // The new key was proven, but a privileged PATCH of the whole keyCredentials list that
+            // read the list before our addKey (a provisioner issuing a bootstrap) can drop it. Never
+            // remove the old key then: register the new one again and prove it first.
+            if !keys.contains(where: { $0.matches(thumbprint: r.newThumbprint) }) {
+                try await reregister(new, old: try credential(r.oldThumbprint))
+            }
             keyIds = keys.filter { $0.matches(thumbprint: r.oldThumbprint) }.map(\.keyId)  // every registration of the old cert
         } else if let k = old.keyId {
             keyIds = [k]
@@ -120,6 +131,31 @@ extension Roller {
         emit(.retired, keyIds.isEmpty ? "old key already gone" : "removeKey \(keyIds.joined(separator: ", "))")
         try commit(planningNextRoll(try journal.finished(now: clock.now())), phase: nil, event: nil)
         destroyGivenUp(r.oldThumbprint, "old key \(r.oldThumbprint) destroyed; roll complete", event: .finished)
+    }
+
+    /// Registers `new` again with a proof by `old` (still registered: it is never removed before
+    /// this returns) and waits until the token endpoint accepts it, within the verification
+    /// window; throws if it does not, so the old key stays registered and the step is retried.
+    func reregister(_ new: SigningCredential, old: SigningCredential) async throws {
+        logger.warning("the new key vanished from Entra before the old one was removed (a concurrent PATCH of keyCredentials?); registering it again",
+                       metadata: ["app_id": "\(identity.appId)", "thumbprint": "\(new.certificate.sha1Thumbprint.hex)"])
+        let byOld = graphBase.authenticated(with: .certificate(old))
+        if try await byOld.findKey(objectID: identity.applicationObjectId, certificate: new.certificate) == nil {
+            _ = try await counted { try await byOld.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, prover: old) }
+        }
+        emit(.added, "re-registered the new key after it vanished from Entra")
+        let started = clock.now()
+        var attempt = 0
+        while true {
+            do {
+                _ = try await tokens.probe(credential: .certificate(new))
+                return
+            } catch let e as EntraError where e.isRetryable || e.kind == .credentialNotYetActive {
+                attempt += 1
+                guard clock.now().timeIntervalSince(started) < policy.verifyTimeout else { throw e }
+                try await sleeper.sleep(seconds: Self.propagationBackoff.delay(attempt: attempt))
+            }
+        }
     }
 
     /// Runs the reload hook once per switch. Until it succeeds the old key stays registered, so an

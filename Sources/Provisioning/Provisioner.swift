@@ -77,14 +77,17 @@ public struct Provisioner: Sendable {
                                      keyId: bundle.bootstrap.keyId ?? "", displayName: Self.bootstrapDisplayName)
     }
 
-    /// Read → merge → PATCH → verify. Existing entries are re-sent with their `key`, so nothing is
-    /// dropped; afterwards every previous keyId and the new one must be present.
+    /// Read → merge → PATCH → verify, the read made again before every attempt (see
+    /// ``GraphClient/updateKeyCredentials(id:merge:)``). Existing entries are re-sent with their
+    /// `key`, so nothing is dropped; afterwards every key the PATCH was built on and the new one
+    /// must be present.
     public func mergeKeyCredential(objectID: String, certificate: X509Certificate, keyId: String, displayName: String) async throws {
-        let before = try await graph.keyCredentials(objectID: objectID)
-        var entries: [JSONValue] = before.map(Self.patchEntry)
-        entries.append(.object(["keyId": .string(keyId), "type": "AsymmetricX509Cert", "usage": "Verify",
-                                "key": .string(Base64.encode(certificate.der)), "displayName": .string(displayName)]))
-        try await graph.updateApplication(id: objectID, ["keyCredentials": .array(entries)])
+        let entry: JSONValue = .object(["keyId": .string(keyId), "type": "AsymmetricX509Cert", "usage": "Verify",
+                                        "key": .string(Base64.encode(certificate.der)), "displayName": .string(displayName)])
+        let before = try await graph.updateKeyCredentials(id: objectID) { current in
+            // a retry after a lost answer finds its own entry already there: send the list as it is
+            current.map(Self.patchEntry) + (current.contains { $0.keyId == keyId } ? [] : [entry])
+        }
         let after = try await graph.keyCredentials(objectID: objectID)
         let afterIds = Set(after.map(\.keyId))
         let missing = before.map(\.keyId).filter { !afterIds.contains($0) }

@@ -272,6 +272,30 @@ import Glibc
         }
     }
 
+    @Test func aNewKeyDroppedByAPrivilegedPatchIsRegisteredAgainBeforeTheOldOneGoes() async throws {
+        let fleet = try await Fleet()
+        // the roll dies just before removeKey(old): the new key is proven, published, active
+        let (store, bundle) = try await crashed(fleet, "patched", at: "send removeKey#1")
+        let j = try store.journal()
+        let r = try #require(j.roll)
+        #expect(r.phase == .switched)
+        // a provisioner's PATCH built on a list read before the agent's addKey lands now: the new key is gone
+        let app = try #require(try fleet.rig.emulator.store.application(appId: bundle.appId))
+        let stale = app.keyCredentials.filter { $0.sha1.hex != r.newThumbprint }.map { k -> JSONValue in
+            .object(["keyId": .string(k.keyId), "type": .string(k.type), "usage": .string(k.usage), "key": .string(Base64.encode(k.key))])
+        }
+        try await fleet.provisioner.graph.updateApplication(id: app.id, ["keyCredentials": .array(stale)])
+        #expect(!(try fleet.graphKeys(bundle.appId)).contains { $0.sha1.hex == r.newThumbprint })
+        // the restarted agent must not remove the old key while the new one is unregistered
+        let roller = try fleet.roller(store)
+        let outcome = try await roller.roll()
+        #expect({ if case .rolled = outcome { true } else { false } }(), "\(outcome)")
+        let wrong = await fleet.lockout.violations(store, appId: bundle.appId, signIn: true)
+        #expect(wrong.isEmpty, "\(wrong)")
+        #expect(try fleet.graphKeys(bundle.appId).map(\.sha1.hex) == [roller.journal.active], "only the new key is left, registered again")
+        #expect(fleet.events.kinds(bundle.appId).contains(.added))
+    }
+
     /// A sleeper that counts its calls and suspends (never blocks) for the time asked.
     actor PollCounter: Sleeper {
         private var count = 0
