@@ -22,6 +22,7 @@ $K bench crypto --seconds 3 --keys 30 --json | tee -a "$out"
 $K bench rolls --apps "$APPS" --json | tee -a "$out"
 $K bench emulator --seconds 10 --connections 16 --apps 100 --json | tee -a "$out"
 $K bench footprint --idle-seconds "$IDLE" --identities "$IDENTITIES" --json | tee -a "$out"
+$K bench token-endpoint --requests 300 --json | tee -a "$out"
 $K bench peers --reps "$REPS" --python .venv-py/bin/python --az .venv-azcli/bin/az --json | tee -a "$out"
 python3 Benchmarks/render.py "$out" docs/benchmarks.md
 echo "wrote $out and the table in docs/benchmarks.md" >&2
