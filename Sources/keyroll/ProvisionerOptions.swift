@@ -50,7 +50,6 @@ struct ProvisionerOptions: ParsableArguments {
         }
         let endpoints = EntraEndpoints(authorityHost: authorityURL, tenant: tenant, graphBaseURL: graph)
         let transport = try trust.transport()
-        let tokens = TokenProvider(endpoints: endpoints, clientID: clientId, transport: transport, retry: retry)
-        return (Provisioner(graph: GraphClient(endpoints: endpoints, tokens: tokens, auth: credential, transport: transport, retry: retry)), transport)
+        return (Provisioner(graph: GraphClient.signingIn(as: clientId, with: credential, endpoints: endpoints, transport: transport, retry: retry)), transport)
     }
 }
