@@ -153,14 +153,19 @@ public struct GraphClient: Sendable {
     /// `addKey`: registers `certificate` on application `objectID`, with a proof signed by `prover`
     /// (a currently valid certificate already registered on it). Each attempt carries a proof
     /// minted for it, so long Retry-After waits can never send an expired one.
-    public func addKey(objectID: String, certificate: X509Certificate, prover: SigningCredential) async throws -> KeyCredential {
+    /// `displayName`, when given, is what Graph shows for the key (KeyRoll's replica marker lives
+    /// there, see `CredentialName`); without it Entra names the key after the certificate.
+    public func addKey(objectID: String, certificate: X509Certificate, displayName: String? = nil, prover: SigningCredential) async throws -> KeyCredential {
         let recover: @Sendable () async throws -> JSONValue? = {
             guard let found = try await self.findKey(objectID: objectID, certificate: certificate) else { return nil }
             return try JSONValue.parse(GraphDates.encoder.encode(found))
         }
+        var key: [String: JSONValue] = ["type": "AsymmetricX509Cert", "usage": "Verify", "key": .string(Base64.encode(certificate.der))]
+        if let displayName { key["displayName"] = .string(displayName) }
+        let keyCredential = JSONValue.object(key)
         return try decode(try await call("addKey", "POST", "/applications/\(objectID)/addKey", recover: recover) {
             .object([
-                "keyCredential": .object(["type": "AsymmetricX509Cert", "usage": "Verify", "key": .string(Base64.encode(certificate.der))]),
+                "keyCredential": keyCredential,
                 "passwordCredential": .null,
                 "proof": .string(try ProofOfPossession.make(objectID: objectID, credential: prover, now: self.correctedNow)),
             ])

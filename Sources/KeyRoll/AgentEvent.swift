@@ -4,7 +4,7 @@ import Foundation
 public struct AgentEvent: Sendable, Equatable {
     public enum Kind: String, Sendable {
         case imported, generated, stored, added, visible, notYetActive, verified, switched, reloaded, retired, finished
-        case abandoning, abandoned, retry, alarm, reconciled, reloadHookFailed, swept
+        case abandoning, abandoned, retry, alarm, reconciled, reloadHookFailed, swept, settling
     }
     public var time: Date
     public var appId: String

@@ -31,11 +31,14 @@ public final class CredentialStore: @unchecked Sendable {
         public var applicationObjectId: String
         public var appId: String
         public var displayName: String?
+        /// This host's replica of the app (nil: the app runs on one host). Every certificate the
+        /// agent makes carries it (``CredentialName``); it never changes for a store.
+        public var replica: ReplicaName?
 
         /// Who a bootstrap bundle says this is.
         public init(bundle b: BootstrapBundle) {
             self.init(tenantId: b.tenantId, authorityHost: b.authorityHost, graphBaseURL: b.graphBaseURL,
-                      applicationObjectId: b.applicationObjectId, appId: b.appId, displayName: b.displayName)
+                      applicationObjectId: b.applicationObjectId, appId: b.appId, displayName: b.displayName, replica: b.replica)
         }
 
         /// Checks everything KeyRoll will put into a URL: endpoints must not carry this identity's
@@ -49,7 +52,9 @@ public final class CredentialStore: @unchecked Sendable {
             try EntraIdentifier.checkGUID(appId, what: "The identity's appId")
         }
 
-        public init(tenantId: String, authorityHost: String, graphBaseURL: String, applicationObjectId: String, appId: String, displayName: String?) {
+        public init(tenantId: String, authorityHost: String, graphBaseURL: String, applicationObjectId: String, appId: String, displayName: String?,
+                    replica: ReplicaName? = nil) {
+            self.replica = replica
             self.tenantId = tenantId
             self.authorityHost = authorityHost
             self.graphBaseURL = graphBaseURL

@@ -71,6 +71,8 @@ public struct RollInProgress: Codable, Sendable, Equatable {
     public var phaseSince: Date?
     /// When the reload hook last succeeded for this roll's switch (nil: not yet, or no hook).
     public var reloadedAt: Date?
+    /// When addKey registered the new key (the replica settle counts from it).
+    public var addedAt: Date?
 
     /// Whether the roll still needs `thumbprint`'s private key on disk. The new key is given up
     /// once the roll is abandoning; the old key once it is switched away from (only its
@@ -140,6 +142,7 @@ public struct Journal: Codable, Sendable, Equatable {
     public func added(keyId: String, now: Date) throws -> Journal {
         var j = try expecting(.stored).entering(.added, now)
         j.setKeyId(keyId, for: j.roll!.newThumbprint)
+        j.roll!.addedAt = now
         return j
     }
 

@@ -32,6 +32,7 @@ extension RollPolicy {
         "reloadHookGraceSeconds": { $0.reloadHookGrace = $1 },
         "reloadHookTimeoutSeconds": { $0.reloadHookTimeout = $1 },
         "backdateSeconds": { $0.backdate = $1 },
+        "replicaSettleSeconds": { $0.replicaSettle = $1 },
     ]
 
     /// The known field names, for messages and docs.

@@ -33,6 +33,11 @@ public struct RollPolicy: Codable, Sendable, Equatable {
     public var reloadHookGrace: TimeInterval = 86_400
     /// A reload command still running after this long is killed and counts as failed.
     public var reloadHookTimeout: TimeInterval = 60
+    /// On an app with several replicas: how long after its addKey a new key must stay registered
+    /// before the old key is removed. It outlasts any privileged PATCH of keyCredentials that read
+    /// the list before the addKey (a provisioner's read and PATCH each time out after 60 s), so
+    /// one that dropped the new key is seen, and mended, while the old key still works.
+    public var replicaSettle: TimeInterval = 150
 
     public init() {}
 
@@ -69,6 +74,7 @@ public struct RollPolicy: Codable, Sendable, Equatable {
         try check(backdate.isFinite && backdate >= 0 && backdate <= 3600, "backdateSeconds", "\(backdate) must be 0 to 3600 seconds")
         try check(minimumRollMargin.isFinite && minimumRollMargin >= 3600, "minimumRollMarginDays", "\(days(minimumRollMargin)) must be at least 1 hour")
         try check(reloadHookGrace.isFinite && reloadHookGrace >= 0, "reloadHookGraceSeconds", "\(reloadHookGrace) must be 0 or more")
+        try check(replicaSettle.isFinite && replicaSettle >= 0 && replicaSettle <= 3600, "replicaSettleSeconds", "\(replicaSettle) must be 0 to 3600 seconds")
         try check(reloadHookTimeout.isFinite && reloadHookTimeout >= 1 && reloadHookTimeout <= 3600, "reloadHookTimeoutSeconds", "\(reloadHookTimeout) must be 1 to 3600 seconds")
         try check(!subject.isEmpty && subject.count <= 64 && !subject.unicodeScalars.contains { $0.properties.generalCategory == .control },
                   "subject", "must be 1 to 64 printable characters")

@@ -19,7 +19,9 @@ extension Roller {
                        event: (.added, "already registered as \(existing.keyId) (replayed)"))
             return
         }
-        let kc = try await counted { try await graph.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, prover: active) }
+        let kc = try await counted {
+            try await graph.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, displayName: CredentialName.displayName(cn: certificateSubject), prover: active)
+        }
         try commit(try journal.added(keyId: kc.keyId, now: clock.now()), phase: .added, event: (.added, "addKey → keyId \(kc.keyId)"))
     }
 
@@ -103,6 +105,7 @@ extension Roller {
             throw Journal.TransitionError(description: "refusing to remove a key KeyRoll did not create")
         }
         if r.phase == .switched, r.reloadedAt == nil, let hook = reloadHook { try await runReloadHook(hook, r) }
+        try await settleAfterAdd(r)
         let new = try credential(r.newThumbprint)
         let graph = graphBase.authenticated(with: .certificate(new))
         var keyIds: [String] = []
@@ -119,6 +122,7 @@ extension Roller {
                 try await reregister(new, old: try credential(r.oldThumbprint))
             }
             keyIds = keys.filter { $0.matches(thumbprint: r.oldThumbprint) }.map(\.keyId)  // every registration of the old cert
+            for keyId in keyIds { try RemovalGuard.check(keyId: keyId, in: keys, journal: j, replica: identity.replica) }
         } else if let k = old.keyId {
             keyIds = [k]
         } else {
@@ -133,6 +137,20 @@ extension Roller {
         destroyGivenUp(r.oldThumbprint, "old key \(r.oldThumbprint) destroyed; roll complete", event: .finished)
     }
 
+    /// On an app with several replicas, waits until `replicaSettle` has passed since the new key
+    /// was added before the old key may go. A privileged PATCH of the whole keyCredentials list
+    /// (the provisioner scaling out or retiring a sibling) that read the list before our addKey
+    /// lands within its own request time; after the settle it has landed, so the check that
+    /// follows (is the new key still registered?) sees what it did. See docs/design.md, "Replicas".
+    func settleAfterAdd(_ r: RollInProgress) async throws {
+        guard identity.replica != nil, policy.replicaSettle > 0 else { return }
+        let added = r.addedAt ?? r.startedAt
+        let wait = added.addingTimeInterval(policy.replicaSettle).timeIntervalSince(clock.now())
+        guard wait > 0 else { return }
+        emit(.settling, "waiting \(Int(wait.rounded(.up))) s for the new key to settle before the old one goes (replicaSettleSeconds)")
+        try await sleeper.sleep(seconds: wait)
+    }
+
     /// Registers `new` again with a proof by `old` (still registered: it is never removed before
     /// this returns) and waits until the token endpoint accepts it, within the verification
     /// window; throws if it does not, so the old key stays registered and the step is retried.
@@ -141,7 +159,9 @@ extension Roller {
                        metadata: ["app_id": "\(identity.appId)", "thumbprint": "\(new.certificate.sha1Thumbprint.hex)"])
         let byOld = graphBase.authenticated(with: .certificate(old))
         if try await byOld.findKey(objectID: identity.applicationObjectId, certificate: new.certificate) == nil {
-            _ = try await counted { try await byOld.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, prover: old) }
+            _ = try await counted {
+                try await byOld.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, displayName: CredentialName.displayName(cn: certificateSubject), prover: old)
+            }
         }
         emit(.added, "re-registered the new key after it vanished from Entra")
         let started = clock.now()
@@ -183,7 +203,10 @@ extension Roller {
         let active = try credential(r.oldThumbprint)
         let graph = graphBase.authenticated(with: .certificate(active))
         var keyIds = journal.credential(r.newThumbprint)?.keyId.map { [$0] } ?? []
-        if let keys = try await readKeys(graph) { keyIds = keys.filter { $0.matches(thumbprint: r.newThumbprint) }.map(\.keyId) }
+        if let keys = try await readKeys(graph) {
+            keyIds = keys.filter { $0.matches(thumbprint: r.newThumbprint) }.map(\.keyId)
+            for keyId in keyIds { try RemovalGuard.check(keyId: keyId, in: keys, journal: journal, replica: identity.replica) }
+        }
         for k in keyIds { try await counted { try await graph.removeKey(objectID: identity.applicationObjectId, keyId: k, prover: active) } }
         try commit(planningNextRoll(try journal.abandoned(now: clock.now())), phase: nil, event: nil)
         destroyGivenUp(r.newThumbprint, r.abandonReason ?? "abandoned", event: .abandoned)

@@ -55,6 +55,12 @@ public final class Roller: @unchecked Sendable {
 
     public var journal: Journal { lock.withLock { _journal } }
 
+    /// The subject CN of the certificates this roller makes: the policy's subject, marked with the
+    /// replica's name when the app runs on several hosts (``CredentialName``).
+    public var certificateSubject: String {
+        CredentialName.cn(policy.subject.replacingOccurrences(of: "{appId}", with: identity.appId), replica: identity.replica)
+    }
+
     /// Opens the store (checks permissions, takes the lock without waiting), loads the journal and
     /// sweeps what a crash may have left: key files the journal does not list and temporary files.
     /// It refuses to start only when a key the journal still needs is missing.
@@ -69,6 +75,10 @@ public final class Roller: @unchecked Sendable {
         self.storeLock = try store.lock()
         self.identity = try store.identity()
         try identity.validate()
+        let subject = CredentialName.cn(policy.subject.replacingOccurrences(of: "{appId}", with: identity.appId), replica: identity.replica)
+        guard subject.count <= 64 else {
+            throw RollPolicy.Invalid(field: "subject", description: "subject: '\(subject)' is \(subject.count) characters with the app id and replica name filled in; a certificate CN holds at most 64. Shorten the policy's subject")
+        }
         self._journal = try store.journal()
         let endpoints = EntraEndpoints(authorityHost: identity.authorityHost, tenant: identity.tenantId, graphBaseURL: identity.graphBaseURL)
         let wire = SideEffectTransport(transport, hook: store.hook)
@@ -177,7 +187,7 @@ public final class Roller: @unchecked Sendable {
         let now = clock.now()
         let window = policy.newCertificateWindow(now: now)
         try policy.checkNewCertificate(notBefore: window.notBefore, notAfter: window.notAfter)
-        let subject = policy.subject.replacingOccurrences(of: "{appId}", with: identity.appId)
+        let subject = certificateSubject
         let size = policy.keySize
         let (cred, cpuSeconds) = try await Background.run {
             try ThreadCPUTime.measure { try SigningCredential.generate(size: size, subject: .init(commonName: subject), notBefore: window.notBefore, notAfter: window.notAfter) }

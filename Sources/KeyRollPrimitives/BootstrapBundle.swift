@@ -15,6 +15,9 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
     /// The application (client) id (`client_id`, assertion `iss`/`sub`).
     public var appId: String
     public var displayName: String?
+    /// Which replica of the app this bundle starts (nil: the app runs on one host). Its agent
+    /// marks every certificate it makes with this name (``CredentialName``).
+    public var replica: ReplicaName?
     public var bootstrap: Credential
     public var createdAt: Date
     public var createdBy: String?
@@ -33,7 +36,7 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
     }
 
     public init(tenantId: String, authorityHost: String, graphBaseURL: String, applicationObjectId: String, appId: String,
-                displayName: String?, bootstrap: Credential, createdAt: Date, createdBy: String?) {
+                displayName: String?, replica: ReplicaName? = nil, bootstrap: Credential, createdAt: Date, createdBy: String?) {
         self.format = Self.formatV1
         self.tenantId = tenantId
         self.authorityHost = authorityHost
@@ -41,6 +44,7 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
         self.applicationObjectId = applicationObjectId
         self.appId = appId
         self.displayName = displayName
+        self.replica = replica
         self.bootstrap = bootstrap
         self.createdAt = createdAt
         self.createdBy = createdBy

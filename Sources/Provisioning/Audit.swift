@@ -1,6 +1,7 @@
 import EntraClient
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 
 /// What the audit says about one credential.
 public enum CredentialFinding: String, Codable, Sendable, CaseIterable {
@@ -56,10 +57,38 @@ public struct AppAudit: Codable, Sendable, Equatable {
     public var objectId: String
     public var managed: Bool
     public var credentials: [CredentialAudit]
+    /// The app's state, from its live replicas (a stale replica does not make it unhealthy; it
+    /// has its own row, with the command that retires it).
     public var conditions: [AppCondition]
     /// Latest end of a currently valid certificate: after it, self-service rolling is impossible.
     public var cliff: Date?
+    /// One row per replica, for an app that runs on several hosts (empty for a single-host app).
+    public var replicas: [ReplicaAudit]
     public var worst: AppCondition { conditions.max() ?? .healthy }
+    public var staleReplicas: [ReplicaAudit] { replicas.filter { $0.condition == .stale } }
+}
+
+/// What the audit says about one replica of an app.
+public enum ReplicaCondition: String, Codable, Sendable, CaseIterable {
+    case healthy
+    case bootstrapNotRolled = "bootstrap-not-rolled"
+    case expiringSoon = "expiring-soon"
+    /// It has not rolled within its expected window (or holds no valid key): its host is probably gone.
+    case stale
+}
+
+public struct ReplicaAudit: Codable, Sendable, Equatable {
+    public var replica: ReplicaName
+    public var condition: ReplicaCondition
+    public var keyIds: [String]
+    /// Latest end of this replica's valid certificates (nil: none is valid).
+    public var cliff: Date?
+    /// Start of its newest own (rolled) key: when it last rolled.
+    public var lastRolledAt: Date?
+    /// By when it should have rolled again (nil while it still runs on its bootstrap).
+    public var rollOverdueAt: Date?
+    /// For a stale replica, the exact command that retires it.
+    public var retireCommand: String?
 }
 
 public struct FleetAudit: Codable, Sendable {
@@ -73,26 +102,38 @@ public struct FleetAudit: Codable, Sendable {
         return c
     }
     public var worst: AppCondition { apps.map(\.worst).max() ?? .healthy }
-    public var exitCode: Int32 { Int32(worst.severity) }
+    /// Replicas that stopped rolling, across the fleet (each a warning: retire it, or re-bootstrap its host).
+    public var staleReplicas: Int { apps.reduce(0) { $0 + $1.staleReplicas.count } }
+    public var exitCode: Int32 { Int32(max(worst.severity, staleReplicas > 0 ? 1 : 0)) }
 }
 
 /// Classification rules (pure).
 public enum AuditRules {
     /// Certificates KeyRoll makes are named `CN=keyroll-…`; the provisioner's bootstrap is `CN=keyroll-bootstrap`.
-    public static func classify(_ app: Application, now: Date, expiringWithin: TimeInterval) -> AppAudit {
+    /// A replica whose newest own key has lived past this fraction of its lifetime has missed its
+    /// roll: agents roll at 2/3 of the lifetime ± 5% jitter (at the latest at 0.717).
+    public static let defaultStaleAfterFraction = 0.75
+
+    public static func classify(_ app: Application, now: Date, expiringWithin: TimeInterval,
+                                staleAfterFraction: Double = defaultStaleAfterFraction) -> AppAudit {
         let managed = app.tags?.contains(Provisioner.managedTag) ?? false
+        let replicas = managed ? replicaAudits(app, now: now, expiringWithin: expiringWithin, staleAfterFraction: staleAfterFraction) : []
+        let staleKeys = Set(replicas.filter { $0.condition == .stale }.flatMap(\.keyIds))
         var creds: [CredentialAudit] = []
+        var live: [CredentialAudit] = []
         for k in app.keyCredentials ?? [] {
-            let name = k.displayName ?? ""
+            let marker = CredentialName.parse(displayName: k.displayName)
             let finding: CredentialFinding
             if let end = k.endDateTime, end < now { finding = .expiredLeftover }
             else if let start = k.startDateTime, start > now { finding = .notYetValid }
             else if !managed { finding = .unmanaged }
-            else if name == Provisioner.bootstrapDisplayName { finding = .bootstrapNotRolled }
-            else if name.hasPrefix("CN=keyroll-") {
+            else if marker.isBootstrap { finding = .bootstrapNotRolled }
+            else if marker.isKeyRoll {
                 finding = (k.endDateTime.map { $0.timeIntervalSince(now) } ?? 0) < expiringWithin ? .expiringSoon : .healthy
             } else { finding = .drift }
-            creds.append(CredentialAudit(keyId: k.keyId, kind: k.type ?? "?", displayName: k.displayName, start: k.startDateTime, end: k.endDateTime, finding: finding))
+            let audit = CredentialAudit(keyId: k.keyId, kind: k.type ?? "?", displayName: k.displayName, start: k.startDateTime, end: k.endDateTime, finding: finding)
+            creds.append(audit)
+            if !staleKeys.contains(k.keyId) || finding == .drift { live.append(audit) }
         }
         for p in app.passwordCredentials ?? [] {
             let expired = (p.endDateTime ?? .distantFuture) < now
@@ -104,7 +145,7 @@ public enum AuditRules {
         var conditions = Set<AppCondition>()
         if !managed { conditions.insert(.unmanaged) }
         if managed && validCerts.isEmpty { conditions.insert(.pastCliff) }
-        for c in creds {
+        for c in live + creds.filter({ $0.kind == "Password" }) {
             switch c.finding {
             case .drift: conditions.insert(.drift)
             case .bootstrapNotRolled: conditions.insert(.bootstrapNotRolled)
@@ -116,7 +157,43 @@ public enum AuditRules {
         if managed, let cliff, cliff.timeIntervalSince(now) < expiringWithin { conditions.insert(.expiringSoon) }
         if conditions.isEmpty { conditions.insert(.healthy) }
         return AppAudit(name: app.displayName ?? app.appId, appId: app.appId, objectId: app.id, managed: managed,
-                        credentials: creds, conditions: conditions.sorted(by: >), cliff: cliff)
+                        credentials: creds, conditions: conditions.sorted(by: >), cliff: cliff, replicas: replicas)
+    }
+
+    /// One row per replica marker found on the app's keys (``CredentialName``); none when no key
+    /// carries a marker. A replica is
+    /// - `stale` when it holds no valid key, or its newest own key has lived past
+    ///   `staleAfterFraction` of its lifetime (it should have rolled);
+    /// - `bootstrap-not-rolled` when its only valid key is its bootstrap;
+    /// - `expiring-soon` when its last valid key ends within `expiringWithin`;
+    /// - `healthy` otherwise.
+    public static func replicaAudits(_ app: Application, now: Date, expiringWithin: TimeInterval,
+                                     staleAfterFraction: Double = defaultStaleAfterFraction) -> [ReplicaAudit] {
+        var byReplica: [ReplicaName: [KeyCredential]] = [:]
+        for k in app.keyCredentials ?? [] {
+            let marker = CredentialName.parse(displayName: k.displayName)
+            if marker.isKeyRoll, let r = marker.replica { byReplica[r, default: []].append(k) }
+        }
+        return byReplica.keys.sorted().map { r in
+            let keys = byReplica[r]!
+            let valid = keys.filter { $0.isValidCertificate(at: now) }
+            let own = valid.filter { !CredentialName.parse(displayName: $0.displayName).isBootstrap }
+            let newest = own.max { ($0.startDateTime ?? .distantPast) < ($1.startDateTime ?? .distantPast) }
+            let cliff = valid.compactMap(\.endDateTime).max()
+            var overdue: Date?
+            if let n = newest, let s = n.startDateTime, let e = n.endDateTime { overdue = s.addingTimeInterval(e.timeIntervalSince(s) * staleAfterFraction) }
+            let condition: ReplicaCondition
+            if valid.isEmpty { condition = .stale }
+            else if let overdue, overdue < now { condition = .stale }
+            else if own.isEmpty { condition = .bootstrapNotRolled }
+            else if let cliff, cliff.timeIntervalSince(now) < expiringWithin { condition = .expiringSoon }
+            else { condition = .healthy }
+            let retire = condition == .stale
+                ? "keyroll retire --app \(app.appId) --replica \(r.rawValue) --reason \"host gone: not rolled since \(newest?.startDateTime.map(UTCTime.iso) ?? "its bootstrap")\""
+                : nil
+            return ReplicaAudit(replica: r, condition: condition, keyIds: keys.map(\.keyId), cliff: cliff, lastRolledAt: newest?.startDateTime,
+                                rollOverdueAt: overdue, retireCommand: retire)
+        }
     }
 }
 
@@ -126,11 +203,12 @@ public struct Auditor: Sendable {
     public let graph: GraphClient
     public init(graph: GraphClient) { self.graph = graph }
 
-    public func scan(now: Date, expiringWithinDays: Double, managedOnly: Bool = false) async throws -> FleetAudit {
+    public func scan(now: Date, expiringWithinDays: Double, managedOnly: Bool = false,
+                     staleAfterFraction: Double = AuditRules.defaultStaleAfterFraction) async throws -> FleetAudit {
         var apps: [AppAudit] = []
         let filter = managedOnly ? OData.hasTag(Provisioner.managedTag) : nil
         for try await app in graph.applications(filter: filter, select: ["id", "appId", "displayName", "tags", "keyCredentials", "passwordCredentials"], pageSize: 999) {
-            apps.append(AuditRules.classify(app, now: now, expiringWithin: expiringWithinDays * 86_400))
+            apps.append(AuditRules.classify(app, now: now, expiringWithin: expiringWithinDays * 86_400, staleAfterFraction: staleAfterFraction))
         }
         apps.sort { ($0.worst, $1.name) > ($1.worst, $0.name) }
         return FleetAudit(generatedAt: now, expiringWithinDays: expiringWithinDays, apps: apps)

@@ -1,4 +1,5 @@
 import Foundation
+import KeyRollPrimitives
 import Yams
 
 /// The apps a provisioning run should make, from YAML or CSV.
@@ -12,8 +13,11 @@ import Yams
 ///     notes: on-call team-a
 ///     owners: [ops@contoso.com]
 ///     bundle: secrets/orders-api.json      # default: {bundleDir}/{name}.json
+///   - name: web
+///     replicas: 3                          # one bundle per host: {bundleDir}/web.r1.json … web.r3.json
 /// ```
-/// CSV: a header row with `name` and any of `tags`, `notes`, `owners`, `bundle` (lists separated by `;`).
+/// CSV: a header row with `name` and any of `tags`, `notes`, `owners`, `bundle`, `replicas` (lists
+/// separated by `;`).
 public struct Manifest: Sendable, Equatable {
     public struct App: Sendable, Equatable {
         public var name: String
@@ -21,22 +25,39 @@ public struct Manifest: Sendable, Equatable {
         public var notes: String?
         public var owners: [String]
         public var bundlePath: String
+        /// How many replicas (hosts, each with its own key) the app runs on; nil: one host, one
+        /// unnamed identity (the bundle at `bundlePath`).
+        public var replicas: Int?
 
-        public init(name: String, tags: [String] = [], notes: String? = nil, owners: [String] = [], bundlePath: String) {
+        public init(name: String, tags: [String] = [], notes: String? = nil, owners: [String] = [], bundlePath: String, replicas: Int? = nil) {
             self.name = name
             self.tags = tags
             self.notes = notes
             self.owners = owners
             self.bundlePath = bundlePath
+            self.replicas = replicas
+        }
+
+        /// The replicas the manifest asks for: r1 … rN (empty for a single-host app).
+        public var replicaNames: [ReplicaName] { (0..<(replicas ?? 0)).map { ReplicaName.numbered($0 + 1) } }
+
+        /// Where the bundle of `replica` is written: `orders.json` → `orders.r2.json`.
+        public func bundlePath(for replica: ReplicaName?) -> String {
+            guard let replica else { return bundlePath }
+            let base = bundlePath.hasSuffix(".json") ? String(bundlePath.dropLast(5)) : bundlePath
+            return base + "." + replica.rawValue + ".json"
         }
     }
 
     public var apps: [App]
     public var bootstrapValidity: TimeInterval
+    /// The most keyCredentials one application may hold (see ``ReplicaCapacity``).
+    public var keyCredentialLimit: Int
 
-    public init(apps: [App], bootstrapValidity: TimeInterval = 2 * 86_400) {
+    public init(apps: [App], bootstrapValidity: TimeInterval = 2 * 86_400, keyCredentialLimit: Int = ReplicaCapacity.defaultKeyCredentialLimit) {
         self.apps = apps
         self.bootstrapValidity = bootstrapValidity
+        self.keyCredentialLimit = keyCredentialLimit
     }
 
     public struct ManifestError: Error, CustomStringConvertible, Equatable {
@@ -86,9 +107,10 @@ public struct Manifest: Sendable, Equatable {
             throw ManifestError("The YAML manifest has an unknown top-level key '\(key)'; known: apps, defaults.")
         }
         let defaults = doc["defaults"] as? [String: Any] ?? [:]
-        for key in defaults.keys where !["bundleDir", "tags", "bootstrapValidityDays"].contains(key) {
-            throw ManifestError("The YAML manifest's defaults has an unknown key '\(key)'; known: bundleDir, tags, bootstrapValidityDays.")
+        for key in defaults.keys where !["bundleDir", "tags", "bootstrapValidityDays", "keyCredentialLimit"].contains(key) {
+            throw ManifestError("The YAML manifest's defaults has an unknown key '\(key)'; known: bundleDir, tags, bootstrapValidityDays, keyCredentialLimit.")
         }
+        let limit = try defaults["keyCredentialLimit"].map { try wholeNumber($0, "defaults.keyCredentialLimit") } ?? ReplicaCapacity.defaultKeyCredentialLimit
         let bundleDir = resolve((defaults["bundleDir"] as? String) ?? "bundles", baseDir)
         let defaultTags = strings(defaults["tags"])
         let days = (defaults["bootstrapValidityDays"] as? Double) ?? (defaults["bootstrapValidityDays"] as? Int).map(Double.init) ?? 2
@@ -101,9 +123,10 @@ public struct Manifest: Sendable, Equatable {
                 throw ManifestError("apps[\(i)] ('\(name)') has an unknown field '\(key)'; known: \(appFields.joined(separator: ", ")).")
             }
             out.append(App(name: name, tags: defaultTags + strings(a["tags"]), notes: a["notes"] as? String, owners: strings(a["owners"]),
-                           bundlePath: try BundleName.path(for: name, explicit: a["bundle"] as? String, in: bundleDir, row: "apps[\(i)]")))
+                           bundlePath: try BundleName.path(for: name, explicit: a["bundle"] as? String, in: bundleDir, row: "apps[\(i)]"),
+                           replicas: try a["replicas"].map { try wholeNumber($0, "apps[\(i)] ('\(name)') replicas") }))
         }
-        return try validated(Manifest(apps: out, bootstrapValidity: days * 86_400))
+        return try validated(Manifest(apps: out, bootstrapValidity: days * 86_400, keyCredentialLimit: limit))
     }
 
     public static func parseCSV(_ text: String, baseDir: String) throws -> Manifest {
@@ -128,21 +151,36 @@ public struct Manifest: Sendable, Equatable {
             let name = row[nameCol].trimmingCharacters(in: .whitespaces)
             let list = { (s: String?) in (s ?? "").split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
             out.append(App(name: name, tags: list(col(row, "tags")), notes: col(row, "notes"), owners: list(col(row, "owners")),
-                           bundlePath: try BundleName.path(for: name, explicit: col(row, "bundle"), in: bundleDir, row: "CSV line \(n + 2)")))
+                           bundlePath: try BundleName.path(for: name, explicit: col(row, "bundle"), in: bundleDir, row: "CSV line \(n + 2)"),
+                           replicas: try col(row, "replicas").map { try wholeNumber($0, "CSV line \(n + 2) ('\(name)') replicas") }))
         }
         return try validated(Manifest(apps: out, bootstrapValidity: 2 * 86_400))
     }
 
-    static let appFields = ["name", "tags", "notes", "owners", "bundle"]
+    static let appFields = ["name", "tags", "notes", "owners", "bundle", "replicas"]
+
+    /// A whole number from YAML (an Int) or CSV (text).
+    static func wholeNumber(_ v: Any, _ what: String) throws -> Int {
+        if let n = v as? Int { return n }
+        if let t = v as? String, let n = Int(t.trimmingCharacters(in: .whitespaces)) { return n }
+        throw ManifestError("\(what) must be a whole number, not '\(String(describing: v).prefix(40))'.")
+    }
 
     static func validated(_ m: Manifest) throws -> Manifest {
         var seen = Set<String>()
         var bundles: [String: String] = [:]
+        let capacity = ReplicaCapacity(keyCredentialLimit: m.keyCredentialLimit)
+        guard m.keyCredentialLimit >= 2, m.keyCredentialLimit <= ReplicaCapacity.entraItemLimit else {
+            throw ManifestError("defaults.keyCredentialLimit is \(m.keyCredentialLimit); it must be 2 to \(ReplicaCapacity.entraItemLimit) (Entra's limit on items in an application's collections).")
+        }
         for a in m.apps {
             guard !a.name.isEmpty, a.name.count <= 120 else { throw ManifestError("'\(a.name.prefix(40))…' is longer than 120 characters.") }
             guard seen.insert(a.name).inserted else { throw ManifestError("'\(a.name)' appears twice in the manifest; names must be unique.") }
-            if let other = bundles.updateValue(a.name, forKey: a.bundlePath) {
-                throw ManifestError("'\(other)' and '\(a.name)' would both write the bundle \(a.bundlePath); give one of them its own 'bundle' file name.")
+            if let n = a.replicas { try capacity.check(replicas: n, app: a.name) }
+            for path in a.replicas == nil ? [a.bundlePath] : a.replicaNames.map({ a.bundlePath(for: $0) }) {
+                if let other = bundles.updateValue(a.name, forKey: path) {
+                    throw ManifestError("'\(other)' and '\(a.name)' would both write the bundle \(path); give one of them its own 'bundle' file name.")
+                }
             }
             for tag in a.tags where tag.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) || tag.count > 256 {
                 throw ManifestError("'\(a.name)' has a tag with control characters or over 256 characters.")

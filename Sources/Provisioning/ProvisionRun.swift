@@ -73,6 +73,9 @@ public struct ProvisionRun: Sendable {
         case alreadyProvisioned(appId: String)
         case agentOwnsIt(appId: String)
         case needsRebootstrap(appId: String, reason: String)
+        /// An app with replicas: bundles issued now, replicas already provisioned (left alone), and
+        /// replicas Graph shows that the manifest no longer asks for (retire them: ``ReplicaRetirement``).
+        case replicas(appId: String, created: Bool, issued: [ReplicaName], kept: [ReplicaName], beyondManifest: [ReplicaName])
     }
 
     public struct Report: Sendable {
@@ -112,6 +115,7 @@ public struct ProvisionRun: Sendable {
     }
 
     func provisionOne(_ app: Manifest.App, existing: Application?) async throws -> Outcome {
+        if app.replicas != nil { return try await provisionReplicas(app, existing: existing) }
         let graph = provisioner.graph
         let prior = log.lastEntry(app.name)
         if prior?.event == .done, let appId = prior?.appId { return .alreadyProvisioned(appId: appId) }
@@ -133,14 +137,14 @@ public struct ProvisionRun: Sendable {
                 }
             }
             _ = try await graph.createServicePrincipal(appId: target.appId)
-            let cred = try await Background.run { try Provisioner.bootstrapCredential(appId: target.appId, now: now, validity: validity, size: size) }
+            let cred = try await Background.run { try Provisioner.bootstrapCredential(now: now, validity: validity, size: size) }
             try log.append(.init(app: app.name, event: .intent, keyId: keyId, objectId: target.id, appId: target.appId, time: now))
             try await provisioner.mergeKeyCredential(objectID: target.id, certificate: cred.certificate, keyId: keyId, displayName: Provisioner.bootstrapDisplayName)
             try writeBundle(app, application: target, credential: cred, keyId: keyId, now: now)
             return .bootstrapIssued(appId: target.appId)
         }
         // New application: the bootstrap certificate goes in with the create (one write, verified from its answer).
-        let cred = try await Background.run { try Provisioner.bootstrapCredential(appId: "new", now: now, validity: validity, size: size) }
+        let cred = try await Background.run { try Provisioner.bootstrapCredential(now: now, validity: validity, size: size) }
         try log.append(.init(app: app.name, event: .intent, keyId: keyId, time: now))
         let entry: JSONValue = .object(["keyId": .string(keyId), "type": "AsymmetricX509Cert", "usage": "Verify",
                                         "key": .string(Base64.encode(cred.certificate.der)), "displayName": .string(Provisioner.bootstrapDisplayName)])
@@ -158,13 +162,94 @@ public struct ProvisionRun: Sendable {
         return .created(appId: created.appId)
     }
 
-    func writeBundle(_ app: Manifest.App, application: Application, credential: SigningCredential, keyId: String, now: Date) throws {
+    func writeBundle(_ app: Manifest.App, replica: ReplicaName? = nil, application: Application, credential: SigningCredential, keyId: String, now: Date) throws {
         let e = provisioner.graph.endpoints
+        let path = app.bundlePath(for: replica)
         let bundle = BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL, applicationObjectId: application.id,
-                                     appId: application.appId, displayName: app.name, credential: credential, keyId: keyId, createdAt: now, createdBy: nil)
-        try SecureFiles.ensurePrivateDirectory((app.bundlePath as NSString).deletingLastPathComponent)
-        try SecureFiles.writeAtomically(try bundle.encoded(), to: app.bundlePath)
-        try log.append(.init(app: app.name, event: .done, keyId: keyId, objectId: application.id, appId: application.appId, bundlePath: app.bundlePath, time: now))
+                                     appId: application.appId, displayName: app.name, replica: replica, credential: credential, keyId: keyId,
+                                     createdAt: now, createdBy: nil)
+        try SecureFiles.ensurePrivateDirectory((path as NSString).deletingLastPathComponent)
+        try SecureFiles.writeAtomically(try bundle.encoded(), to: path)
+        try log.append(.init(app: Self.logKey(app.name, replica), event: .done, keyId: keyId, objectId: application.id, appId: application.appId,
+                             bundlePath: path, time: now))
+    }
+
+    /// The provision log's key for an app's replica (`web@r2`; the app's name for a single host).
+    static func logKey(_ name: String, _ replica: ReplicaName?) -> String {
+        replica.map { name + String(CredentialName.replicaSeparator) + $0.rawValue } ?? name
+    }
+
+    /// An app with `replicas: N`: one bootstrap certificate and bundle per replica r1…rN, all in
+    /// one write (the create, or one read-merge-PATCH-verify). A replica already provisioned —
+    /// by this log, or because Graph shows keys with its marker — is left alone, so raising N
+    /// (scale out) issues only the new replicas' bundles and never touches a sibling's key.
+    /// Replicas Graph shows beyond N are reported, never removed here: scale in goes through the
+    /// audited ``ReplicaRetirement``.
+    func provisionReplicas(_ app: Manifest.App, existing: Application?) async throws -> Outcome {
+        let graph = provisioner.graph
+        let now = graph.correctedNow
+        var keys: [KeyCredential] = []
+        if let existing { keys = try await graph.keyCredentials(objectID: existing.id) }
+        let inGraph = Set(keys.compactMap { k -> ReplicaName? in
+            let p = CredentialName.parse(displayName: k.displayName)
+            return p.isKeyRoll ? p.replica : nil
+        })
+        var toIssue: [ReplicaName] = [], kept: [ReplicaName] = [], orphans: Set<String> = []
+        for r in app.replicaNames {
+            let prior = log.lastEntry(Self.logKey(app.name, r))
+            if prior?.event == .done { kept.append(r); continue }
+            if prior?.event == .intent, let orphan = prior?.keyId, keys.contains(where: { $0.keyId == orphan }) {
+                orphans.insert(orphan)  // its run died before writing the bundle: the private key is lost
+            } else if prior == nil, inGraph.contains(r) {
+                kept.append(r)  // provisioned elsewhere (or the log was lost): its host owns it
+                continue
+            }
+            toIssue.append(r)
+        }
+        let wanted = Set(app.replicaNames)
+        let beyond = inGraph.filter { !wanted.contains($0) }.sorted()
+        if let target = existing, !orphans.isEmpty {
+            let drop = orphans
+            try await provisioner.removeKeyCredentials(objectID: target.id) { drop.contains($0.keyId) }
+        }
+        if toIssue.isEmpty, let target = existing {
+            return .replicas(appId: target.appId, created: false, issued: [], kept: kept, beyondManifest: beyond)
+        }
+        let limit = manifest.keyCredentialLimit
+        if keys.count - orphans.count + toIssue.count > limit {
+            throw Manifest.ManifestError("'\(app.name)' holds \(keys.count - orphans.count) keyCredentials; \(toIssue.count) more bootstrap certificates would pass the limit of \(limit). Retire stale replicas first (keyroll audit lists them).")
+        }
+        let size = keySize, validity = manifest.bootstrapValidity
+        var issued: [(ReplicaName, SigningCredential, String)] = []
+        for r in toIssue {
+            let cred = try await Background.run { try Provisioner.bootstrapCredential(replica: r, now: now, validity: validity, size: size) }
+            issued.append((r, cred, UUID().uuidString.lowercased()))
+        }
+        // Intent for every replica first: a run that dies before a bundle is written leaves a key
+        // the next run finds by its keyId and removes (its private key died with the process).
+        for (r, _, keyId) in issued {
+            try log.append(.init(app: Self.logKey(app.name, r), event: .intent, keyId: keyId, objectId: existing?.id, appId: existing?.appId, time: now))
+        }
+        let newKeys = issued.map { Provisioner.NewKey(certificate: $0.1.certificate, keyId: $0.2, displayName: Provisioner.bootstrapDisplayName(replica: $0.0)) }
+        let application: Application
+        if let target = existing {
+            _ = try await graph.createServicePrincipal(appId: target.appId)
+            try await provisioner.mergeKeyCredentials(objectID: target.id, adding: newKeys)
+            application = target
+        } else {
+            let tags = [Provisioner.managedTag] + app.tags + app.owners.map { "keyroll:owner:\($0)" }
+            let created = try await graph.createApplication(displayName: app.name, tags: tags, keyCredentials: newKeys.map(\.entry),
+                                                            marker: Provisioner.marker(for: app.name), notes: app.notes)
+            let missing = newKeys.filter { n in created.keyCredentials?.contains(where: { $0.keyId == n.keyId && $0.matches(n.certificate) }) != true }
+            // found by its marker after a lost answer, without this run's keys: register them the merge way
+            if !missing.isEmpty { try await provisioner.mergeKeyCredentials(objectID: created.id, adding: missing) }
+            _ = try await graph.createServicePrincipal(appId: created.appId)
+            application = created
+        }
+        for (r, cred, keyId) in issued {
+            try writeBundle(app, replica: r, application: application, credential: cred, keyId: keyId, now: now)
+        }
+        return .replicas(appId: application.appId, created: existing == nil, issued: issued.map(\.0), kept: kept, beyondManifest: beyond)
     }
 
     /// What a run would do, the Graph writes it needs, and how long that takes within the budget.
@@ -192,10 +277,15 @@ public struct ProvisionRun: Sendable {
 }
 
 extension Provisioner {
-    public static let bootstrapDisplayName = "CN=keyroll-bootstrap"
+    public static let bootstrapDisplayName = CredentialName.displayName(cn: CredentialName.bootstrapCN)
 
-    static func bootstrapCredential(appId: String, now: Date, validity: TimeInterval, size: RSAKeySize) throws -> SigningCredential {
-        try SigningCredential.generate(size: size, subject: .init(commonName: "keyroll-bootstrap"), notBefore: now.addingTimeInterval(-300),
+    /// `CN=keyroll-bootstrap`, or `CN=keyroll-bootstrap@r2` for replica r2.
+    public static func bootstrapDisplayName(replica: ReplicaName?) -> String {
+        CredentialName.displayName(cn: CredentialName.bootstrapCN(replica: replica))
+    }
+
+    static func bootstrapCredential(replica: ReplicaName? = nil, now: Date, validity: TimeInterval, size: RSAKeySize) throws -> SigningCredential {
+        try SigningCredential.generate(size: size, subject: .init(commonName: CredentialName.bootstrapCN(replica: replica)), notBefore: now.addingTimeInterval(-300),
                                        notAfter: now.addingTimeInterval(validity))
     }
 
@@ -206,13 +296,24 @@ extension Provisioner {
 
     /// Read → PATCH without `keyId` → verify it is gone and nothing else is.
     public func removeKeyCredential(objectID: String, keyId: String) async throws {
-        let before = try await graph.keyCredentials(objectID: objectID)
-        let kept = before.filter { $0.keyId != keyId }
-        try await graph.updateApplication(id: objectID, ["keyCredentials": .array(kept.map(Self.patchEntry))])
+        try await removeKeyCredentials(objectID: objectID) { $0.keyId == keyId }
+    }
+
+    /// Read → PATCH without the keys `remove` picks → verify they are gone and every other key the
+    /// PATCH was built on is still there. The read is made again before every attempt (see
+    /// ``GraphClient/updateKeyCredentials(id:merge:)``), and `remove` is asked again each time.
+    /// Returns the keys removed.
+    @discardableResult
+    public func removeKeyCredentials(objectID: String, where remove: @escaping @Sendable (KeyCredential) -> Bool) async throws -> [KeyCredential] {
+        let before = try await graph.updateKeyCredentials(id: objectID) { current in current.filter { !remove($0) }.map(Self.patchEntry) }
+        let removed = before.filter(remove)
         let after = Set(try await graph.keyCredentials(objectID: objectID).map(\.keyId))
-        guard after == Set(kept.map(\.keyId)) else {
-            throw EntraError(kind: .protocolViolation, operation: "removeKeyCredential", message: "after the PATCH Graph shows \(after.count) credentials, expected \(kept.count)")
+        let stillThere = removed.map(\.keyId).filter(after.contains)
+        guard stillThere.isEmpty else {
+            throw EntraError(kind: .protocolViolation, operation: "removeKeyCredential",
+                             message: "after the PATCH Graph still shows \(stillThere.count) of the removed credentials")
         }
+        return removed
     }
 
     /// A keyCredential as sent back in a merge PATCH: with its `key` when Graph returned it.

@@ -61,37 +61,61 @@ public struct Provisioner: Sendable {
 
     /// A new bootstrap key, certificate and keyId for `application`, not yet registered: a caller
     /// that must record its intent (the audited re-bootstrap) does so before `registerBootstrap`.
-    public func prepareBootstrap(application: Application, validity: TimeInterval, keySize: RSAKeySize = .bits2048) async throws -> BootstrapBundle {
+    public func prepareBootstrap(application: Application, validity: TimeInterval, replica: ReplicaName? = nil,
+                                 keySize: RSAKeySize = .bits2048) async throws -> BootstrapBundle {
         let now = graph.correctedNow
         let size = keySize
-        let cred = try await Background.run { try Self.bootstrapCredential(appId: application.appId, now: now, validity: validity, size: size) }
+        let cred = try await Background.run { try Self.bootstrapCredential(replica: replica, now: now, validity: validity, size: size) }
         let e = graph.endpoints
         return BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL,
-                               applicationObjectId: application.id, appId: application.appId, displayName: application.displayName,
+                               applicationObjectId: application.id, appId: application.appId, displayName: application.displayName, replica: replica,
                                credential: cred, keyId: UUID().uuidString.lowercased(), createdAt: now, createdBy: nil)
     }
 
     /// Registers a prepared bootstrap certificate on its application (read-merge-PATCH-verify).
     public func registerBootstrap(_ bundle: BootstrapBundle) async throws {
         try await mergeKeyCredential(objectID: bundle.applicationObjectId, certificate: try bundle.signingCredential().certificate,
-                                     keyId: bundle.bootstrap.keyId ?? "", displayName: Self.bootstrapDisplayName)
+                                     keyId: bundle.bootstrap.keyId ?? "", displayName: Self.bootstrapDisplayName(replica: bundle.replica))
+    }
+
+    /// A keyCredential to add by a merge PATCH: the certificate, its keyId and the name Graph shows.
+    public struct NewKey: Sendable {
+        public var certificate: X509Certificate
+        public var keyId: String
+        public var displayName: String
+        public init(certificate: X509Certificate, keyId: String, displayName: String) {
+            self.certificate = certificate
+            self.keyId = keyId
+            self.displayName = displayName
+        }
+
+        var entry: JSONValue {
+            .object(["keyId": .string(keyId), "type": "AsymmetricX509Cert", "usage": "Verify",
+                     "key": .string(Base64.encode(certificate.der)), "displayName": .string(displayName)])
+        }
+    }
+
+    public func mergeKeyCredential(objectID: String, certificate: X509Certificate, keyId: String, displayName: String) async throws {
+        try await mergeKeyCredentials(objectID: objectID, adding: [NewKey(certificate: certificate, keyId: keyId, displayName: displayName)])
     }
 
     /// Read → merge → PATCH → verify, the read made again before every attempt (see
     /// ``GraphClient/updateKeyCredentials(id:merge:)``). Existing entries are re-sent with their
-    /// `key`, so nothing is dropped; afterwards every key the PATCH was built on and the new one
-    /// must be present.
-    public func mergeKeyCredential(objectID: String, certificate: X509Certificate, keyId: String, displayName: String) async throws {
-        let entry: JSONValue = .object(["keyId": .string(keyId), "type": "AsymmetricX509Cert", "usage": "Verify",
-                                        "key": .string(Base64.encode(certificate.der)), "displayName": .string(displayName)])
+    /// `key`, so nothing is dropped; afterwards every key the PATCH was built on and every new one
+    /// must be present. All of `adding` go in one write.
+    public func mergeKeyCredentials(objectID: String, adding: [NewKey]) async throws {
         let before = try await graph.updateKeyCredentials(id: objectID) { current in
-            // a retry after a lost answer finds its own entry already there: send the list as it is
-            current.map(Self.patchEntry) + (current.contains { $0.keyId == keyId } ? [] : [entry])
+            // a retry after a lost answer finds its own entries already there: send the list as it is
+            current.map(Self.patchEntry) + adding.filter { n in !current.contains { $0.keyId == n.keyId } }.map(\.entry)
         }
         let after = try await graph.keyCredentials(objectID: objectID)
         let afterIds = Set(after.map(\.keyId))
-        let missing = before.map(\.keyId).filter { !afterIds.contains($0) }
-        guard missing.isEmpty, after.contains(where: { $0.keyId == keyId && $0.matches(certificate) }) else {
+        // A key of `before` missing now was removed by its own agent since (a sibling finishing a
+        // roll): the PATCH sent it, so it cannot have dropped it. Worth a note, not a failure.
+        let gone = before.map(\.keyId).filter { !afterIds.contains($0) }
+        if !gone.isEmpty { logger.info("keys removed since the PATCH was built (an agent's removeKey)", metadata: ["keyIds": "\(gone)"]) }
+        let missing = adding.filter { n in !after.contains { $0.keyId == n.keyId && $0.matches(n.certificate) } }.map(\.keyId)
+        guard missing.isEmpty else {
             throw EntraError(kind: .protocolViolation, operation: "mergeKeyCredential",
                              message: "after the PATCH, Graph does not show the expected key credentials (missing: \(missing.joined(separator: ", ")))")
         }

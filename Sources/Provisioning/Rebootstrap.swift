@@ -17,46 +17,43 @@ public struct Rebootstrap: Sendable {
         self.hook = hook
     }
 
-    public struct Refused: Error, CustomStringConvertible {
-        public let description: String
-    }
+    public typealias Refused = PrivilegedActionRefused
 
     /// - Parameters:
     ///   - application: the app (by `Application.id`/`appId`).
     ///   - force: issue even though the app still has a valid certificate (its agent could roll).
-    public func run(application app: Application, bundlePath: String, validity: TimeInterval = 2 * 86_400, force: Bool, reason: String,
-                    operator who: String) async throws -> BootstrapBundle {
+    ///   - replica: for an app on several hosts, the replica whose host needs a new start; the
+    ///     check for valid certificates then looks at that replica's keys only.
+    public func run(application app: Application, bundlePath: String, validity: TimeInterval = 2 * 86_400, replica: ReplicaName? = nil, force: Bool,
+                    reason: String, operator who: String) async throws -> BootstrapBundle {
         let now = provisioner.graph.correctedNow
         let keys = try await provisioner.graph.keyCredentials(objectID: app.id)
-        let valid = keys.filter { $0.isValidCertificate(at: now) }
+        let valid = keys.filter { $0.isValidCertificate(at: now) && (replica == nil || CredentialName.parse(displayName: $0.displayName).replica == replica) }
         if !valid.isEmpty && !force {
             let latest = valid.compactMap(\.endDateTime).max().map { UTCTime.iso($0) } ?? "?"
-            throw Refused(description: "\(app.displayName ?? app.appId) still has \(valid.count) valid certificate(s) (until \(latest)); its agent can roll by itself. Use --force to issue a bootstrap anyway.")
+            throw Refused(description: "\(app.displayName ?? app.appId)\(replica.map { " replica \($0)" } ?? "") still has \(valid.count) valid certificate(s) (until \(latest)); its agent can roll by itself. Use --force to issue a bootstrap anyway.")
         }
         // Intent first (who, why, which key), then the bundle, then the privileged write, then the
         // outcome: a run that dies midway leaves an audit trail that says so.
-        let bundle = try await provisioner.prepareBootstrap(application: app, validity: validity)
+        let bundle = try await provisioner.prepareBootstrap(application: app, validity: validity, replica: replica)
         let thumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
-        var record: [String: JSONValue] = [
-            "time": .string(UTCTime.iso(now)), "action": "rebootstrap", "phase": "intent", "operator": .string(who),
+        let graph = provisioner.graph
+        var trail = AuditTrail(path: auditLogPath, hook: hook, now: { graph.correctedNow }, record: [
+            "action": "rebootstrap", "operator": .string(who),
             "provisionerClientId": .string(provisioner.graph.tokens.clientID), "app": .string(app.displayName ?? ""), "appId": .string(app.appId),
             "objectId": .string(app.id), "keyId": .string(bundle.bootstrap.keyId ?? ""), "thumbprint": .string(thumb),
             "forced": .bool(force), "validCertificatesBefore": .int(Int64(valid.count)), "reason": .string(reason), "bundle": .string(bundlePath),
-        ]
-        try AuditLog.append(record, to: auditLogPath, hook: hook)
+        ])
+        if let replica { trail.set("replica", .string(replica.rawValue)) }
+        try trail.intent()
         try SecureFiles.ensurePrivateDirectory((bundlePath as NSString).deletingLastPathComponent)
         try SecureFiles.writeAtomically(try bundle.encoded(), to: bundlePath, hook: hook)
         do { try await provisioner.registerBootstrap(bundle) } catch {
             try? SecureFiles.shred(bundlePath)
-            record["phase"] = "failed"
-            record["error"] = .string(Redaction.scrub("\(error)"))
-            record["time"] = .string(UTCTime.iso(provisioner.graph.correctedNow))
-            try? AuditLog.append(record, to: auditLogPath, hook: hook)
+            trail.failed(error)
             throw error
         }
-        record["phase"] = "completed"
-        record["time"] = .string(UTCTime.iso(provisioner.graph.correctedNow))
-        try AuditLog.append(record, to: auditLogPath, hook: hook)
+        try trail.completed()
         return bundle
     }
 }

@@ -30,6 +30,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seed for jitter, delays and faults (same seed, same run).")
     var seed: UInt64 = 7
 
+    @Option(name: .long, help: "Replicas of the multi-host app web-frontend (each host its own key); 0 leaves it out. It scales out by one after a third of the run and retires one replica after two thirds.")
+    var replicas = 3
+
     @Flag(name: .long, help: "Print every step of every roll, not just one line per roll.")
     var verbose = false
 
@@ -42,6 +45,7 @@ struct DemoCommand: AsyncParsableCommand {
     func run() async throws {
         guard (1...50).contains(apps) else { throw ValidationError("--apps must be between 1 and 50") }
         guard years > 0, years <= 10 else { throw ValidationError("--years must be between 0 and 10") }
+        guard (0...20).contains(replicas) else { throw ValidationError("--replicas must be between 0 and 20") }
         LoggingSystem.bootstrap { label in var h = StreamLogHandler.standardError(label: label); h.logLevel = .critical; return h }
         let wallStart = Date()
         let start = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 3600).rounded(.down) * 3600)
@@ -102,15 +106,51 @@ struct DemoCommand: AsyncParsableCommand {
                                     secret: try keylessStore.tokenEndpointSecret(), emulator: emulator,
                                     objectID: rollers[0].roller.identity.applicationObjectId, base: clients.endpoints.authorityHost)
         var keylessReads = KeylessReader.Tally()
-        print("  done: \(apps) applications and service principals; each agent holds only its bootstrap bundle\n")
+        var web: ReplicatedApp?
+        if replicas > 0 {
+            let w = ReplicatedApp(name: "web-frontend", root: root, provisioner: provisioner, clock: clock)
+            for replica in try await w.scale(to: replicas) {
+                rollers.append((w.label(replica), try w.roller(replica, transport: transport, sleeper: sleeper, events: journal.sink(name: w.label(replica)), random: rng.unit())))
+            }
+            journal.appIds[w.appId ?? ""] = w.name
+            print("  \(w.name): one app registration, \(replicas) replicas, one bundle per host (\(w.bundles.joined(separator: ", ")))")
+            web = w
+        }
+        print("  done: \(apps + (replicas > 0 ? 1 : 0)) applications and service principals; each agent holds only its bootstrap bundle\n")
         // Let the bootstrap certificates propagate the way Entra does before the agents start.
         clock.advance(by: settings.propagationDelayMax + 1)
         print("Timeline (UTC)")
         let end = start.addingTimeInterval(years * 365.25 * 86_400)
         var lockouts: [String: Int] = [:]
         var margins: [String: [TimeInterval]] = [:]
+        var scaleOutAt: Date? = web == nil ? nil : start.addingTimeInterval(years * 365.25 * 86_400 / 3)
+        var scaleInAt: Date? = web == nil ? nil : start.addingTimeInterval(years * 365.25 * 86_400 * 2 / 3)
         while true {
             guard let (idx, due) = rollers.enumerated().map({ ($0.offset, $0.element.roller.nextRollDate()) }).min(by: { $0.1 < $1.1 }), due < end else { break }
+            if let w = web, let at = scaleOutAt, at <= due {
+                scaleOutAt = nil
+                clock.set(max(at, clock.now()))
+                let before = try emulator.keyCredentials(appId: w.appId ?? "").map(\.keyId)
+                for replica in try await w.scale(to: replicas + 1) {
+                    rollers.append((w.label(replica), try w.roller(replica, transport: transport, sleeper: sleeper, events: journal.sink(name: w.label(replica)), random: rng.unit())))
+                }
+                clock.advance(by: settings.propagationDelayMax + 1)  // the new bootstrap propagates before its host's agent starts
+                let after = try emulator.keyCredentials(appId: w.appId ?? "").map(\.keyId)
+                let untouched = before.allSatisfy(after.contains)
+                print("  \(shortDate(clock.now()))  \(w.name.padding(toLength: 17, withPad: " ", startingAt: 0)) scale out → replica r\(replicas + 1): one more bootstrap bundle; the \(before.count) keys of r1–r\(replicas) \(untouched ? "untouched" : "CHANGED")")
+                if !untouched { lockouts[w.name, default: 0] += 1 }
+                continue
+            }
+            if let w = web, let at = scaleInAt, at <= due {
+                scaleInAt = nil
+                clock.set(max(at, clock.now()))
+                let gone = ReplicaName.numbered(2)
+                rollers.removeAll { $0.name == w.label(gone) }  // its host is decommissioned: the agent stops with it
+                let removed = try await ReplicaRetirement(provisioner: provisioner, auditLogPath: root + "/audit.log")
+                    .run(application: w.application!, replica: gone, force: true, reason: "host decommissioned (demo)", operator: "demo")
+                print("  \(shortDate(clock.now()))  \(w.name.padding(toLength: 17, withPad: " ", startingAt: 0)) scale in  → replica \(gone) retired (keyroll retire): \(removed.count) key removed, siblings' keys untouched, audited")
+                continue
+            }
             if due > clock.now() { clock.set(due) }
             let (name, roller) = rollers[idx]
             let before = roller.identityStatus()
@@ -166,6 +206,16 @@ struct DemoCommand: AsyncParsableCommand {
               : "✘ \(rollers[0].name)'s reads through the token endpoint failed \(keylessReads.failures.count)×: \(keylessReads.failures.prefix(5))")
         if !keylessReads.failures.isEmpty { allGood = false }
         let audit = try await Auditor(graph: provisioner.graph).scan(now: clock.now(), expiringWithinDays: 30)
+        if let w = web, let app = audit.apps.first(where: { $0.appId == w.appId }) {
+            let live = rollers.filter { $0.name.hasPrefix(w.name + " ") }
+            let next = live.map { $0.roller.nextRollDate() }
+            let spread = (next.max() ?? clock.now()).timeIntervalSince(next.min() ?? clock.now())
+            print("\n\(w.name): \(app.replicas.count) replicas in Entra, each with its own key, rolled on its own; their next rolls are spread over \(formatDuration(spread)) (jitter and different start dates)")
+            for r in app.replicas {
+                print("  replica \(r.replica.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0)) \(r.condition.rawValue.padding(toLength: 21, withPad: " ", startingAt: 0)) \(r.keyIds.count) key  last rolled \(r.lastRolledAt.map { shortDate($0) } ?? "never")")
+            }
+            if !app.replicas.allSatisfy({ $0.condition == .healthy }) || app.replicas.count != replicas { allGood = false }
+        }
         print("\nFleet audit by the provisioner (keyroll audit): " + AuditReport.summary(audit))
         if let html {
             try AuditReport.html(audit).write(toFile: html, atomically: true, encoding: .utf8)

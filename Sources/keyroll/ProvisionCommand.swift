@@ -12,8 +12,10 @@ struct ProvisionCommand: AsyncParsableCommand {
         commandName: "provision",
         abstract: "Create app registrations from a manifest, each with a short-lived bootstrap certificate and a bundle for its agent.",
         discussion: """
-            The manifest is YAML (apps: [{name, tags, notes, owners, bundle}], defaults: {bundleDir, tags, bootstrapValidityDays}) \
-            or CSV (header: name,tags,notes,owners,bundle). Re-running is safe: apps are found by their keyroll:app:NAME tag, \
+            The manifest is YAML (apps: [{name, tags, notes, owners, bundle, replicas}], defaults: {bundleDir, tags, \
+            bootstrapValidityDays, keyCredentialLimit}) or CSV (header: name,tags,notes,owners,bundle,replicas). An app with \
+            'replicas: N' gets one bundle per host (NAME.r1.json … NAME.rN.json); raising N later issues only the new ones \
+            (scale out), and 'keyroll retire' removes a replica's keys (scale in). Re-running is safe: apps are found by their keyroll:app:NAME tag, \
             and a run killed at any point resumes from its log (MANIFEST.log by default). The provisioner keeps no private key: \
             each bootstrap key exists only in its bundle (0600).
             """)
@@ -62,12 +64,22 @@ struct ProvisionCommand: AsyncParsableCommand {
                 case .alreadyProvisioned: counts["already provisioned", default: 0] += 1
                 case .agentOwnsIt: counts["rolled by its agent", default: 0] += 1
                 case .needsRebootstrap: counts["needs rebootstrap", default: 0] += 1
+                case .replicas(_, let created, let issued, _, _):
+                    counts[created ? "created" : issued.isEmpty ? "already provisioned" : "scaled out", default: 0] += 1
                 }
             }
             print(String(format: "%d apps in %.1f s: ", m.apps.count, report.seconds) + counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
                   + ", \(report.failures.count) failed; throttled \(report.throttleEvents) times")
             for (name, o) in report.outcomes.sorted(by: { $0.key < $1.key }) {
                 if case .needsRebootstrap(_, let why) = o { print("  \(name): \(why)") }
+                if case .replicas(let appId, _, let issued, let kept, let beyond) = o {
+                    let bundles = issued.compactMap { r in m.apps.first { $0.name == name }?.bundlePath(for: r) }
+                    print("  \(name): replicas issued [\(issued.map(\.rawValue).joined(separator: ", "))], kept [\(kept.map(\.rawValue).joined(separator: ", "))]"
+                          + (bundles.isEmpty ? "" : "; bundles: \(bundles.joined(separator: ", "))"))
+                    for r in beyond {
+                        print("  \(name): replica \(r) has keys in Entra but is beyond the manifest's replicas; once its host is gone: keyroll retire --app \(appId) --replica \(r) --reason \"scale in\"")
+                    }
+                }
             }
             for (name, e) in report.failures.sorted(by: { $0.key < $1.key }) { print("  \(name): FAILED: \(e)") }
             if !report.failures.isEmpty { throw ExitCode(1) }
