@@ -92,6 +92,12 @@ public enum CredentialName {
         public var isBootstrap: Bool
         /// The replica it belongs to; nil for a single-host app's key (or a foreign key).
         public var replica: ReplicaName?
+
+        public init(isKeyRoll: Bool, isBootstrap: Bool, replica: ReplicaName?) {
+            self.isKeyRoll = isKeyRoll
+            self.isBootstrap = isBootstrap
+            self.replica = replica
+        }
     }
 
     public static func parse(displayName: String?) -> Parsed {

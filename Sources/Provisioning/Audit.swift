@@ -96,6 +96,12 @@ public struct FleetAudit: Codable, Sendable {
     public var expiringWithinDays: Double
     public var apps: [AppAudit]
 
+    public init(generatedAt: Date, expiringWithinDays: Double, apps: [AppAudit]) {
+        self.generatedAt = generatedAt
+        self.expiringWithinDays = expiringWithinDays
+        self.apps = apps
+    }
+
     public var counts: [AppCondition: Int] {
         var c: [AppCondition: Int] = [:]
         for a in apps { c[a.worst, default: 0] += 1 }

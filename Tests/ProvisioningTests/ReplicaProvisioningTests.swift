@@ -1,0 +1,206 @@
+import EntraClient
+import EntraCrypto
+import EntraEmulator
+import Foundation
+import KeyRollPrimitives
+import LabHarness
+import Provisioning
+import Testing
+import TestSupport
+
+@Suite struct ReplicaNamingTests {
+    @Test func replicaNamesAreShortPlainAndOrdered() throws {
+        for ok in ["r1", "r250", "web-3", "a"] { #expect(throws: Never.self) { try ReplicaName(ok) } }
+        for bad in ["", "R1", "1r", "r 1", "r1@x", "../r1", String(repeating: "r", count: 17), "r\u{0}"] {
+            #expect(throws: ReplicaName.Invalid.self, "\(bad.debugDescription)") { try ReplicaName(bad) }
+        }
+        let names = try ["r10", "web", "r2", "r1"].map(ReplicaName.init).sorted().map(\.rawValue)
+        #expect(names == ["r1", "r2", "r10", "web"], "numbered replicas sort by number")
+        #expect(ReplicaName.numbered(3).rawValue == "r3" && ReplicaName.numbered(3).number == 3)
+        #expect(try ReplicaName("r03").number == nil, "r03 is a name, not the number 3")
+    }
+
+    @Test func credentialNamesCarryTheReplicaWhereGraphShowsThem() throws {
+        let r2 = try ReplicaName("r2")
+        #expect(CredentialName.bootstrapCN(replica: r2) == "keyroll-bootstrap@r2")
+        #expect(CredentialName.bootstrapCN(replica: nil) == "keyroll-bootstrap")
+        #expect(CredentialName.parse(displayName: "CN=keyroll-bootstrap@r2") == .init(isKeyRoll: true, isBootstrap: true, replica: r2))
+        #expect(CredentialName.parse(displayName: "CN=keyroll-bootstrap") == .init(isKeyRoll: true, isBootstrap: true, replica: nil))
+        #expect(CredentialName.parse(displayName: "CN=keyroll-bootstrap").isBootstrap)
+        let own = CredentialName.parse(displayName: "CN=keyroll-6f1c2d3e-0000-4000-8000-000000000001@r2")
+        #expect(own.isKeyRoll && !own.isBootstrap && own.replica == r2)
+        #expect(CredentialName.parse(displayName: "CN=keyroll-6f1c2d3e-0000-4000-8000-000000000001").replica == nil)
+        #expect(CredentialName.parse(displayName: "CN=someone-else@r2") == .init(isKeyRoll: false, isBootstrap: false, replica: nil),
+                "a foreign key's @suffix is not a KeyRoll replica marker")
+        #expect(CredentialName.parse(displayName: "CN=keyroll-x@NOT VALID").replica == nil)
+        #expect(CredentialName.parse(displayName: nil).isKeyRoll == false)
+    }
+}
+
+@Suite struct ReplicaManifestTests {
+    @Test func replicasParseFromYAMLAndCSVWithOneBundlePerReplica() throws {
+        let y = try Manifest.parseYAML("""
+            apps:
+              - name: web
+                replicas: 3
+              - name: api
+            """, baseDir: "/m")
+        #expect(y.apps[0].replicas == 3 && y.apps[1].replicas == nil)
+        #expect(y.apps[0].replicaNames.map(\.rawValue) == ["r1", "r2", "r3"])
+        #expect(y.apps[0].bundlePath(for: .numbered(2)) == "/m/bundles/web.r2.json")
+        #expect(y.apps[1].bundlePath(for: nil) == "/m/bundles/api.json")
+        let c = try Manifest.parseCSV("name,replicas\nweb,4\napi,\n", baseDir: "/m")
+        #expect(c.apps[0].replicas == 4 && c.apps[1].replicas == nil)
+    }
+
+    @Test func capacityIsTheKeyCredentialLimitOverTwo() throws {
+        #expect(ReplicaCapacity().maximumReplicas == 250)
+        #expect(throws: Never.self) { try Manifest.parseYAML("apps: [{name: web, replicas: 250}]", baseDir: "") }
+        do {
+            _ = try Manifest.parseYAML("apps: [{name: web, replicas: 251}]", baseDir: "")
+            Issue.record("251 replicas were accepted")
+        } catch let e as Manifest.ManifestError {
+            #expect(e.description.contains("at most 250") && e.description.contains("several app registrations"), "\(e)")
+        }
+        let small = "defaults: {keyCredentialLimit: 6}\napps: [{name: web, replicas: %d}]"
+        #expect(throws: Never.self) { try Manifest.parseYAML(String(format: small, 3), baseDir: "") }
+        #expect(throws: Manifest.ManifestError.self) { try Manifest.parseYAML(String(format: small, 4), baseDir: "") }
+        #expect(throws: Manifest.ManifestError.self) { try Manifest.parseYAML("apps: [{name: web, replicas: 0}]", baseDir: "") }
+        #expect(throws: Manifest.ManifestError.self) { try Manifest.parseYAML("apps: [{name: web, replicas: three}]", baseDir: "") }
+        #expect(throws: Manifest.ManifestError.self) { try Manifest.parseYAML("defaults: {keyCredentialLimit: 5000}\napps: [{name: web}]", baseDir: "") }
+        // web.r1.json would collide with an app named web.r1
+        #expect(throws: Manifest.ManifestError.self) { try Manifest.parseYAML("apps: [{name: web, replicas: 2}, {name: web.r1}]", baseDir: "") }
+    }
+}
+
+@Suite struct ReplicaAuditRuleTests {
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+    let day: TimeInterval = 86_400
+
+    func key(_ name: String, startDaysAgo: Double, lifetimeDays: Double) -> KeyCredential {
+        KeyCredential(keyId: UUID().uuidString.lowercased(), displayName: name, startDateTime: now.addingTimeInterval(-startDaysAgo * day),
+                      endDateTime: now.addingTimeInterval((lifetimeDays - startDaysAgo) * day), type: "AsymmetricX509Cert", usage: "Verify")
+    }
+
+    func app(_ keys: [KeyCredential]) -> Application {
+        Application(id: UUID().uuidString.lowercased(), appId: "6f1c2d3e-0000-4000-8000-000000000001", displayName: "web", keyCredentials: keys,
+                    tags: [Provisioner.managedTag])
+    }
+
+    @Test func eachReplicaIsClassifiedOnItsOwn() {
+        let a = app([
+            key("CN=keyroll-x@r1", startDaysAgo: 100, lifetimeDays: 365),       // healthy
+            key("CN=keyroll-bootstrap@r2", startDaysAgo: 0.5, lifetimeDays: 2),  // bootstrap not rolled
+            key("CN=keyroll-x@r3", startDaysAgo: 340, lifetimeDays: 365),       // overdue: it should have rolled at ~243 days
+            key("CN=keyroll-x@r4", startDaysAgo: 20, lifetimeDays: 30),         // within its window, but ends in 10 days
+            key("CN=keyroll-x@r5", startDaysAgo: 400, lifetimeDays: 365),       // all expired
+        ])
+        let audit = AuditRules.classify(a, now: now, expiringWithin: 14 * day)
+        let byName = Dictionary(uniqueKeysWithValues: audit.replicas.map { ($0.replica.rawValue, $0) })
+        #expect(byName["r1"]?.condition == .healthy)
+        #expect(byName["r2"]?.condition == .bootstrapNotRolled)
+        #expect(byName["r3"]?.condition == .stale)
+        #expect(byName["r4"]?.condition == .expiringSoon)
+        #expect(byName["r5"]?.condition == .stale)
+        #expect(byName["r3"]?.retireCommand?.hasPrefix("keyroll retire --app \(a.appId) --replica r3 --reason") == true)
+        #expect(byName["r1"]?.retireCommand == nil)
+        #expect(audit.replicas.map(\.replica.rawValue) == ["r1", "r2", "r3", "r4", "r5"])
+        #expect(audit.conditions.contains(.bootstrapNotRolled) && audit.conditions.contains(.expiringSoon))
+    }
+
+    @Test func anAppIsHealthyWhenEveryLiveReplicaIsAndAStaleOneIsReported() {
+        let a = app([key("CN=keyroll-x@r1", startDaysAgo: 100, lifetimeDays: 365), key("CN=keyroll-x@r2", startDaysAgo: 10, lifetimeDays: 365),
+                     key("CN=keyroll-x@r3", startDaysAgo: 355, lifetimeDays: 365)])  // r3 stopped rolling and expires in 10 days
+        let audit = AuditRules.classify(a, now: now, expiringWithin: 30 * day)
+        #expect(audit.worst == .healthy, "the stale replica's expiring key does not make the app unhealthy: \(audit.conditions)")
+        #expect(audit.staleReplicas.map(\.replica.rawValue) == ["r3"])
+        let fleet = FleetAudit(generatedAt: now, expiringWithinDays: 30, apps: [audit])
+        #expect(fleet.exitCode == 1, "a stale replica still needs an operator")
+        let table = AuditReport.table(fleet)
+        #expect(table.contains("└ replica r3") && table.contains("keyroll retire --app \(a.appId) --replica r3"))
+        let html = AuditReport.html(fleet)
+        #expect(html.contains("class=\"replica stale\"") && html.contains("(3 replicas)"))
+        #expect(AuditReport.csv(fleet).split(separator: "\n").dropFirst().allSatisfy { $0.hasSuffix(",healthy") || $0.hasSuffix(",stale") })
+    }
+
+    @Test func aSingleHostAppHasNoReplicaRows() {
+        let a = app([key("CN=keyroll-x", startDaysAgo: 10, lifetimeDays: 365)])
+        #expect(AuditRules.classify(a, now: now, expiringWithin: day).replicas.isEmpty)
+    }
+}
+
+@Suite struct ReplicaProvisioningTests {
+    func manifest(_ c: Central, replicas: Int) -> Manifest {
+        Manifest(apps: [.init(name: "web", bundlePath: "\(c.dir)/bundles/web.json", replicas: replicas)])
+    }
+
+    func run(_ c: Central, _ m: Manifest) async throws -> ProvisionRun.Outcome? {
+        let report = try await ProvisionRun(provisioner: c.provisioner, manifest: m, log: try ProvisionLog(path: c.dir + "/provision.log")).execute()
+        #expect(report.failures.isEmpty, "\(report.failures)")
+        return report.outcomes["web"]
+    }
+
+    @Test func replicasGetOneBundleEachAndScaleOutLeavesSiblingsAlone() async throws {
+        let c = try Central()
+        guard case .replicas(let appId, true, let issued, [], [])? = try await run(c, manifest(c, replicas: 3)) else { Issue.record("expected a create"); return }
+        #expect(issued.map(\.rawValue) == ["r1", "r2", "r3"])
+        let keys = try c.rig.emulator.keyCredentials(appId: appId)
+        #expect(keys.compactMap(\.displayName).sorted() == ["CN=keyroll-bootstrap@r1", "CN=keyroll-bootstrap@r2", "CN=keyroll-bootstrap@r3"])
+        var thumbprints = Set<String>()
+        for r in issued {
+            let path = "\(c.dir)/bundles/web.\(r).json"
+            let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! Int
+            #expect(mode == 0o600)
+            let bundle = try BootstrapBundle.decode(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+            #expect(bundle.replica == r && bundle.appId == appId)
+            let cert = try bundle.signingCredential().certificate
+            #expect(cert.subject == "CN=keyroll-bootstrap@\(r)")
+            thumbprints.insert(cert.sha1Thumbprint.hex)
+        }
+        #expect(thumbprints.count == 3, "each replica has its own key pair")
+        #expect(Set(keys.map(\.sha1.hex)) == thumbprints)
+
+        // the same manifest again: nothing to do
+        guard case .replicas(_, false, [], let kept, [])? = try await run(c, manifest(c, replicas: 3)) else { Issue.record("expected no change"); return }
+        #expect(kept.count == 3)
+        // scale out: only r4 is issued; r1–r3's keys are untouched
+        guard case .replicas(_, false, let more, _, [])? = try await run(c, manifest(c, replicas: 4)) else { Issue.record("expected a scale out"); return }
+        #expect(more.map(\.rawValue) == ["r4"])
+        let after = try c.rig.emulator.keyCredentials(appId: appId)
+        #expect(after.count == 4)
+        for k in keys { #expect(after.contains(k), "\(k.displayName ?? k.keyId) changed") }
+        // scale the manifest down: r4 is reported, never removed by provision
+        guard case .replicas(_, false, [], _, let beyond)? = try await run(c, manifest(c, replicas: 3)) else { Issue.record("expected a report"); return }
+        #expect(beyond.map(\.rawValue) == ["r4"])
+        #expect(try c.rig.emulator.keyCredentials(appId: appId).count == 4)
+    }
+
+    @Test func retireRemovesOnlyTheReplicasKeysAndIsAudited() async throws {
+        let c = try Central()
+        guard case .replicas(let appId, _, _, _, _)? = try await run(c, manifest(c, replicas: 3)) else { Issue.record("no outcome"); return }
+        let app = try #require(try await c.provisioner.graph.application(appId: appId))
+        let audit = c.dir + "/audit.log"
+        let retire = ReplicaRetirement(provisioner: c.provisioner, auditLogPath: audit)
+        // a fresh replica is not stale: refused without --force, nothing written to Entra
+        await #expect(throws: ReplicaRetirement.Refused.self) {
+            try await retire.run(application: app, replica: .numbered(2), force: false, reason: "test", operator: "t")
+        }
+        await #expect(throws: ReplicaRetirement.Refused.self) {
+            try await retire.run(application: app, replica: .numbered(9), force: true, reason: "test", operator: "t")
+        }
+        #expect(try c.rig.emulator.keyCredentials(appId: appId).count == 3)
+        let removed = try await retire.run(application: app, replica: .numbered(2), force: true, reason: "host gone", operator: "ops")
+        let left = try c.rig.emulator.keyCredentials(appId: appId)
+        #expect(removed.count == 1)
+        #expect(left.compactMap(\.displayName).sorted() == ["CN=keyroll-bootstrap@r1", "CN=keyroll-bootstrap@r3"])
+        let lines = String(decoding: try Data(contentsOf: URL(fileURLWithPath: audit)), as: UTF8.self).split(separator: "\n")
+        let phases = lines.compactMap { try? JSONValue.parse(Array($0.utf8))["phase"]?.stringValue }
+        #expect(phases == ["intent", "completed"])
+        #expect(lines.allSatisfy { $0.contains("\"replica\":\"r2\"") && $0.contains("\"operator\":\"ops\"") })
+        // after the bootstraps expire, the last replicas hold no valid key: retiring one is refused as the app's last
+        c.rig.clock.advance(by: 3 * 86_400)
+        await #expect(throws: ReplicaRetirement.Refused.self) {
+            try await retire.run(application: app, replica: .numbered(1), force: false, reason: "test", operator: "t")
+        }
+    }
+}
