@@ -25,6 +25,10 @@ public struct EmulatorSettings: Sendable, Codable, Equatable {
     public var addKeyEchoesKey: Bool = false
     /// Items across keyCredentials + passwordCredentials before Directory_ResourceSizeExceeded.
     public var maxCredentialItems: Int = 1000
+    /// Whether a PATCH that re-sends an existing key credential unchanged (same keyId and
+    /// certificate, as a read-merge-PATCH does) makes the token endpoint wait for it to propagate
+    /// again (UNCONFIRMED; off: an unchanged credential stays as it was).
+    public var patchRepropagatesExistingKeys: Bool = false
     /// Enforce G-addcert's "endDateTime at most one year after startDateTime" (UNCONFIRMED; off).
     public var enforceOneYearKeyLifetime: Bool = false
     /// Graph throttling modelled on the documented identity budgets.

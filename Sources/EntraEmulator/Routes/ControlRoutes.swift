@@ -40,6 +40,27 @@ struct ControlRoutes {
         }
     }
 
+    /// `current` with the fields of `changes` replaced (nested objects merged): a PUT may name only
+    /// the settings it changes. An unknown field is refused by name.
+    private func merged(_ current: EmulatorSettings, with changes: [String: JSONValue]) throws -> EmulatorSettings {
+        guard case .object(var base)? = try? JSONValue.parse(Array(try JSONEncoder().encode(current))) else { throw ControlError(message: "cannot encode the settings") }
+        for (key, value) in changes {
+            guard let old = base[key] else { throw ControlError(message: "unknown setting '\(key)'; known: \(base.keys.sorted().joined(separator: ", "))") }
+            if case .object(var inner) = old, case .object(let patch) = value {
+                for (k, v) in patch {
+                    guard inner[k] != nil else { throw ControlError(message: "unknown setting '\(key).\(k)'; known: \(inner.keys.sorted().joined(separator: ", "))") }
+                    inner[k] = v
+                }
+                base[key] = .object(inner)
+            } else {
+                base[key] = value
+            }
+        }
+        do { return try JSONDecoder().decode(EmulatorSettings.self, from: Data(JSONValue.object(base).serialized())) } catch {
+            throw ControlError(message: "cannot decode the settings: \(error)")
+        }
+    }
+
     private func encode<T: Encodable>(_ value: T) -> EmulatorResponse {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
@@ -62,7 +83,7 @@ struct ControlRoutes {
         case ("GET", "settings"):
             return encode(emulator.settings)
         case ("PUT", "settings"):
-            emulator.settings = try decode(EmulatorSettings.self)
+            emulator.settings = try merged(emulator.settings, with: try body())
             return encode(emulator.settings)
         case ("GET", "faults"):
             return encode(emulator.state.withLock { $0.faults })

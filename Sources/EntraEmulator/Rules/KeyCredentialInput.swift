@@ -70,6 +70,16 @@ struct KeyCredentialInput {
                 throw GraphError.badRequest("Invalid value specified for property 'key' of resource 'KeyCredential'.")
             }
             der = d
+            // A PATCH re-sending an entry it read (same keyId, same certificate) keeps it as it is,
+            // propagation included, unless the setting says Entra propagates it anew (UNCONFIRMED).
+            if let old = existing.first(where: { $0.keyId == keyId }), old.key == der {
+                if let s = start, abs(s.timeIntervalSince(old.startDateTime)) > 1 { throw GraphError(400, "KeyNotUpdatable", "Update to existing credential with KeyId '\(keyId)' is not allowed.") }
+                if let e = end, abs(e.timeIntervalSince(old.endDateTime)) > 1 { throw GraphError(400, "KeyNotUpdatable", "Update to existing credential with KeyId '\(keyId)' is not allowed.") }
+                guard settings.patchRepropagatesExistingKeys else { return old }
+                var again = old
+                again.activeAt = max(old.activeAt, activeAt)
+                return again
+            }
         } else if let old = existing.first(where: { $0.keyId == keyId }) {
             // Echo of an existing entry: keep it; altering it is refused as Graph refuses it.
             if let s = start, abs(s.timeIntervalSince(old.startDateTime)) > 1 { throw GraphError(400, "KeyNotUpdatable", "Update to existing credential with KeyId '\(keyId)' is not allowed.") }
