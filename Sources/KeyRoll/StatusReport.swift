@@ -1,5 +1,6 @@
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
 
 /// What `keyroll status` and `/metrics` say about one identity. Pure: derived from the journal,
 /// the keys that are on disk and, when known, the keys Graph listed at the last read.
@@ -7,6 +8,8 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
     public var store: String
     public var appId: String
     public var displayName: String?
+    /// This host's replica of the app (nil: a single-host app).
+    public var replica: ReplicaName?
     public var activeThumbprint: String
     public var activeOrigin: CredentialOrigin
     public var activeNotAfter: Date
@@ -44,7 +47,7 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
             InterruptedRoll(phase: r.phase, startedAt: r.startedAt, phaseSince: r.phaseSince, next: Self.nextAction(r),
                             actBy: cliff.map { $0.addingTimeInterval(-policy.criticalTimeToCliff) })
         }
-        return IdentityStatus(store: store, appId: identity.appId, displayName: identity.displayName, activeThumbprint: j.active,
+        return IdentityStatus(store: store, appId: identity.appId, displayName: identity.displayName, replica: identity.replica, activeThumbprint: j.active,
                               activeOrigin: active?.origin ?? .keyroll, activeNotAfter: active?.notAfter ?? .distantPast, nextRoll: next,
                               cliff: cliff, timeToCliff: ttc, alarm: policy.alarm(timeToCliff: ttc), rollPhase: j.roll?.phase,
                               heldCredentials: j.credentials.count, rolls: j.history.filter { $0.outcome == "rolled" }.count,

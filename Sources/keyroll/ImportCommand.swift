@@ -33,7 +33,7 @@ struct ImportCommand: AsyncParsableCommand {
         let b = try BootstrapBundle.decode(bytes)
         let journal = try Roller.importBundle(b, into: CredentialStore(path: store), now: SystemClock().now())
         if !keepBundle { try SecureFiles.shred(bundle) }
-        print("Imported \(b.displayName ?? b.appId) (appId \(b.appId)) into \(store); active: bootstrap certificate \(journal.active).")
+        print("Imported \(b.displayName ?? b.appId)\(b.replica.map { " replica \($0)" } ?? "") (appId \(b.appId)) into \(store); active: bootstrap certificate \(journal.active).")
         print("Run `keyroll roll --store \(store)` (or the agent) now: the bootstrap certificate is short-lived.")
     }
 }

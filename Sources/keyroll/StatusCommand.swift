@@ -29,7 +29,7 @@ struct StatusCommand: AsyncParsableCommand {
             print(jsonString(statuses))
         } else {
             print(table(["APP", "APP ID", "ACTIVE", "ORIGIN", "NOT AFTER", "NEXT ROLL", "TO CLIFF", "ALARM", "ROLL"], statuses.map { s in
-                [s.displayName ?? "-", String(s.appId.prefix(8)), String(s.activeThumbprint.prefix(12)), s.activeOrigin.rawValue, shortDate(s.activeNotAfter),
+                [(s.displayName ?? "-") + (s.replica.map { " @\($0)" } ?? ""), String(s.appId.prefix(8)), String(s.activeThumbprint.prefix(12)), s.activeOrigin.rawValue, shortDate(s.activeNotAfter),
                  shortDate(s.nextRoll), formatDuration(s.timeToCliff), s.alarm.rawValue, s.rollPhase?.rawValue ?? "idle"]
             }))
             for s in statuses {

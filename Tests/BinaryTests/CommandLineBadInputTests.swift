@@ -115,6 +115,13 @@ import Glibc
             .init(description: "provision: wrong columns", argv: ["provision", w.write("cols.csv", "nom,tags\nx,y\n")], says: "'name' column"),
             .init(description: "provision: unknown column", argv: ["provision", w.write("cols2.csv", "name,colour\nx,y\n")], says: "unknown column 'colour'"),
             .init(description: "provision: bundle outside the bundle folder", argv: ["provision", w.write("escape.csv", "name,bundle\nx,../../x.json\n")], says: "inside the bundle folder"),
+            .init(description: "provision: more replicas than an app holds", argv: ["provision", w.write("many.yaml", "apps:\n  - name: web\n    replicas: 251\n")], says: "at most 250"),
+            .init(description: "provision: replicas not a number", argv: ["provision", w.write("word.csv", "name,replicas\nweb,three\n")], says: "must be a whole number"),
+            .init(description: "provision: no replicas", argv: ["provision", w.write("zero.yaml", "apps: [{name: web, replicas: 0}]\n")], says: "give 1 or more"),
+            // retire and rebootstrap: replicas
+            .init(description: "retire: a replica name that is a path", argv: ["retire", "--app", "bad-input-app", "--replica", "../r1", "--reason", "x"], says: "is not a replica name"),
+            .init(description: "retire: a replica the app does not have", argv: ["retire", "--app", "bad-input-app", "--replica", "r7", "--reason", "x", "--audit-log", w.dir + "/a.log"], says: "holds no key of replica r7"),
+            .init(description: "rebootstrap: a bad replica name", argv: ["rebootstrap", "--app", "bad-input-app", "--replica", "R1", "--out", w.dir + "/x.json", "--reason", "x"], says: "is not a replica name"),
             // provision: environment
             .init(description: "provision: no tenant", argv: ["provision", w.write("ok.csv", "name\nnever-made\n")], env: ["AZURE_TENANT_ID": ""], says: "AZURE_TENANT_ID"),
             .init(description: "provision: plain http authority", argv: ["provision", w.dir + "/ok.csv"], env: ["AZURE_AUTHORITY_HOST": "http://10.255.255.1"], says: "plain http"),
@@ -135,11 +142,13 @@ import Glibc
             .init(description: "import: plain http in the bundle", argv: ["import", "--bundle", bundleVariant("http.json") { $0["authorityHost"] = "http://login.example" }, "--store", w.dir + "/s5"], says: "plain http"),
             .init(description: "import: a path in the object id", argv: ["import", "--bundle", bundleVariant("path.json") { $0["applicationObjectId"] = "../servicePrincipals/x" }, "--store", w.dir + "/s7"], says: "is not a GUID"),
             .init(description: "import: a query in the tenant", argv: ["import", "--bundle", bundleVariant("tenant.json") { $0["tenantId"] = "contoso.com/x?y=" }, "--store", w.dir + "/s8"], says: "neither a tenant GUID"),
+            .init(description: "import: a replica name that is a path", argv: ["import", "--bundle", bundleVariant("replica.json") { $0["replica"] = "../../r1" }, "--store", w.dir + "/s9"], says: "not a replica name"),
             .init(description: "import: a symlinked bundle", argv: ["import", "--bundle", w.dir + "/bundle-link.json", "--store", w.dir + "/s6"], says: "symbolic link"),
             // roll/status: policy files
             .init(description: "roll: unknown policy field", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p1.json", #"{"validityDays": 365, "rollAtFractoin": 0.5}"#)], says: "unknown field \"rollAtFractoin\""),
             .init(description: "roll: wrong policy type", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p2.json", #"{"validityDays": "365"}"#)], says: "validityDays must be a number"),
             .init(description: "roll: jitter out of range", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p3.json", #"{"jitterFraction": 2}"#)], says: "jitterFraction"),
+            .init(description: "roll: a settle of a day", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p7.json", #"{"replicaSettleSeconds": 86400}"#)], says: "replicaSettleSeconds"),
             .init(description: "roll: tenant cap of 0 days", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p4.json", #"{"tenantMaximumValidityDays": 0}"#)], says: "tenantMaximumValidityDays"),
             .init(description: "agent: unknown policy field", argv: ["agent", "--store", storeDir, "--metrics-port=-1", "--policy-file", w.write("p6.json", #"{"validityDayz": 365}"#)], says: "unknown field \"validityDayz\""),
             .init(description: "agent: a LAN token endpoint", argv: ["agent", "--store", storeDir, "--metrics-port=-1", "--token-endpoint-host", "0.0.0.0"], says: "not a loopback address"),

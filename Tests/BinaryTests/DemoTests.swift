@@ -20,6 +20,15 @@ import TestSupport
             #expect(cols[3] == "never", "\(row)")
             #expect(cols[6] == "1", "\(row)")
         }
+        // the app on three hosts: each replica rolled on its own, one more joined, one was retired
+        for replica in ["web-frontend r1", "web-frontend r3", "web-frontend r4"] {
+            let row = try #require(summary.split(separator: "\n").first { $0.hasPrefix(replica) }, "\(replica) missing")
+            #expect(row.split(separator: " ", omittingEmptySubsequences: true)[4] == "never", "\(row)")
+        }
+        #expect(r.stdout.contains("scale out → replica r4") && r.stdout.contains("the 3 keys of r1–r3 untouched"))
+        #expect(r.stdout.contains("scale in  → replica r2 retired"))
+        #expect(r.stdout.contains("web-frontend: 3 replicas in Entra"))
+        for replica in ["r1", "r3", "r4"] { #expect(r.stdout.contains("replica \(replica)   healthy"), "\(replica) is not healthy") }
         // the same seed gives the same timeline (jitter, delays and faults are seeded)
         let again = try Tools.run([Binaries.lab, "demo", "--apps", "3", "--years", "2", "--seed", "11"])
         func timeline(_ s: String) -> [Substring] { s.split(separator: "\n").filter { $0.contains("→") }.map { $0.split(separator: "→")[0] } }
