@@ -55,10 +55,13 @@ public struct ProvisionRun: Sendable {
     public let log: ProvisionLog
     public let limit: AdaptiveLimit
     public let keySize: RSAKeySize
+    /// Passed before every file-system call on a bundle (see ``SideEffect``).
+    public let hook: SideEffectHook
     let logger: Logger
 
     public init(provisioner: Provisioner, manifest: Manifest, log: ProvisionLog, limit: AdaptiveLimit = AdaptiveLimit(), keySize: RSAKeySize = .bits2048,
-                logger: Logger = Logger(label: "keyroll.provision")) {
+                hook: SideEffectHook = .none, logger: Logger = Logger(label: "keyroll.provision")) {
+        self.hook = hook
         self.provisioner = provisioner.observingThrottling(limit)
         self.manifest = manifest
         self.log = log
@@ -169,7 +172,7 @@ public struct ProvisionRun: Sendable {
                                      appId: application.appId, displayName: app.name, replica: replica, credential: credential, keyId: keyId,
                                      createdAt: now, createdBy: nil)
         try SecureFiles.ensurePrivateDirectory((path as NSString).deletingLastPathComponent)
-        try SecureFiles.writeAtomically(try bundle.encoded(), to: path)
+        try SecureFiles.writeAtomically(try bundle.encoded(), to: path, hook: hook)
         try log.append(.init(app: Self.logKey(app.name, replica), event: .done, keyId: keyId, objectId: application.id, appId: application.appId,
                              bundlePath: path, time: now))
     }

@@ -204,3 +204,59 @@ import TestSupport
         }
     }
 }
+
+@Suite struct ReplicaProvisioningCrashTests {
+    final class Points: @unchecked Sendable {
+        let lock = NSLock()
+        var seen: [String] = []
+        var target: String?
+        func reach(_ e: SideEffect) throws {
+            let name = lock.withLock { () -> String in
+                let n = seen.filter { $0.hasPrefix(e.description + "#") }.count + 1
+                seen.append("\(e)#\(n)")
+                return "\(e)#\(n)"
+            }
+            if name == target { throw SecureFileError.io(path: "(test fault)", operation: e.kind.rawValue, errno: ENOSPC) }
+        }
+    }
+
+    func run(_ c: Central, replicas: Int, points: Points?) async throws -> ProvisionRun.Report {
+        let hook = points.map { p in SideEffectHook { try p.reach($0) } } ?? .none
+        let manifest = Manifest(apps: [.init(name: "web", bundlePath: "\(c.dir)/bundles/web.json", replicas: replicas)])
+        return try await ProvisionRun(provisioner: c.provisioner, manifest: manifest, log: try ProvisionLog(path: c.dir + "/provision.log", hook: hook), hook: hook).execute()
+    }
+
+    /// A replicated create, and a scale out, failing at every file-system step of the log and the
+    /// bundles (a full disk there; a crash stops at the same step): the next run finishes the job,
+    /// and Entra holds exactly one bootstrap per replica, the one in that replica's bundle — no
+    /// orphan whose private key died with the run, no replica issued twice.
+    @Test(arguments: [false, true])
+    func aReplicatedRunFailingAtEveryFileStepIsFinishedByTheNext(scaleOut: Bool) async throws {
+        let reference = Points()
+        let ref = try Central()
+        if scaleOut { _ = try await run(ref, replicas: 2, points: nil) }
+        #expect(try await run(ref, replicas: 3, points: reference).failures.isEmpty)
+        let points = reference.seen
+        #expect(points.contains { $0.hasPrefix("rename web.r") } && points.contains { $0.hasPrefix("write provision.log") }, "\(points)")
+        for point in points {
+            let c = try Central()
+            if scaleOut { _ = try await run(c, replicas: 2, points: nil) }
+            let faulty = Points()
+            faulty.target = point
+            var failed = false
+            do { failed = !(try await run(c, replicas: 3, points: faulty)).failures.isEmpty } catch { failed = true }  // e.g. the log cannot be opened
+            #expect(failed, "\(point): the fault did not stop the run")
+            let again = try await run(c, replicas: 3, points: nil)
+            #expect(again.failures.isEmpty, "\(point): the next run failed: \(again.failures)")
+            guard case .replicas(let appId, _, _, _, _)? = again.outcomes["web"] else { Issue.record("\(point): no outcome"); continue }
+            let keys = try c.rig.emulator.keyCredentials(appId: appId)
+            #expect(keys.count == 3, "\(point): \(keys.compactMap(\.displayName))")
+            for r in 1...3 {
+                let bundle = try BootstrapBundle.decode(try SecureFiles.read("\(c.dir)/bundles/web.r\(r).json"))
+                let der = try bundle.signingCredential().certificate.der
+                let mine = keys.filter { $0.displayName == "CN=keyroll-bootstrap@r\(r)" }
+                #expect(mine.count == 1 && mine.first?.key == der, "\(point): r\(r)'s registered key is not the one in its bundle")
+            }
+        }
+    }
+}
