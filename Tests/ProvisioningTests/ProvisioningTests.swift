@@ -240,26 +240,13 @@ struct Central {
         let c = try Central()
         let r = try await c.provisioner.provision(name: "audited")
         c.rig.clock.advance(by: 3 * 86_400)  // past the cliff
-        final class Points: @unchecked Sendable {
-            let lock = NSLock()
-            var seen: [String] = []
-            var target: String?
-            func reach(_ e: SideEffect) throws {
-                let name = lock.withLock { () -> String in
-                    let n = seen.filter { $0.hasPrefix(e.description + "#") }.count + 1
-                    seen.append("\(e)#\(n)")
-                    return "\(e)#\(n)"
-                }
-                if name == target { throw SecureFileError.io(path: "(test fault)", operation: e.kind.rawValue, errno: ENOSPC) }
-            }
-        }
-        let reference = Points()
+        let reference = FaultPoints()
         _ = try await Rebootstrap(provisioner: c.provisioner, auditLogPath: c.dir + "/ref-audit.log", hook: SideEffectHook { try reference.reach($0) })
             .run(application: r.application, bundlePath: c.dir + "/ref.json", force: true, reason: "reference", operator: "tester")
         let points = reference.seen
         #expect(points.first == "create ref-audit.log#1" && points.contains("fsync ref.json#1"), "\(points)")
         for (i, point) in points.enumerated() {
-            let faulty = Points()
+            let faulty = FaultPoints()
             faulty.target = point.replacingOccurrences(of: "ref-audit.log", with: "audit-\(i).log").replacingOccurrences(of: "ref.json", with: "b-\(i).json")
             let before = try c.rig.emulator.keyCredentials(appId: r.application.appId).count
             let reboot = Rebootstrap(provisioner: c.provisioner, auditLogPath: c.dir + "/audit-\(i).log", hook: SideEffectHook { try faulty.reach($0) })

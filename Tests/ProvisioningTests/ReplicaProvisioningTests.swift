@@ -206,21 +206,7 @@ import TestSupport
 }
 
 @Suite struct ReplicaProvisioningCrashTests {
-    final class Points: @unchecked Sendable {
-        let lock = NSLock()
-        var seen: [String] = []
-        var target: String?
-        func reach(_ e: SideEffect) throws {
-            let name = lock.withLock { () -> String in
-                let n = seen.filter { $0.hasPrefix(e.description + "#") }.count + 1
-                seen.append("\(e)#\(n)")
-                return "\(e)#\(n)"
-            }
-            if name == target { throw SecureFileError.io(path: "(test fault)", operation: e.kind.rawValue, errno: ENOSPC) }
-        }
-    }
-
-    func run(_ c: Central, replicas: Int, points: Points?) async throws -> ProvisionRun.Report {
+    func run(_ c: Central, replicas: Int, points: FaultPoints?) async throws -> ProvisionRun.Report {
         let hook = points.map { p in SideEffectHook { try p.reach($0) } } ?? .none
         let manifest = Manifest(apps: [.init(name: "web", bundlePath: "\(c.dir)/bundles/web.json", replicas: replicas)])
         return try await ProvisionRun(provisioner: c.provisioner, manifest: manifest, log: try ProvisionLog(path: c.dir + "/provision.log", hook: hook), hook: hook).execute()
@@ -232,7 +218,7 @@ import TestSupport
     /// orphan whose private key died with the run, no replica issued twice.
     @Test(arguments: [false, true])
     func aReplicatedRunFailingAtEveryFileStepIsFinishedByTheNext(scaleOut: Bool) async throws {
-        let reference = Points()
+        let reference = FaultPoints()
         let ref = try Central()
         if scaleOut { _ = try await run(ref, replicas: 2, points: nil) }
         #expect(try await run(ref, replicas: 3, points: reference).failures.isEmpty)
@@ -241,7 +227,7 @@ import TestSupport
         for point in points {
             let c = try Central()
             if scaleOut { _ = try await run(c, replicas: 2, points: nil) }
-            let faulty = Points()
+            let faulty = FaultPoints()
             faulty.target = point
             var failed = false
             do { failed = !(try await run(c, replicas: 3, points: faulty)).failures.isEmpty } catch { failed = true }  // e.g. the log cannot be opened
