@@ -16,16 +16,21 @@ public final class AgentDaemon: @unchecked Sendable {
     let clock: any WallClock
     let sleeper: any Sleeper
     let logger: Logger
+    /// How often each identity proves, between rolls, that its active key still signs in (a fresh
+    /// token; `keyroll_last_token_success_timestamp_seconds`). The alert fires after twice this.
+    let signInCheckInterval: TimeInterval
     private let lock = NSLock()
     private var reconciled: Set<String> = []
     private var lastError: [String: String] = [:]
+    private var lastSignInCheck: [String: Date] = [:]
 
     public init(rollers: [Roller], clock: any WallClock = SystemClock(), sleeper: any Sleeper = TaskSleeper(),
-                logger: Logger = Logger(label: "keyroll.agent")) {
+                logger: Logger = Logger(label: "keyroll.agent"), signInCheckInterval: TimeInterval = 6 * 3600) {
         self.rollers = rollers
         self.clock = clock
         self.sleeper = sleeper
         self.logger = logger
+        self.signInCheckInterval = signInCheckInterval
     }
 
     /// Until cancelled.
@@ -46,6 +51,8 @@ public final class AgentDaemon: @unchecked Sendable {
                 let outcome = try await r.rollIfDue()
                 lock.withLock { lastError[r.identity.appId] = nil }
                 failures = 0
+                r.metrics.set("keyroll_roll_consecutive_failures", ["app_id": r.identity.appId], 0)
+                await checkSignInIfDue(r)
                 let status = r.identityStatus()
                 if status.alarm >= .warning, let advice = status.advice {
                     logger.warning("\(advice)", metadata: ["app_id": "\(r.identity.appId)", "alarm": "\(status.alarm.rawValue)",
@@ -61,11 +68,27 @@ public final class AgentDaemon: @unchecked Sendable {
             } catch {
                 failures += 1
                 lock.withLock { lastError[r.identity.appId] = "\(error)" }
+                r.metrics.increment("keyroll_roll_failures_total", ["app_id": r.identity.appId])
+                r.metrics.set("keyroll_roll_consecutive_failures", ["app_id": r.identity.appId], Double(failures))
                 let delay = Self.failureBackoff.delay(attempt: failures)
                 logger.error("roll failed; will retry", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)", "retry_in_s": "\(Int(delay))"])
                 r.refreshMetrics()
                 do { try await sleeper.sleep(seconds: delay) } catch { return }
             }
+        }
+    }
+
+    /// Between rolls, every `signInCheckInterval`: a fresh token with the active key. A failure is
+    /// logged and counted (it is what the NoRecentSignIn alert is about); it never stops the loop.
+    private func checkSignInIfDue(_ r: Roller) async {
+        let now = clock.now()
+        if let last = lock.withLock({ lastSignInCheck[r.identity.appId] }), now.timeIntervalSince(last) < signInCheckInterval { return }
+        do {
+            try await r.checkSignIn()
+            lock.withLock { lastSignInCheck[r.identity.appId] = now }
+        } catch is CancellationError {
+        } catch {
+            logger.error("the active key did not get a token; the next check is within the hour", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)"])
         }
     }
 

@@ -11,6 +11,9 @@ public final class MetricsRegistry: @unchecked Sendable {
 
     public func describe(_ name: String, _ type: String, _ text: String) { lock.withLock { help[name] = (type, text) } }
 
+    /// The metric families described so far (exported once they have a value).
+    public var describedFamilies: Set<String> { lock.withLock { Set(help.keys) } }
+
     public func set(_ name: String, _ labels: [String: String] = [:], _ value: Double) {
         lock.withLock { gauges[name, default: [:]][Self.render(labels)] = value }
     }
@@ -55,7 +58,9 @@ extension MetricsRegistry {
         m.describe("keyroll_time_to_cliff_seconds", "gauge", "Seconds until no certificate the agent holds is valid: after that self-service rolling is impossible.")
         m.describe("keyroll_alarm", "gauge", "1 for the identity's current alarm level (ok, warning, critical, pastCliff).")
         m.describe("keyroll_rolls_total", "counter", "Rolls finished, by outcome.")
-        m.describe("keyroll_last_token_success_timestamp_seconds", "gauge", "Last successful token request per certificate (unix time).")
+        m.describe("keyroll_roll_failures_total", "counter", "Roll attempts that failed (the agent keeps its key and retries with backoff).")
+        m.describe("keyroll_roll_consecutive_failures", "gauge", "Roll attempts failed in a row since the last success (0 when the last attempt succeeded).")
+        m.describe("keyroll_last_token_success_timestamp_seconds", "gauge", "Last successful token request per certificate (unix time): during a roll's verification, and every 6 hours between rolls.")
         m.describe("keyroll_token_errors_total", "counter", "Token endpoint errors by AADSTS code.")
         m.describe("keyroll_graph_errors_total", "counter", "Graph errors by code.")
         m.describe("keyroll_clock_offset_seconds", "gauge", "Entra's clock minus this machine's, learned from Date headers.")

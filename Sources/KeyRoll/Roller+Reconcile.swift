@@ -65,6 +65,15 @@ extension Roller {
         observer?(e)
     }
 
+    /// Signs in with the active key (a fresh token, never a cached one) and records the success:
+    /// the agent's proof, between rolls, that the key it publishes still works.
+    public func checkSignIn() async throws {
+        let active = try credential(journal.active)
+        _ = try await counted { try await tokens.probe(credential: .certificate(active)) }
+        metrics.set("keyroll_last_token_success_timestamp_seconds", ["app_id": identity.appId, "thumbprint": active.certificate.sha1Thumbprint.hex],
+                    clock.now().timeIntervalSince1970)
+    }
+
     /// What Graph listed of the held keys at the last read (nil: not read yet, or not allowed).
     var keysSeenInEntra: Set<String>? { lock.withLock { lastSeenInEntra } }
 

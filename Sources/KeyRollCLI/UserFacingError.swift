@@ -1,8 +1,3 @@
-/// The version both tools print (`--version`).
-public enum KeyRollVersion {
-    public static let current = "0.2.0"
-}
-
 /// Prints a CLI error naming what was wrong and what to do, then exits non-zero.
 public struct UserFacingError: Error, CustomStringConvertible {
     public let description: String

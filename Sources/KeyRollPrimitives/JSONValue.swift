@@ -61,14 +61,17 @@ public enum JSONValue: Sendable, Equatable, Hashable {
 
 extension JSONValue: Codable {
     public init(from decoder: Decoder) throws {
+        // Each decode is strict (no type coercion), so the order only decides how many failed
+        // attempts a value costs: the common kinds (strings, objects) come first, because a failed
+        // attempt throws, and throwing dominates parsing time on large documents.
         let c = try decoder.singleValueContainer()
         if c.decodeNil() { self = .null }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let o = try? c.decode([String: JSONValue].self) { self = .object(o) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
         else if let b = try? c.decode(Bool.self) { self = .bool(b) }
         else if let i = try? c.decode(Int64.self) { self = .int(i) }
-        else if let d = try? c.decode(Double.self) { self = .double(d) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
+        else { self = .double(try c.decode(Double.self)) }
     }
 
     public func encode(to encoder: Encoder) throws {

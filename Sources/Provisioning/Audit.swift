@@ -64,6 +64,18 @@ public struct AppAudit: Codable, Sendable, Equatable {
     public var cliff: Date?
     /// One row per replica, for an app that runs on several hosts (empty for a single-host app).
     public var replicas: [ReplicaAudit]
+    public init(name: String, appId: String, objectId: String, managed: Bool, credentials: [CredentialAudit], conditions: [AppCondition],
+                cliff: Date?, replicas: [ReplicaAudit]) {
+        self.name = name
+        self.appId = appId
+        self.objectId = objectId
+        self.managed = managed
+        self.credentials = credentials
+        self.conditions = conditions
+        self.cliff = cliff
+        self.replicas = replicas
+    }
+
     public var worst: AppCondition { conditions.max() ?? .healthy }
     public var staleReplicas: [ReplicaAudit] { replicas.filter { $0.condition == .stale } }
 }

@@ -54,6 +54,9 @@ struct EmulatorCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Load the development tenant with this many applications (seed-0, seed-1, …, each with a service principal) at start: a big tenant for tests and benchmarks.")
     var seedApps = 0
 
+    @Option(name: .long, help: "Load the development tenant with this many KeyRoll-managed applications whose certificates look like a fleet's (mostly rolled, some on their bootstrap, expiring, past the cliff, drifted, or on 3 replicas): for the fleet report and its screenshots.")
+    var seedFleet = 0
+
     func run() async throws {
         KeyRollLogHandler.bootstrap()
         let logger = Logger(label: "keyroll.emulator")
@@ -88,6 +91,11 @@ struct EmulatorCommand: AsyncParsableCommand {
                 let started = Date()
                 try emulator.seedApplications(tenantID: reg.tenantID, count: seedApps)
                 logger.info("seeded \(seedApps) applications in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+            }
+            if seedFleet > 0 {
+                let started = Date()
+                let made = try emulator.seedFleet(tenantID: reg.tenantID, count: seedFleet)
+                logger.info("seeded a fleet of \(seedFleet) applications in \(String(format: "%.1f", Date().timeIntervalSince(started))) s: \(made)")
             }
             seeded = .init(registration: reg, credential: cred)
         }

@@ -101,6 +101,85 @@ extension EntraEmulator {
         }
     }
 
+    /// What ``seedFleet(tenantID:count:seed:)`` made: how many apps of each kind.
+    public struct SeededFleet: Sendable, Equatable {
+        public var healthy = 0, bootstrapNotRolled = 0, expiringSoon = 0, pastCliff = 0, drift = 0, replicated = 0, staleReplicas = 0
+    }
+
+    /// Creates `count` KeyRoll-managed applications (`fleet-00001` …) whose certificates look like a
+    /// fleet's a while after rollout: most rolled by their agents (`CN=keyroll-{appId}`, started up to
+    /// 8 months ago), some still on their bootstrap, some expiring within 90 days, some past their
+    /// cliff, some with a foreign credential, and some running as 3 replicas (now and then one of
+    /// them stale). Seeded, so the same seed gives the same fleet. The keyCredentials share one
+    /// certificate's bytes (no key generation: 10,000 apps load in seconds); their dates and names
+    /// are what the audit reads. For the fleet report's tests and screenshots.
+    @discardableResult
+    public func seedFleet(tenantID: String, count: Int, seed: UInt64 = 1) throws -> SeededFleet {
+        let now = self.now
+        let cert = try SigningCredential.generate(subject: .init(commonName: "keyroll-seed"), notBefore: now.addingTimeInterval(-800 * 86_400),
+                                                  notAfter: now.addingTimeInterval(800 * 86_400)).certificate
+        var rng = SplitMix64(seed: seed)
+        var made = SeededFleet()
+        let day: TimeInterval = 86_400
+        func key(_ name: String, start: TimeInterval, end: TimeInterval) -> StoredKeyCredential {
+            StoredKeyCredential(keyId: UUID().uuidString.lowercased(), key: cert.der, customKeyIdentifier: cert.sha1Thumbprint.bytes, displayName: name,
+                                startDateTime: now.addingTimeInterval(start), endDateTime: now.addingTimeInterval(end),
+                                type: "AsymmetricX509Cert", usage: "Verify", activeAt: now)
+        }
+        var n = 0
+        while n < count {
+            let end = min(count, n + 2000)
+            try store.write { db in
+                for i in n..<end {
+                    let appId = UUID().uuidString.lowercased()
+                    let name = String(format: "fleet-%05d", i + 1)
+                    let own = "CN=keyroll-\(appId)"
+                    let roll = rng.unit()
+                    var keys: [StoredKeyCredential]
+                    switch roll {
+                    case ..<0.03:
+                        made.bootstrapNotRolled += 1
+                        let age = rng.unit() * 1.5 * day
+                        keys = [key("CN=keyroll-bootstrap", start: -age, end: 2 * day - age)]
+                    case ..<0.10:
+                        made.expiringSoon += 1
+                        let left = (1 + rng.unit() * 89) * day
+                        keys = [key(own, start: left - 365 * day, end: left)]
+                    case ..<0.115:
+                        made.pastCliff += 1
+                        let gone = (1 + rng.unit() * 60) * day
+                        keys = [key(own, start: -gone - 365 * day, end: -gone)]
+                    case ..<0.125:
+                        made.drift += 1
+                        let start = -rng.unit() * 240 * day
+                        keys = [key(own, start: start, end: start + 365 * day), key("CN=deploy-pipeline", start: -30 * day, end: 700 * day)]
+                    case ..<0.175:
+                        made.replicated += 1
+                        keys = (1...3).map { r in
+                            let start = -rng.unit() * 240 * day
+                            return key(own + "@r\(r)", start: start, end: start + 365 * day)
+                        }
+                        if rng.unit() < 0.2 {
+                            made.staleReplicas += 1
+                            keys[2] = key(own + "@r3", start: -320 * day, end: 45 * day)
+                        }
+                    default:
+                        made.healthy += 1
+                        let start = -rng.unit() * 240 * day
+                        keys = [key(own, start: start, end: start + 365 * day)]
+                    }
+                    let app = StoredApplication(id: UUID().uuidString.lowercased(), appId: appId, tenantID: tenantID, displayName: name,
+                                                signInAudience: "AzureADMyOrg", createdDateTime: now,
+                                                extra: ["tags": .array([.string("keyroll:managed"), .string("keyroll:app:" + name)])],
+                                                keyCredentials: keys, passwordCredentials: [], owners: [])
+                    try DirectoryStore.insert(db, application: app)
+                }
+            }
+            n = end
+        }
+        return made
+    }
+
     /// SQLite's plans for the statements the store runs to answer `GET /applications?$filter=…`
     /// (one per clause, with its index lookup) and to create an application: tests prove from them
     /// that no lookup scans the tenant.
