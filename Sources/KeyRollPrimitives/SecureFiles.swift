@@ -42,6 +42,7 @@ public enum SecureFileError: Error, Equatable, CustomStringConvertible {
 public enum SecureFiles {
     /// Creates `path` (and missing parents) with mode 0700, or checks an existing folder is private.
     public static func ensurePrivateDirectory(_ path: String) throws {
+        let path = path.isEmpty ? "." : path  // the folder of a bare file name is the current one
         var st = stat()
         if lstat(path, &st) == 0 {
             if (st.st_mode & S_IFMT) == S_IFLNK { throw SecureFileError.symbolicLink(path: path) }

@@ -188,6 +188,7 @@ public enum FleetReport {
         table.risk{table-layout:fixed} table.risk th:nth-child(1){width:16%} table.risk th:nth-child(2){width:12%} table.risk th:nth-child(3){width:7%} table.risk code{font-size:12px;white-space:pre-wrap;word-break:break-all}
         #apps tbody tr{cursor:pointer} #apps tbody tr:hover td{background:#eef4ff} #apps tr.selected td{background:#dbe7ff}
         #search{width:320px;padding:4px}
+        #apps tr.replica td{font-size:12px;color:#555;border-bottom:1px dotted #eee} td.indent{padding-left:24px} #apps tr.replica.stale td{background:#f1f1f1;color:#888}
         #timeline{margin:8px 0;border:1px solid #ddd;border-radius:6px;padding:8px;min-height:40px;position:sticky;top:0;background:#fff;z-index:1}
         .sub{color:#777;font-size:12px}
         """
@@ -212,7 +213,8 @@ public enum FleetReport {
           var pages=Math.max(1,Math.ceil(rows.length/per)), html=[];
           rows.slice(page*per,page*per+per).forEach(function(a,i){
             var reps=a[5].length?a[5].length+' ('+a[5].filter(function(r){return r[1]!=='healthy';}).map(function(r){return r[0]+': '+r[1];}).join(', ')+')':'';
-            html.push('<tr class="'+a[2]+'" data-i="'+(page*per+i)+'"><td>'+esc(a[0])+'</td><td><code>'+a[1]+'</code></td><td>'+a[2]+'</td><td>'+days(a[3])+'</td><td>'+a[4]+'</td><td>'+esc(reps)+'</td></tr>');
+            html.push('<tr class="app '+a[2]+'" data-i="'+(page*per+i)+'"><td>'+esc(a[0])+'</td><td><code>'+a[1]+'</code></td><td>'+a[2]+'</td><td>'+days(a[3])+'</td><td>'+a[4]+'</td><td>'+esc(reps)+'</td></tr>');
+            a[5].forEach(function(r){html.push('<tr class="replica '+r[1]+'" data-i="'+(page*per+i)+'"><td class="indent">└ replica '+esc(r[0])+'</td><td></td><td>'+r[1]+'</td><td></td><td></td><td></td></tr>');});
           });
           body.innerHTML=html.join('');
           document.getElementById('found').textContent=rows.length+' of '+data.length;

@@ -45,8 +45,9 @@ public struct Rebootstrap: Sendable {
             "forced": .bool(force), "validCertificatesBefore": .int(Int64(valid.count)), "reason": .string(reason), "bundle": .string(bundlePath),
         ])
         if let replica { trail.set("replica", .string(replica.rawValue)) }
-        try trail.intent()
+        // a bundle folder others can read is refused before anything is recorded or written
         try SecureFiles.ensurePrivateDirectory((bundlePath as NSString).deletingLastPathComponent)
+        try trail.intent()
         try SecureFiles.writeAtomically(try bundle.encoded(), to: bundlePath, hook: hook)
         do { try await provisioner.registerBootstrap(bundle) } catch {
             try? SecureFiles.shred(bundlePath)

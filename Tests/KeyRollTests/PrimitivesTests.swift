@@ -15,6 +15,23 @@ import TestSupport
         #expect(Backoff(base: 1, cap: 10).delay(attempt: Int.max) == 10, "no overflow at huge attempt counts")
     }
 
+    /// `keyroll rebootstrap --out bundle.json` names a file in the current folder: its folder must
+    /// be checked like any other (it failed with "mkdir  failed" before).
+    @Test func aBareFileNameLivesInTheCurrentFolderWhichMustBePrivate() throws {
+        let dir = try Tools.temporaryDirectory("keyroll-cwd")
+        let open = dir + "/open", closed = dir + "/closed"
+        try FileManager.default.createDirectory(atPath: open, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try FileManager.default.createDirectory(atPath: closed, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let before = FileManager.default.currentDirectoryPath
+        defer { FileManager.default.changeCurrentDirectoryPath(before) }
+        FileManager.default.changeCurrentDirectoryPath(closed)
+        #expect(throws: Never.self) { try SecureFiles.ensurePrivateDirectory(("bundle.json" as NSString).deletingLastPathComponent) }
+        FileManager.default.changeCurrentDirectoryPath(open)
+        #expect(throws: SecureFileError.self, "a bundle's folder readable by others is refused") {
+            try SecureFiles.ensurePrivateDirectory(("bundle.json" as NSString).deletingLastPathComponent)
+        }
+    }
+
     @Test func splitMix64MatchesTheReferenceSequence() {
         // Vigna's reference implementation, seed 0
         var r = SplitMix64(seed: 0)

@@ -52,10 +52,14 @@ import TestSupport
         throw ToolError("headless Chromium is not installed: apt-get install chromium (.ci/run does)")
     }
 
+    static func flags(_ dir: String) -> [String] {
+        ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--user-data-dir=" + dir + "/profile"]
+    }
+
     static func browse(_ html: String, dir: String, screenshot: String? = nil) async throws -> (dom: String, seconds: Double) {
         let file = dir + "/report.html"
         try Tools.write(html, to: file)
-        let flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--user-data-dir=" + dir + "/profile"]
+        let flags = Self.flags(dir)
         let started = Date()
         let dump = try await Tools.run([try chromium()] + flags + ["--dump-dom", "file://" + file])
         let seconds = Date().timeIntervalSince(started)
@@ -112,9 +116,17 @@ import TestSupport
         let bars = dom.components(separatedBy: "data-count=\"").dropFirst().compactMap { Int($0.prefix { $0.isNumber }) }
         #expect(bars == [h.pastCliff, h.bootstrapNotRolled] + h.weeks, "the histogram's bars")
         let appsTable = try #require(dom.components(separatedBy: "<table id=\"apps\">").last?.components(separatedBy: "</table>").first)
-        let tableRows = appsTable.components(separatedBy: "<tr class=\"").count - 1
+        let tableRows = appsTable.components(separatedBy: "<tr class=\"app ").count - 1
+        let replicaRows = appsTable.components(separatedBy: "<tr class=\"replica ").count - 1
+        let replicasOnPage = audit.apps.sorted { ($0.cliff ?? .distantPast) < ($1.cliff ?? .distantPast) }.prefix(100).reduce(0) { $0 + $1.replicas.count }
+        #expect(replicaRows > 0 || replicasOnPage == 0, "replicas are grouped under their app: \(replicaRows) rows")
         #expect(tableRows == min(100, apps), "the first page of the table: \(tableRows) rows")
         #expect(dom.contains("id=\"found\">\(apps) of \(apps)<") && dom.contains("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\""), "the table's count and the first app's timeline")
+        // sorted by time to the cliff: the first row is past it; a search finds exactly the apps with a stale replica
+        let firstRow = appsTable.components(separatedBy: "<tr class=\"app ").dropFirst().first ?? ""
+        #expect(firstRow.hasPrefix("past-cliff") || made.pastCliff == 0, "the table starts at the closest cliff: \(firstRow.prefix(120))")
+        let searched = try await Tools.run([try Self.chromium()] + Self.flags(dir) + ["--dump-dom", "file://" + dir + "/report.html#q=stale"])
+        #expect(searched.stdout.contains("id=\"found\">\(made.staleReplicas) of \(apps)<"), "searching 'stale' finds the \(made.staleReplicas) apps with a stale replica")
         print(String(format: "fleet report, %d apps: audit scan %.2f s, HTML %.2f s (%d KiB), Chromium %.2f s (page loaded in %d ms, script %d ms)",
                      apps, scanSeconds, renderSeconds, html.utf8.count / 1024, seconds, loaded, rendered))
     }

@@ -119,7 +119,8 @@ import TestSupport
         let table = AuditReport.table(fleet)
         #expect(table.contains("└ replica r3") && table.contains("keyroll retire --app \(a.appId) --replica r3"))
         let html = AuditReport.html(fleet)
-        #expect(html.contains("class=\"replica stale\"") && html.contains("(3 replicas)"))
+        #expect(html.contains(#"[["r1","healthy"],["r2","healthy"],["r3","stale"]]"#), "the report's data groups the replicas under their app")
+        #expect(html.contains("id=\"count-stale-replicas\">1<") && html.contains("stale-replica"), "the stale replica is counted and listed at risk")
         #expect(AuditReport.csv(fleet).split(separator: "\n").dropFirst().allSatisfy { $0.hasSuffix(",healthy") || $0.hasSuffix(",stale") })
     }
 
