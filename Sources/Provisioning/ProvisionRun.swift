@@ -132,10 +132,12 @@ public struct ProvisionRun: Sendable {
             if prior?.event == .intent, let orphan = prior?.keyId, keys.contains(where: { $0.keyId == orphan }) {
                 try await provisioner.removeKeyCredential(objectID: target.id, keyId: orphan)
             } else if prior == nil {
-                if keys.contains(where: { $0.isValidCertificate(at: now) && ($0.displayName ?? "").hasPrefix("CN=keyroll-") && $0.displayName != "CN=keyroll-bootstrap" }) {
+                // one naming rule for every reader of Graph (CredentialName): a replica's bootstrap is a bootstrap too
+                let names = keys.filter { $0.isValidCertificate(at: now) }.map { CredentialName.parse(displayName: $0.displayName) }
+                if names.contains(where: { $0.isKeyRoll && !$0.isBootstrap }) {
                     return .agentOwnsIt(appId: target.appId)
                 }
-                if keys.contains(where: { $0.isValidCertificate(at: now) && $0.displayName == "CN=keyroll-bootstrap" }) {
+                if names.contains(where: \.isBootstrap) {
                     return .needsRebootstrap(appId: target.appId, reason: "it holds a bootstrap certificate this run did not issue; use `keyroll rebootstrap` for a new bundle")
                 }
             }

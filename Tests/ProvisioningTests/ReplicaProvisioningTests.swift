@@ -247,3 +247,43 @@ import TestSupport
         }
     }
 }
+
+@Suite struct ReplicaRetirementFaultTests {
+    /// Scale in never acts unrecorded: a retirement failing at any file-system call of its audit
+    /// trail before the PATCH removes nothing from Entra; one failing after it has its intent on
+    /// record. (The trail's completion is the last write: failing there leaves the intent.)
+    @Test func aRetirementFailingAtEachAuditWriteNeverActsUnrecorded() async throws {
+        func fresh() async throws -> (Central, Application) {
+            let c = try Central()
+            let manifest = Manifest(apps: [.init(name: "web", bundlePath: "\(c.dir)/bundles/web.json", replicas: 3)])
+            let report = try await ProvisionRun(provisioner: c.provisioner, manifest: manifest, log: try ProvisionLog(path: c.dir + "/provision.log")).execute()
+            guard case .replicas(let appId, _, _, _, _)? = report.outcomes["web"] else { throw ToolError("provisioning failed: \(report.failures)") }
+            return (c, try #require(try await c.provisioner.graph.application(appId: appId)))
+        }
+        let (ref, refApp) = try await fresh()
+        let reference = FaultPoints()
+        try await ReplicaRetirement(provisioner: ref.provisioner, auditLogPath: ref.dir + "/audit.log", hook: SideEffectHook { try reference.reach($0) })
+            .run(application: refApp, replica: .numbered(3), force: true, reason: "reference", operator: "tester")
+        let points = reference.seen
+        #expect(points.first == "create audit.log#1" && points.count > 4, "\(points)")
+        for point in points {
+            let (c, app) = try await fresh()
+            let faulty = FaultPoints()
+            faulty.target = point
+            var failed = false
+            do {
+                try await ReplicaRetirement(provisioner: c.provisioner, auditLogPath: c.dir + "/audit.log", hook: SideEffectHook { try faulty.reach($0) })
+                    .run(application: app, replica: .numbered(3), force: true, reason: "fault", operator: "tester")
+            } catch { failed = true }
+            #expect(failed, "\(point): the fault did not stop the retirement")
+            let keys = try c.rig.emulator.keyCredentials(appId: app.appId)
+            let intents = JSONLinesFile.lines(at: c.dir + "/audit.log").compactMap { try? JSONValue.parse(Array($0)) }.filter { $0["phase"] == "intent" }
+            if keys.count < 3 {
+                #expect(intents.count == 1, "\(point): r3's key was removed without an intent on record")
+                #expect(keys.compactMap(\.displayName).sorted() == ["CN=keyroll-bootstrap@r1", "CN=keyroll-bootstrap@r2"], "\(point): a sibling's key was touched")
+            } else {
+                #expect(keys.count == 3, "\(point)")
+            }
+        }
+    }
+}
