@@ -5,8 +5,9 @@ import Logging
 import Synchronization
 
 /// A faithful local Microsoft Entra ID: the v2.0 token endpoint (client credentials with
-/// certificate assertions or secrets), discovery and JWKS, and the Graph v1.0 application and
-/// service-principal endpoints including `addKey`/`removeKey` with exact proof validation.
+/// certificate assertions or secrets), discovery and JWKS, the Graph v1.0 application and
+/// service-principal endpoints including `addKey`/`removeKey` with exact proof validation, and the
+/// beta sign-in log and credential-usage reports.
 ///
 /// It serves in-process (``handle(_:)``, used by tests and `keyroll-lab demo`) or over HTTP/HTTPS
 /// (``EmulatorServer``). All validity checks use ``clock``, so a test can move time freely.
@@ -27,6 +28,7 @@ public final class EntraEmulator: Sendable {
         var writeLog: [String: [Date]] = [:]
         var selectLog: [String: [Date]] = [:]
         var tokenLog: [String: [Date]] = [:]
+        var auditLog: [String: [Date]] = [:]
         var requestLog: [RequestLogEntry] = []
         var metrics: [String: Int] = [:]
         var controlSecret: String?
@@ -118,7 +120,7 @@ public final class EntraEmulator: Sendable {
                        metadata: ["method": "\(request.method)", "path": "\(request.path.split(separator: "?").first ?? "")",
                                   "status": "\(r.status)", "request-id": "\(requestID)"])
         var out: EmulatorResponse
-        if request.path.lowercased().hasPrefix("/v1.0") {
+        if request.path.lowercased().hasPrefix("/v1.0") || request.path.lowercased().hasPrefix("/beta") {
             out = GraphError(r.status, r.status >= 500 ? "generalException" : "BadRequest", r.status >= 500 ? "An internal error occurred." : "The request is not valid.")
                 .response(now: now, requestID: requestID, clientRequestID: request.headers["client-request-id"])
         } else {
@@ -145,7 +147,7 @@ public final class EntraEmulator: Sendable {
         let segments = request.pathSegments
         guard let first = segments.first else { return .text(200, "KeyRoll Entra emulator\n") }
         switch first.lowercased() {
-        case "v1.0":
+        case "v1.0", "beta":
             return GraphRoutes(emulator: self, request: request, requestID: requestID).respond()
         case "_emulator":
             guard controlAllowed(request) else {
@@ -213,6 +215,8 @@ public final class EntraEmulator: Sendable {
         if p.contains("/oauth2/") { return "token" }
         if p.hasSuffix("addkey") { return "addKey" }
         if p.hasSuffix("removekey") { return "removeKey" }
+        if p.hasPrefix("/beta/auditlogs") || p.hasPrefix("/v1.0/auditlogs") { return "signIns" }
+        if p.hasPrefix("/beta/reports") { return "reports" }
         if p.hasPrefix("/v1.0/applications") { return "applications" }
         if p.hasPrefix("/v1.0/serviceprincipals") { return "servicePrincipals" }
         if p.hasPrefix("/_emulator") { return "control" }

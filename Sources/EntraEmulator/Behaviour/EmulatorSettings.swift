@@ -31,6 +31,18 @@ public struct EmulatorSettings: Sendable, Codable, Equatable {
     public var patchRepropagatesExistingKeys: Bool = false
     /// Enforce G-addcert's "endDateTime at most one year after startDateTime" (UNCONFIRMED; off).
     public var enforceOneYearKeyLifetime: Bool = false
+    /// Days the sign-in log serves an entry (`/beta/auditLogs/signIns`): Entra keeps sign-ins 30 days
+    /// with a P1/P2 licence, 7 without. Older entries are kept but not served.
+    public var signInLogRetentionDays: Double = 30
+    /// Seconds before a sign-in appears in the sign-in log (UNCONFIRMED: Entra documents no figure;
+    /// minutes to hours are seen). 0: at once.
+    public var signInLogLatency: TimeInterval = 0
+    /// Seconds before a sign-in counts in the usage reports under `/beta/reports` (UNCONFIRMED:
+    /// undocumented; the closest documented figure, users' `signInActivity`, is "up to 24 hours"). 0: at once.
+    public var reportLatency: TimeInterval = 0
+    /// `clientCredentialType` of a sign-in with a certificate's client assertion (UNCONFIRMED: Graph's
+    /// enum has both `clientAssertion` and `certificate`; `clientAssertion` is assumed).
+    public var certificateClientCredentialType: String = "clientAssertion"
     /// Graph throttling modelled on the documented identity budgets.
     public var throttling: ThrottleSettings = .init()
     /// Seed for every random choice (propagation delay, fault probabilities): same seed, same run.
@@ -47,6 +59,10 @@ public struct EmulatorSettings: Sendable, Codable, Equatable {
         public var keyCredentialSelectsPerMinute: Int = 150
         /// Token requests per client per 10 s before AADSTS-style 429 (not documented; off when 0).
         public var tokenRequestsPer10s: Int = 0
+        /// Requests to the sign-in log and the usage reports per app+tenant per `auditLogWindow`
+        /// (Graph's identity and access reports: 5 per 10 s); off when 0.
+        public var auditLogRequestsPerWindow: Int = 5
+        public var auditLogWindow: TimeInterval = 10
         public init() {}
     }
 }

@@ -22,6 +22,15 @@ extension EntraEmulator {
                         scope: "Tenant/Read/\(caller)/\(tenant)", information: "ResourceUnitLimitExceeded")
     }
 
+    /// Counts a read of the sign-in log or a usage report by `caller` in `tenant` (Graph's identity
+    /// and access reports budget: 5 requests per 10 s per app per tenant).
+    func throttleAuditLog(caller: String, tenant: String) -> GraphError? {
+        let t = settings.throttling
+        guard t.enabled, t.auditLogRequestsPerWindow > 0 else { return nil }
+        return throttle(log: \.auditLog, key: "\(caller)/\(tenant)", limit: t.auditLogRequestsPerWindow, window: t.auditLogWindow,
+                        scope: "Tenant_Application/Read/\(caller)/\(tenant)", information: "ResourceUnitLimitExceeded")
+    }
+
     func throttleToken(client: String) -> Double? {
         let t = settings.throttling
         guard t.enabled, t.tokenRequestsPer10s > 0 else { return nil }

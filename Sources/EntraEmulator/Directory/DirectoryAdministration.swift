@@ -204,7 +204,8 @@ extension EntraEmulator {
         try store.application(appId: appId)?.keyCredentials ?? []
     }
 
-    /// Seeds the development tenant and a provisioner app with Application.ReadWrite.All and a
+    /// Seeds the development tenant and a provisioner app with Application.ReadWrite.All (and
+    /// AuditLog.Read.All, which `keyroll retire` and `keyroll audit` read the sign-in log with) and a
     /// certificate valid for `validity`; returns its registration and credential. Idempotent for the
     /// tenant; each call makes a fresh provisioner.
     public func seedDevelopmentTenant(provisionerName: String = "keyroll-provisioner", validity: TimeInterval = 365 * 86_400) throws
@@ -216,7 +217,8 @@ extension EntraEmulator {
         let now = self.now
         let cred = try SigningCredential.generate(subject: .init(commonName: provisionerName), notBefore: now.addingTimeInterval(-300),
                                                   notAfter: now.addingTimeInterval(validity))
-        let reg = try register(tenantID: Self.devTenantID, displayName: provisionerName, roles: [.applicationReadWriteAll], certificates: [cred.certificate])
+        let reg = try register(tenantID: Self.devTenantID, displayName: provisionerName, roles: [.applicationReadWriteAll, .auditLogReadAll],
+                               certificates: [cred.certificate])
         return (reg, cred)
     }
 }

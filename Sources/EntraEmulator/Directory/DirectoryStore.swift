@@ -100,6 +100,27 @@ public final class DirectoryStore: Sendable {
                 try replaceTags(db, applicationID: row["id"], tenantID: row["tenant_id"], extra: decodeExtra(row["extra"]))
             }
         }
+        // What Graph's sign-in log and usage reports need of each sign-in: its id, the service
+        // principal, the app's name, the resource and the failure's message; and indexes that answer
+        // "a tenant's (or an app's) sign-ins in a time window, newest first" without a scan. Rows
+        // logged before get an id, their service principal and the app's current name.
+        m.registerMigration("v3-sign-in-graph-fields") { db in
+            try db.execute(sql: """
+                ALTER TABLE sign_in ADD COLUMN id TEXT;
+                ALTER TABLE sign_in ADD COLUMN sp_id TEXT;
+                ALTER TABLE sign_in ADD COLUMN app_display_name TEXT;
+                ALTER TABLE sign_in ADD COLUMN resource TEXT;
+                ALTER TABLE sign_in ADD COLUMN failure_reason TEXT;
+                UPDATE sign_in SET
+                    id = lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-'
+                               || substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))),
+                    sp_id = (SELECT s.id FROM service_principal s WHERE s.tenant_id = sign_in.tenant_id AND s.app_id = sign_in.app_id),
+                    app_display_name = (SELECT a.display_name FROM application a WHERE a.app_id = sign_in.app_id);
+                CREATE UNIQUE INDEX sign_in_id ON sign_in(id);
+                CREATE INDEX sign_in_tenant_time ON sign_in(tenant_id, time, seq);
+                CREATE INDEX sign_in_app_time ON sign_in(app_id, time, seq);
+                """)
+        }
         return m
     }
 
@@ -348,8 +369,13 @@ public final class DirectoryStore: Sendable {
 
     public func logSignIn(_ e: SignInEvent) throws {
         try db.write { db in
-            try db.cachedStatement(sql: "INSERT INTO sign_in (time, tenant_id, app_id, key_id, thumbprint, result, error_code, credential_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-                .execute(arguments: [e.time.timeIntervalSinceReferenceDate, e.tenantID, e.appId, e.keyId, e.thumbprint, e.result, e.errorCode, e.credentialType])
+            try db.cachedStatement(sql: """
+                INSERT INTO sign_in (time, tenant_id, app_id, key_id, thumbprint, result, error_code, credential_type,
+                                     id, sp_id, app_display_name, resource, failure_reason)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """).execute(arguments: [e.time.timeIntervalSinceReferenceDate, e.tenantID, e.appId, e.keyId, e.thumbprint, e.result, e.errorCode,
+                                         e.credentialType, e.id.isEmpty ? UUID().uuidString.lowercased() : e.id, e.servicePrincipalID,
+                                         e.appDisplayName, e.resource, e.failureReason])
         }
     }
 
@@ -357,12 +383,15 @@ public final class DirectoryStore: Sendable {
     public func signIns(appId: String? = nil, after: Int64 = 0, limit: Int = 1000) throws -> [SignInEvent] {
         try reading { db in
             try Row.fetchAll(db, sql: "SELECT * FROM sign_in WHERE seq > ? AND (? IS NULL OR app_id = ?) ORDER BY seq LIMIT ?",
-                             arguments: [after, appId, appId, limit]).map {
-                SignInEvent(sequence: $0["seq"], time: Date(timeIntervalSinceReferenceDate: $0["time"]), tenantID: $0["tenant_id"], appId: $0["app_id"],
-                            keyId: $0["key_id"], thumbprint: $0["thumbprint"], result: $0["result"], errorCode: $0["error_code"],
-                            credentialType: $0["credential_type"])
-            }
+                             arguments: [after, appId, appId, limit]).map(Self.signIn(row:))
         }
+    }
+
+    static func signIn(row: Row) -> SignInEvent {
+        SignInEvent(sequence: row["seq"], time: Date(timeIntervalSinceReferenceDate: row["time"]), tenantID: row["tenant_id"], appId: row["app_id"],
+                    keyId: row["key_id"], thumbprint: row["thumbprint"], result: row["result"], errorCode: row["error_code"],
+                    credentialType: row["credential_type"], id: row["id"] ?? "", servicePrincipalID: row["sp_id"],
+                    appDisplayName: row["app_display_name"], resource: row["resource"], failureReason: row["failure_reason"])
     }
 
     /// Records `jti`; returns false if it was already seen and has not expired (strict replay mode).

@@ -15,6 +15,8 @@ public enum GraphRole: String, Sendable, CaseIterable, Codable {
     case applicationReadWriteOwnedBy = "Application.ReadWrite.OwnedBy"
     case applicationReadAll = "Application.Read.All"
     case directoryReadWriteAll = "Directory.ReadWrite.All"
+    /// Reads the sign-in log (`/beta/auditLogs/signIns`) and the usage reports under `/beta/reports`.
+    case auditLogReadAll = "AuditLog.Read.All"
 
     public var appRoleID: String {
         switch self {
@@ -22,6 +24,7 @@ public enum GraphRole: String, Sendable, CaseIterable, Codable {
         case .applicationReadWriteOwnedBy: return "18a4783c-866b-4cc7-a460-3d5e5662c884"
         case .applicationReadAll: return "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30"
         case .directoryReadWriteAll: return "19dbc75e-c2e2-444c-a770-ec69d8559fc7"
+        case .auditLogReadAll: return "b0afded3-3588-46d8-8b3d-9842eff778da"
         }
     }
 }
@@ -88,17 +91,43 @@ public struct StoredServicePrincipal: Sendable, Equatable {
     public var extra: [String: JSONValue]
 }
 
-/// One entry of the sign-in log: every token request that named a client.
+/// One entry of the sign-in log: every token request that named a client. Graph serves it as a
+/// `signIn` of event type `servicePrincipal` (`GET /beta/auditLogs/signIns`), and the usage reports
+/// under `/beta/reports` are computed from it.
 public struct SignInEvent: Sendable, Equatable {
     public var sequence: Int64
     public var time: Date
     public var tenantID: String
     public var appId: String
+    /// The keyId of the key or password credential presented (nil when none was identified).
     public var keyId: String?
+    /// Upper-case hex SHA-1 of the certificate presented (certificates only).
     public var thumbprint: String?
     /// `success` or `failure`.
     public var result: String
     /// The AADSTS code of a failure (e.g. 700027).
     public var errorCode: Int?
+    /// What the client presented: `certificate` (a client assertion), `secret`, or `none`.
+    /// Graph's spelling is ``clientCredentialType(certificate:)``.
     public var credentialType: String
+    /// The sign-in's id in Graph (a GUID; `lastSignInRequestId` in the reports). Made when logged.
+    public var id: String = ""
+    /// The app's service principal in the tenant.
+    public var servicePrincipalID: String? = nil
+    /// The app's display name at the time of the sign-in.
+    public var appDisplayName: String? = nil
+    /// The resource the token was asked for (the scope without `/.default`), when the request named one.
+    public var resource: String? = nil
+    /// The failure's message (Graph's `status.failureReason`).
+    public var failureReason: String? = nil
+
+    /// Graph's `clientCredentialType`: `clientSecret`, `none`, or for a certificate assertion
+    /// `certificate` (``EmulatorSettings/certificateClientCredentialType``).
+    public func clientCredentialType(certificate: String) -> String {
+        switch credentialType {
+        case "certificate": return certificate
+        case "secret": return "clientSecret"
+        default: return "none"
+        }
+    }
 }

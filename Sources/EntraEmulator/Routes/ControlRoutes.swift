@@ -114,6 +114,8 @@ struct ControlRoutes {
                 "sequence": .int(e.sequence), "time": .string(WireTime.isoFraction(e.time)), "tenantId": .string(e.tenantID),
                 "appId": .string(e.appId), "keyId": e.keyId.map(JSONValue.string) ?? .null, "thumbprint": e.thumbprint.map(JSONValue.string) ?? .null,
                 "result": .string(e.result), "errorCode": e.errorCode.map { .int(Int64($0)) } ?? .null, "credentialType": .string(e.credentialType),
+                "id": .string(e.id), "servicePrincipalId": e.servicePrincipalID.map(JSONValue.string) ?? .null,
+                "resource": e.resource.map(JSONValue.string) ?? .null, "failureReason": e.failureReason.map(JSONValue.string) ?? .null,
             ]) }))
         case ("GET", "requests"):
             return .json(200, .array(emulator.requestLog().suffix(1000).map { e in .object([

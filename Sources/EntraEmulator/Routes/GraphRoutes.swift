@@ -20,14 +20,17 @@ struct GraphCaller {
 }
 
 /// Microsoft Graph v1.0: the application and service-principal subset KeyRoll needs, with Graph's
-/// authorization rules, error envelope and OData conventions.
+/// authorization rules, error envelope and OData conventions; and under `/beta` the sign-in log and
+/// the credential-usage reports (``AuditLogRoutes``).
 struct GraphRoutes {
     let emulator: EntraEmulator
     let request: EmulatorRequest
     let requestID: String
 
     var now: Date { emulator.now }
-    var base: String { request.baseURL + "/v1.0" }
+    /// `v1.0` or `beta`: the version segment the request came in on.
+    var version: String { request.pathSegments.first?.lowercased() == "beta" ? "beta" : "v1.0" }
+    var base: String { request.baseURL + "/" + version }
 
     func respond() -> EmulatorResponse {
         do {
@@ -84,6 +87,11 @@ struct GraphRoutes {
         guard let first = seg.first else { throw GraphError.noRoute(request.method, request.path) }
         let (set, altKey) = parseEntitySet(first)
         let method = request.method
+        if set == "auditlogs" || set == "reports" {
+            return try AuditLogRoutes(graph: self, caller: caller).dispatch(seg: seg)
+        }
+        // Under /beta the emulator serves the audit log and the reports only.
+        guard version == "v1.0" else { throw GraphError.noRoute(method, request.path) }
         switch set {
         case "applications":
             if seg.count == 1, altKey == nil {
@@ -212,8 +220,13 @@ struct GraphRoutes {
     }
 
     func nextLink(after seq: Int64) -> String {
+        nextLink(token: Base64URL.encode(Array(String(seq).utf8)))
+    }
+
+    /// This request's URL with `$skiptoken` set to `token`.
+    func nextLink(token: String) -> String {
         var items = request.query.filter { $0.name.lowercased() != "$skiptoken" }
-        items.append(("$skiptoken", Base64URL.encode(Array(String(seq).utf8))))
+        items.append(("$skiptoken", token))
         return "\(request.baseURL)\(request.path)?" + items.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: .urlQueryValueAllowed) ?? $0.1)" }.joined(separator: "&")
     }
 

@@ -153,13 +153,20 @@ struct TokenRoutes {
         if let retry = emulator.throttleToken(client: clientID) { return .failure(Failure(error: .replay, retryAfter: retry)) }
         let assertion = form["client_assertion"], secret = form["client_secret"]
         let credential: (keyId: String?, thumbprint: String?, type: String)
-        let log = { (result: String, code: Int?, keyId: String?, thumb: String?, type: String) in
+        // The resource the request asks for, as the sign-in log records it (checked further down).
+        let requested = form["scope"].flatMap { text in
+            text.split(separator: " ").map(String.init).first { !Self.ignoredScopes.contains($0.lowercased()) }
+                .map { $0.hasSuffix("/.default") ? String($0.dropLast("/.default".count)) : $0 }
+        }
+        let log = { (failure: TokenError?, keyId: String?, thumb: String?, type: String) in
             try? emulator.store.logSignIn(SignInEvent(sequence: 0, time: now, tenantID: tenant.id, appId: app.appId, keyId: keyId,
-                                                      thumbprint: thumb, result: result, errorCode: code, credentialType: type))
+                                                      thumbprint: thumb, result: failure == nil ? "success" : "failure", errorCode: failure?.code,
+                                                      credentialType: type, servicePrincipalID: sp.id, appDisplayName: app.displayName,
+                                                      resource: requested, failureReason: failure?.message))
         }
         switch (assertion, secret) {
         case (nil, nil), ("", nil), (nil, ""):
-            log("failure", 7000218, nil, nil, "none")
+            log(.noCredential, nil, nil, "none")
             return fail(.noCredential)
         case (let a?, _) where !a.isEmpty:
             guard form["client_assertion_type"] == ClientAssertion.assertionType else {
@@ -171,13 +178,13 @@ struct TokenRoutes {
             case .success(let k):
                 credential = (k.keyId, k.sha1.hex, "certificate")
             case .failure(let f):
-                log("failure", f.error.code, f.keyId, f.thumbprint, "certificate")
+                log(f.error, f.keyId, f.thumbprint, "certificate")
                 return fail(f.error)
             }
         case (_, let s?):
             let hash = Thumbprint.sha256(of: Array(s.utf8)).bytes
             guard let p = app.passwordCredentials.first(where: { $0.secretHash == hash }), p.startDateTime <= now, now <= p.endDateTime else {
-                log("failure", 7000215, nil, nil, "secret")
+                log(.invalidSecret, nil, nil, "secret")
                 return fail(.invalidSecret)
             }
             credential = (p.keyId, nil, "secret")
@@ -196,7 +203,7 @@ struct TokenRoutes {
         guard resource.hasPrefix("https://") || resource.hasPrefix("http://") || UUID(uuidString: resource) != nil || resource.hasPrefix("api://") else {
             return fail(.invalidScope(scopeText))
         }
-        log("success", nil, credential.keyId, credential.thumbprint, credential.type)
+        log(nil, credential.keyId, credential.thumbprint, credential.type)
         return .success(mint(resource: resource, app: app, sp: sp, tenant: tenant, viaCertificate: credential.type == "certificate", now: now))
     }
 
