@@ -16,9 +16,17 @@ public struct GraphClient: Sendable {
     public private(set) var auth: ClientCredential
     let transport: any HTTPTransport
     let clock: any WallClock
-    let sleeper: any Sleeper
+    public let sleeper: any Sleeper
     let retry: RetryPolicy
     let logger: Logger
+    /// Measures how old a request body built from a read is when it is about to be sent. The
+    /// machine's continuous clock, always (also in virtual-clock runs): it counts time the process
+    /// was stopped or the machine suspended, which is exactly the age that matters.
+    var monotonic: any MonotonicClock = SystemMonotonicClock()
+    /// A body made from a read (a whole-list PATCH of keyCredentials) older than this when it is
+    /// about to be sent is thrown away and made again from a new read: a process paused between its
+    /// read and its send (SIGSTOP, a suspended laptop or VM) must not send a list that is stale.
+    public var maximumBasisAge: Double = 5
     /// Told about every 429 (with its Retry-After): bulk schedulers slow down on it.
     private(set) var onThrottle: (@Sendable (Double?) -> Void)?
 
@@ -135,10 +143,14 @@ public struct GraphClient: Sendable {
     /// a throttling wait would drop every key added meanwhile (an agent's addKey); reading again
     /// each time narrows that window to one round trip. Returns the list the PATCH was built on.
     @discardableResult
-    public func updateKeyCredentials(id: String, merge: @escaping @Sendable ([KeyCredential]) throws -> [JSONValue]) async throws -> [KeyCredential] {
+    /// `precondition` runs before each attempt's read (inside the body's age bound): a privileged
+    /// run checks there that it still holds the application's lease.
+    public func updateKeyCredentials(id: String, precondition: (@Sendable () async throws -> Void)? = nil,
+                                     merge: @escaping @Sendable ([KeyCredential]) throws -> [JSONValue]) async throws -> [KeyCredential] {
         final class Basis: @unchecked Sendable { var keys: [KeyCredential] = [] }
         let basis = Basis()
         _ = try await call("updateApplication", "PATCH", "/applications/\(id)", idempotent: true, freshBody: {
+            try await precondition?()
             let current = try await self.keyCredentials(objectID: id)
             basis.keys = current
             return .object(["keyCredentials": .array(try merge(current))])
@@ -157,7 +169,11 @@ public struct GraphClient: Sendable {
     /// there, see `CredentialName`); without it Entra names the key after the certificate.
     public func addKey(objectID: String, certificate: X509Certificate, displayName: String? = nil, prover: SigningCredential) async throws -> KeyCredential {
         let recover: @Sendable () async throws -> JSONValue? = {
-            guard let found = try await self.findKey(objectID: objectID, certificate: certificate) else { return nil }
+            // An app that may not read itself (403) cannot look: the retry may register the
+            // certificate a second time, which costs room, never a key.
+            let found: KeyCredential?
+            do { found = try await self.findKey(objectID: objectID, certificate: certificate) } catch let e as EntraError where e.kind == .forbidden { return nil }
+            guard let found else { return nil }
             return try JSONValue.parse(GraphDates.encoder.encode(found))
         }
         var key: [String: JSONValue] = ["type": "AsymmetricX509Cert", "usage": "Verify", "key": .string(Base64.encode(certificate.der))]
@@ -232,6 +248,7 @@ public struct GraphClient: Sendable {
         var attempt = 0
         var reauthenticated = false
         var mayHaveSucceeded = false
+        var staleBases = 0
         while true {
             attempt += 1
             if mayHaveSucceeded, !isIdempotent, let recover, let found = try await recover() {
@@ -242,9 +259,22 @@ public struct GraphClient: Sendable {
             let clientRequestID = UUID().uuidString.lowercased()
             var headers: [(String, String)] = [("Authorization", "Bearer \(token.value)"), ("Accept", "application/json"),
                                                ("client-request-id", clientRequestID), ("return-client-request-id", "true")]
+            let bodyStarted = monotonic.monotonicSeconds()
             let body = try await freshBody?()
             if body != nil { headers.append(("Content-Type", "application/json")) }
             let request = HTTPRequestMessage(method: method, url: url, headers: headers, body: body?.serialized() ?? [])
+            // The last moment before the send: a body whose making began too long ago (the process
+            // was paused after its read) is made again. The age counts from before the read.
+            if freshBody != nil, monotonic.monotonicSeconds() - bodyStarted > maximumBasisAge {
+                staleBases += 1
+                logger.warning("the request body is older than \(maximumBasisAge) s (was the process paused?); reading again before sending it",
+                               metadata: ["operation": "\(operation)", "age_s": "\(Int(monotonic.monotonicSeconds() - bodyStarted))"])
+                attempt -= 1
+                guard staleBases < 20 else {
+                    throw EntraError(kind: .transient, operation: operation, message: "could not build a body and send it within \(maximumBasisAge) s in 20 tries; nothing was sent")
+                }
+                continue
+            }
             let error: EntraError
             do {
                 let response = try await transport.send(request, timeout: retry.requestTimeout)

@@ -16,16 +16,17 @@ public final class AgentDaemon: @unchecked Sendable {
     let clock: any WallClock
     let sleeper: any Sleeper
     let logger: Logger
-    /// How often each identity proves, between rolls, that its active key still signs in (a fresh
-    /// token; `keyroll_last_token_success_timestamp_seconds`). The alert fires after twice this.
+    /// An upper bound on each identity's `registrationCheckInterval`: how often it proves, between
+    /// rolls, that its active key still signs in (a fresh token;
+    /// `keyroll_last_token_success_timestamp_seconds`).
     let signInCheckInterval: TimeInterval
     private let lock = NSLock()
     private var reconciled: Set<String> = []
     private var lastError: [String: String] = [:]
-    private var lastSignInCheck: [String: Date] = [:]
+    private var nextWatch: [String: Date] = [:]
 
     public init(rollers: [Roller], clock: any WallClock = SystemClock(), sleeper: any Sleeper = TaskSleeper(),
-                logger: Logger = Logger(label: "keyroll.agent"), signInCheckInterval: TimeInterval = 6 * 3600) {
+                logger: Logger = Logger(label: "keyroll.agent"), signInCheckInterval: TimeInterval = 600) {
         self.rollers = rollers
         self.clock = clock
         self.sleeper = sleeper
@@ -46,13 +47,13 @@ public final class AgentDaemon: @unchecked Sendable {
             do {
                 if !isReconciled(r) {
                     try await r.reconcile()
-                    lock.withLock { _ = reconciled.insert(r.identity.appId) }
+                    lock.withLock { _ = reconciled.insert(key(r)) }
                 }
                 let outcome = try await r.rollIfDue()
-                lock.withLock { lastError[r.identity.appId] = nil }
+                lock.withLock { lastError[key(r)] = nil }
                 failures = 0
                 r.metrics.set("keyroll_roll_consecutive_failures", ["app_id": r.identity.appId], 0)
-                await checkSignInIfDue(r)
+                await watchIfDue(r)
                 let status = r.identityStatus()
                 if status.alarm >= .warning, let advice = status.advice {
                     logger.warning("\(advice)", metadata: ["app_id": "\(r.identity.appId)", "alarm": "\(status.alarm.rawValue)",
@@ -60,14 +61,15 @@ public final class AgentDaemon: @unchecked Sendable {
                 }
                 if case .rolled = outcome { MemoryRelease.returnFreedMemory() }
                 if case .notDue(let next) = outcome {
-                    // Wake when due, and at least hourly to refresh alarms and metrics.
-                    try await sleeper.sleep(seconds: min(3600, max(1, next.timeIntervalSince(clock.now()))))
+                    // Wake when the roll or the next registration check is due.
+                    let watch = lock.withLock { nextWatch[key(r)] } ?? clock.now()
+                    try await sleeper.sleep(seconds: min(3600, max(1, min(next, watch).timeIntervalSince(clock.now()))))
                 }
             } catch is CancellationError {
                 return
             } catch {
                 failures += 1
-                lock.withLock { lastError[r.identity.appId] = "\(error)" }
+                lock.withLock { lastError[key(r)] = "\(error)" }
                 r.metrics.increment("keyroll_roll_failures_total", ["app_id": r.identity.appId])
                 r.metrics.set("keyroll_roll_consecutive_failures", ["app_id": r.identity.appId], Double(failures))
                 let delay = Self.failureBackoff.delay(attempt: failures)
@@ -78,21 +80,33 @@ public final class AgentDaemon: @unchecked Sendable {
         }
     }
 
-    /// Between rolls, every `signInCheckInterval`: a fresh token with the active key. A failure is
-    /// logged and counted (it is what the NoRecentSignIn alert is about); it never stops the loop.
-    private func checkSignInIfDue(_ r: Roller) async {
+    /// Between rolls, the registration watch (``Roller/watchRegistration()``): every
+    /// `registrationCheckInterval` at most, each wait drawn between half and all of it so a fleet's
+    /// checks spread out. It proves the active key still signs in (a fresh token), repairs a key a
+    /// stale write dropped, and removes keys that came back. A failure is logged and counted; it
+    /// never stops the loop, and the next check comes at the same pace.
+    private func watchIfDue(_ r: Roller) async {
         let now = clock.now()
-        if let last = lock.withLock({ lastSignInCheck[r.identity.appId] }), now.timeIntervalSince(last) < signInCheckInterval { return }
+        if let due = lock.withLock({ nextWatch[key(r)] }), now < due { return }
+        let interval = min(r.policy.registrationCheckInterval, signInCheckInterval)
+        lock.withLock { nextWatch[key(r)] = now.addingTimeInterval(interval * Double.random(in: 0.5...1)) }
         do {
-            try await r.checkSignIn()
-            lock.withLock { lastSignInCheck[r.identity.appId] = now }
+            let report = try await r.watchRegistration()
+            if !report.removedAgain.isEmpty || report.repaired {
+                logger.warning("registration check repaired the identity", metadata: ["app_id": "\(r.identity.appId)", "repaired": "\(report.repaired)",
+                                                                                     "removed_again": "\(report.removedAgain.joined(separator: ","))"])
+            }
         } catch is CancellationError {
         } catch {
-            logger.error("the active key did not get a token; the next check is within the hour", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)"])
+            r.metrics.increment("keyroll_registration_check_failures_total", ["app_id": r.identity.appId])
+            logger.error("registration check failed; the next one is within \(Int(interval)) s", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)"])
         }
     }
 
-    private func isReconciled(_ r: Roller) -> Bool { lock.withLock { reconciled.contains(r.identity.appId) } }
+    /// Identities are keyed by app and replica: two replicas of one app in one agent keep apart.
+    private func key(_ r: Roller) -> String { r.identity.appId + (r.identity.replica.map { "@" + $0.rawValue } ?? "") }
+
+    private func isReconciled(_ r: Roller) -> Bool { lock.withLock { reconciled.contains(key(r)) } }
 
     /// Ready once every identity has reconciled its journal with Entra.
     public var isReady: Bool { lock.withLock { reconciled.count == rollers.count } }

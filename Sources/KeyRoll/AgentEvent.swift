@@ -5,6 +5,8 @@ public struct AgentEvent: Sendable, Equatable {
     public enum Kind: String, Sendable {
         case imported, generated, stored, added, visible, notYetActive, verified, switched, reloaded, retired, finished
         case abandoning, abandoned, retry, alarm, reconciled, reloadHookFailed, swept, settling
+        /// The registration watch and its repairs (docs/replicas.md, "Recoverable by construction").
+        case reregistering, repairing, repaired, removedAgain, released, watched
     }
     public var time: Date
     public var appId: String

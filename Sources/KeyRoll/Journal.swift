@@ -18,6 +18,11 @@ public struct CredentialRecord: Codable, Sendable, Equatable {
     public var origin: CredentialOrigin
     /// Last time a token was obtained with it.
     public var lastProvenAt: Date?
+    /// Set when a roll removed this key from Entra but kept its private key: a *retained*
+    /// credential. It is never published and never counts toward the cliff; it exists to prove the
+    /// re-registration of the active key if a stale privileged PATCH drops that key and brings this
+    /// one back (see ``Journal/repairing(prover:reason:now:)``). Released after the retention window.
+    public var retainedSince: Date?
 
     public init(thumbprint: String, notBefore: Date, notAfter: Date, keyId: String?, origin: CredentialOrigin, lastProvenAt: Date? = nil) {
         self.thumbprint = thumbprint
@@ -29,6 +34,41 @@ public struct CredentialRecord: Codable, Sendable, Equatable {
     }
 
     public var lifetime: TimeInterval { notAfter.timeIntervalSince(notBefore) }
+    /// Whether this is a removed key kept only to undo a stale write.
+    public var isRetained: Bool { retainedSince != nil }
+}
+
+/// A key this agent removed from Entra: kept until the certificate expires, so that a stale
+/// privileged PATCH that brings it back is noticed and the key removed again.
+public struct Tombstone: Codable, Sendable, Equatable {
+    public var thumbprint: String
+    /// The keyIds it was registered under when removed (a stale PATCH restores them as they were).
+    public var keyIds: [String]
+    public var notAfter: Date
+    public var removedAt: Date
+}
+
+/// The agent re-registering its active key after Entra stopped listing it (a stale privileged
+/// PATCH dropped it): a journaled step of its own, so a crash anywhere in it resumes at the right
+/// point, and the re-registered key is proven and settled again like a new key.
+public struct Repair: Codable, Sendable, Equatable {
+    public enum Phase: String, Codable, Sendable, CaseIterable {
+        /// addKey(active) with a proof by `prover` is about to be sent (or its answer was lost).
+        case readding
+        /// addKey answered (keyId recorded); the token endpoint must accept the key.
+        case readded
+        /// The token endpoint accepted it; after the settle and a fresh check the repair ends
+        /// (removing `prover` again if it is a retained key that the stale write brought back).
+        case proven
+    }
+    public var phase: Phase
+    /// The active key being registered again.
+    public var thumbprint: String
+    /// A held key Entra lists now, whose signature proves the addKey.
+    public var prover: String
+    public var reason: String
+    public var startedAt: Date
+    public var phaseSince: Date
 }
 
 /// The durable steps of a roll (docs/design.md, "The roll"). A freshly generated key is in memory
@@ -71,8 +111,10 @@ public struct RollInProgress: Codable, Sendable, Equatable {
     public var phaseSince: Date?
     /// When the reload hook last succeeded for this roll's switch (nil: not yet, or no hook).
     public var reloadedAt: Date?
-    /// When addKey registered the new key (the replica settle counts from it).
+    /// When addKey registered the new key.
     public var addedAt: Date?
+    /// How many times the new key was registered again after Entra dropped it before the switch.
+    public var reregistrations: Int?
 
     /// Whether the roll still needs `thumbprint`'s private key on disk. The new key is given up
     /// once the roll is abandoning; the old key once it is switched away from (only its
@@ -110,6 +152,25 @@ public struct Journal: Codable, Sendable, Equatable {
     /// Next planned roll (with its jitter), so restarts keep the same plan.
     public var nextRollAt: Date?
     public var history: [RollRecord] = []
+    /// Keys this agent removed, until they expire (see ``Tombstone``).
+    public var tombstones: [Tombstone] = []
+    /// A re-registration of the active key in progress.
+    public var repair: Repair?
+
+    enum CodingKeys: String, CodingKey { case version, active, credentials, roll, nextRollAt, history, tombstones, repair }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decode(Int.self, forKey: .version)
+        active = try c.decode(String.self, forKey: .active)
+        credentials = try c.decode([CredentialRecord].self, forKey: .credentials)
+        roll = try c.decodeIfPresent(RollInProgress.self, forKey: .roll)
+        nextRollAt = try c.decodeIfPresent(Date.self, forKey: .nextRollAt)
+        history = try c.decodeIfPresent([RollRecord].self, forKey: .history) ?? []
+        // journals of earlier versions have neither
+        tombstones = try c.decodeIfPresent([Tombstone].self, forKey: .tombstones) ?? []
+        repair = try c.decodeIfPresent(Repair.self, forKey: .repair)
+    }
 
     public init(active: CredentialRecord) {
         self.active = active.thumbprint
@@ -173,18 +234,143 @@ public struct Journal: Codable, Sendable, Equatable {
     }
 
     /// switched (or retired, for journals of earlier versions) → idle: the old key is gone from
-    /// Graph, so its record is dropped. Its file is destroyed after this is durable.
-    public func finished(now: Date) throws -> Journal {
+    /// Graph (under `removedKeyIds`). Its record stays, *retained* (``CredentialRecord/retainedSince``),
+    /// with its private key, so a stale write that drops the new key can be undone; a tombstone
+    /// remembers it until it expires.
+    /// `retain` false (the old key's file is already gone) drops the record, as before retention.
+    public func finished(now: Date, removedKeyIds: [String] = [], retain: Bool = true) throws -> Journal {
         guard let r = roll, r.phase == .switched || r.phase == .retired else {
             throw TransitionError(description: roll.map { "roll is at \($0.phase.rawValue), expected switched" } ?? "no roll in progress (expected switched)")
         }
         var j = self
-        j.credentials.removeAll { $0.thumbprint == r.oldThumbprint }
+        if let i = j.credentials.firstIndex(where: { $0.thumbprint == r.oldThumbprint }) {
+            let old = j.credentials[i]
+            if retain { j.credentials[i].retainedSince = now } else { j.credentials.remove(at: i) }
+            j.tombstones.removeAll { $0.thumbprint == old.thumbprint }
+            j.tombstones.append(Tombstone(thumbprint: old.thumbprint, keyIds: removedKeyIds.isEmpty ? old.keyId.map { [$0] } ?? [] : removedKeyIds,
+                                          notAfter: old.notAfter, removedAt: now))
+        }
         j.history.append(RollRecord(added: r.newThumbprint, removed: r.oldThumbprint, startedAt: r.startedAt, finishedAt: now, outcome: "rolled"))
         if j.history.count > 50 { j.history.removeFirst(j.history.count - 50) }
         j.roll = nil
         j.nextRollAt = nil
         return j
+    }
+
+    /// added, visible or verified → stored: Entra no longer lists the new key (a privileged PATCH
+    /// built on an older list dropped it) before it was published. The old key is still active
+    /// and registered; the roll registers the new key again, proves it and settles it again.
+    public func dropped(now: Date) throws -> Journal {
+        guard var r = roll, [.added, .visible, .verified].contains(r.phase) else {
+            throw TransitionError(description: roll.map { "roll is at \($0.phase.rawValue); only a roll between added and verified goes back to stored" } ?? "no roll in progress")
+        }
+        var j = self
+        r.phase = .stored
+        r.phaseSince = now
+        r.addedAt = nil
+        r.verifyStartedAt = nil
+        r.reregistrations = (r.reregistrations ?? 0) + 1
+        j.roll = r
+        if let i = j.credentials.firstIndex(where: { $0.thumbprint == r.newThumbprint }) { j.credentials[i].keyId = nil }
+        return j
+    }
+
+    /// A retained key leaves the journal (its window has passed and the active key is registered);
+    /// its file is destroyed after this is durable. Its tombstone stays until it expires.
+    public func released(_ thumbprint: String) throws -> Journal {
+        guard let c = credential(thumbprint), c.isRetained, thumbprint != active, roll?.newThumbprint != thumbprint, roll?.oldThumbprint != thumbprint,
+              repair?.prover != thumbprint else {
+            throw TransitionError(description: "\(thumbprint) is not a retained key that nothing needs")
+        }
+        var j = self
+        j.credentials.removeAll { $0.thumbprint == thumbprint }
+        return j
+    }
+
+    /// Tombstones of keys that have expired (they cannot sign anything) are forgotten.
+    public func pruningTombstones(now: Date) -> Journal {
+        var j = self
+        j.tombstones.removeAll { $0.notAfter < now }
+        return j
+    }
+
+    /// A retained or tombstoned key that came back was removed again: it starts a new retention
+    /// window (another stale write may still be on its way).
+    public func removedAgain(_ thumbprint: String, now: Date) -> Journal {
+        var j = self
+        if let i = j.credentials.firstIndex(where: { $0.thumbprint == thumbprint && $0.isRetained }) { j.credentials[i].retainedSince = now }
+        if let i = j.tombstones.firstIndex(where: { $0.thumbprint == thumbprint }) { j.tombstones[i].removedAt = now }
+        return j
+    }
+
+    // MARK: repair of a dropped active key
+
+    /// idle or switched → repairing: the active key is not registered; `prover`, a held key Entra
+    /// lists, will prove its addKey.
+    public func repairing(prover: String, reason: String, now: Date) throws -> Journal {
+        guard repair == nil else { throw TransitionError(description: "a repair is already in progress") }
+        guard prover != active, credential(prover) != nil else { throw TransitionError(description: "the prover \(prover) is not a held key other than the active one") }
+        if let r = roll, r.phase < .switched { throw TransitionError(description: "a roll before its switch re-registers its own new key (dropped)") }
+        var j = self
+        j.repair = Repair(phase: .readding, thumbprint: active, prover: prover, reason: reason, startedAt: now, phaseSince: now)
+        return j
+    }
+
+    public func repairAdded(keyId: String, now: Date) throws -> Journal {
+        var j = try expectingRepair(.readding)
+        j.repair!.phase = .readded
+        j.repair!.phaseSince = now
+        j.setKeyId(keyId, for: j.repair!.thumbprint)
+        return j
+    }
+
+    public func repairProven(now: Date) throws -> Journal {
+        var j = try expectingRepair(.readded)
+        j.repair!.phase = .proven
+        j.repair!.phaseSince = now
+        j.markProven(j.repair!.thumbprint, at: now)
+        return j
+    }
+
+    /// readded or proven → readding: the re-registered key vanished again (or never became usable):
+    /// add it once more.
+    public func repairAgain(now: Date) throws -> Journal {
+        guard var rep = repair, rep.phase != .readding else { throw TransitionError(description: "no repair past its addKey") }
+        var j = self
+        rep.phase = .readding
+        rep.phaseSince = now
+        j.repair = rep
+        return j
+    }
+
+    /// proven → done. When the prover was a retained key that the stale write brought back, it was
+    /// removed again (`proverRemoved`), which starts its retention window anew.
+    public func repaired(now: Date, proverRemoved: Bool) throws -> Journal {
+        var j = try expectingRepair(.proven)
+        let rep = j.repair!
+        if proverRemoved { j = j.removedAgain(rep.prover, now: now) }
+        j.history.append(RollRecord(added: rep.thumbprint, removed: proverRemoved ? rep.prover : nil, startedAt: rep.startedAt, finishedAt: now,
+                                    outcome: "repaired: \(rep.reason)"))
+        if j.history.count > 50 { j.history.removeFirst(j.history.count - 50) }
+        j.repair = nil
+        return j
+    }
+
+    /// Any phase → done without a repair (its prover was refused, or its key file is gone): the
+    /// next registration check decides again, on what Entra shows then.
+    public func repairEnded(now: Date, outcome: String) throws -> Journal {
+        guard let rep = repair else { throw TransitionError(description: "no repair in progress") }
+        var j = self
+        j.history.append(RollRecord(added: rep.thumbprint, removed: nil, startedAt: rep.startedAt, finishedAt: now, outcome: "repair ended: \(outcome)"))
+        if j.history.count > 50 { j.history.removeFirst(j.history.count - 50) }
+        j.repair = nil
+        return j
+    }
+
+    private func expectingRepair(_ phase: Repair.Phase) throws -> Journal {
+        guard let rep = repair else { throw TransitionError(description: "no repair in progress (expected \(phase.rawValue))") }
+        guard rep.phase == phase else { throw TransitionError(description: "repair is at \(rep.phase.rawValue), expected \(phase.rawValue)") }
+        return self
     }
 
     /// Any phase before `switched` → abandoning (e.g. the new key never verified in time).
@@ -233,8 +419,12 @@ public struct Journal: Codable, Sendable, Equatable {
 
     /// The thumbprints whose private keys must be on disk for this journal to be carried on.
     public var requiredKeys: Set<String> {
-        Set(credentials.map(\.thumbprint).filter { $0 == active || (roll?.needsKey($0) ?? true) })
+        Set(credentials.filter { !$0.isRetained || $0.thumbprint == repair?.prover }.map(\.thumbprint)
+            .filter { $0 == active || (roll?.needsKey($0) ?? true) })
     }
+
+    /// Retained keys (removed from Entra, kept to undo a stale write).
+    public var retained: [CredentialRecord] { credentials.filter(\.isRetained) }
 
     private func entering(_ phase: RollPhase, _ now: Date) -> Journal {
         var j = self

@@ -32,7 +32,11 @@ extension RollPolicy {
         "reloadHookGraceSeconds": { $0.reloadHookGrace = $1 },
         "reloadHookTimeoutSeconds": { $0.reloadHookTimeout = $1 },
         "backdateSeconds": { $0.backdate = $1 },
-        "replicaSettleSeconds": { $0.replicaSettle = $1 },
+        "settleSeconds": { $0.settle = $1 },
+        // the name of earlier versions, when only replicated apps settled
+        "replicaSettleSeconds": { $0.settle = $1 },
+        "retainedKeyHours": { $0.retainedKeyWindow = $1 * 3600 },
+        "registrationCheckSeconds": { $0.registrationCheckInterval = $1 },
     ]
 
     /// The known field names, for messages and docs.

@@ -8,7 +8,8 @@ import KeyRollPrimitives
 ///
 /// A key may go only when Graph lists it under `keyId` and
 /// 1. its certificate's thumbprint is a credential in this store's journal, with origin
-///    `bootstrap` or `keyroll` (the journal knows this replica's thumbprints and no others), and
+///    `bootstrap` or `keyroll`, or a tombstone of a key this store removed (the journal knows this
+///    replica's thumbprints and no others), and
 /// 2. its `displayName`, when it carries a KeyRoll replica marker, names this replica.
 ///
 /// Pure: no I/O. The roller checks it before every removeKey.
@@ -22,7 +23,8 @@ public enum RemovalGuard {
             throw Refused(description: "refusing to remove key \(keyId): Graph does not list it, so nothing shows it is this replica's")
         }
         let own = journal.credentials.first { record in key.matches(thumbprint: record.thumbprint) }
-        guard let own, [.bootstrap, .keyroll].contains(own.origin) else {
+        let tombstoned = journal.tombstones.contains { key.matches(thumbprint: $0.thumbprint) }
+        guard tombstoned || (own.map { [.bootstrap, .keyroll].contains($0.origin) } ?? false) else {
             throw Refused(description: "refusing to remove key \(keyId) (\(key.displayName ?? "no name")): this replica did not create it and was not handed it")
         }
         let marker = CredentialName.parse(displayName: key.displayName)

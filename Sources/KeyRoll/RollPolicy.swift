@@ -33,11 +33,24 @@ public struct RollPolicy: Codable, Sendable, Equatable {
     public var reloadHookGrace: TimeInterval = 86_400
     /// A reload command still running after this long is killed and counts as failed.
     public var reloadHookTimeout: TimeInterval = 60
-    /// On an app with several replicas: how long after its addKey a new key must stay registered
-    /// before the old key is removed. It outlasts any privileged PATCH of keyCredentials that read
-    /// the list before the addKey (a provisioner's read and PATCH each time out after 60 s), so
-    /// one that dropped the new key is seen, and mended, while the old key still works.
-    public var replicaSettle: TimeInterval = 150
+    /// How long a new key, already proven at the token endpoint, must stay registered before it is
+    /// published and the old key removed (every app, single-host or replicated). A privileged
+    /// whole-list PATCH of keyCredentials that read the list before our addKey usually lands within
+    /// its request time; one that lands inside the settle is seen by the check that follows it, and
+    /// mended while the old key is still active. It is a wait on the monotonic clock, restarted in
+    /// full by every process start. It is not a fence: a write delayed beyond it is mended by the
+    /// registration watch, with the retained old key (`retainedKeyWindow`).
+    public var settle: TimeInterval = 150
+    /// After a roll removes the old key from Entra, its private key is kept (0600, journaled as
+    /// *retained*) for at least this long, so a stale privileged PATCH that brings the old key back
+    /// and drops the new one can be undone: the retained key proves the new key's re-registration.
+    /// Longer than the provisioner's access-token lifetime (about 1–1.5 h), which caps how long a
+    /// paused provisioner can still write. The key is destroyed only after this window, and only
+    /// once the watch has seen the active key registered.
+    public var retainedKeyWindow: TimeInterval = 86_400
+    /// How often (at most; each wait is drawn between half and all of it) the agent checks, between
+    /// rolls, that its active key is still registered, and that no removed key came back.
+    public var registrationCheckInterval: TimeInterval = 600
 
     public init() {}
 
@@ -74,7 +87,11 @@ public struct RollPolicy: Codable, Sendable, Equatable {
         try check(backdate.isFinite && backdate >= 0 && backdate <= 3600, "backdateSeconds", "\(backdate) must be 0 to 3600 seconds")
         try check(minimumRollMargin.isFinite && minimumRollMargin >= 3600, "minimumRollMarginDays", "\(days(minimumRollMargin)) must be at least 1 hour")
         try check(reloadHookGrace.isFinite && reloadHookGrace >= 0, "reloadHookGraceSeconds", "\(reloadHookGrace) must be 0 or more")
-        try check(replicaSettle.isFinite && replicaSettle >= 0 && replicaSettle <= 3600, "replicaSettleSeconds", "\(replicaSettle) must be 0 to 3600 seconds")
+        try check(settle.isFinite && settle >= 0 && settle <= 3600, "settleSeconds", "\(settle) must be 0 to 3600 seconds")
+        try check(retainedKeyWindow.isFinite && retainedKeyWindow >= 7200 && retainedKeyWindow <= 30 * 86_400, "retainedKeyHours",
+                  "\(retainedKeyWindow / 3600) h must be 2 to 720 hours: longer than a provisioner's access token lives (a paused provisioner can write until it expires)")
+        try check(registrationCheckInterval.isFinite && registrationCheckInterval >= 1 && registrationCheckInterval <= 600, "registrationCheckSeconds",
+                  "\(registrationCheckInterval) must be 1 to 600 seconds (a dropped key must be seen within 10 minutes)")
         try check(reloadHookTimeout.isFinite && reloadHookTimeout >= 1 && reloadHookTimeout <= 3600, "reloadHookTimeoutSeconds", "\(reloadHookTimeout) must be 1 to 3600 seconds")
         try check(!subject.isEmpty && subject.count <= 64 && !subject.unicodeScalars.contains { $0.properties.generalCategory == .control },
                   "subject", "must be 1 to 64 printable characters")
@@ -105,6 +122,13 @@ public struct RollPolicy: Codable, Sendable, Equatable {
         return base.addingTimeInterval(jitter)
     }
 
+    /// How long after its `consecutive`-th abandoned roll in a row the next roll may start: 5 minutes,
+    /// doubling, at most 6 hours. A refusal that lasts (a full object, a policy) never becomes a loop
+    /// of key generation, and the alarms (warn 14 days, critical 3 days before the cliff) say it lasts.
+    public func retryAfterAbandoned(consecutive: Int) -> TimeInterval {
+        min(300 * pow(2, Double(max(0, min(consecutive, 20) - 1))), 6 * 3600)
+    }
+
     /// The validity window of a certificate made at `now`.
     public func newCertificateWindow(now: Date) -> (notBefore: Date, notAfter: Date) {
         (now.addingTimeInterval(-backdate), now.addingTimeInterval(effectiveValidity))
@@ -125,7 +149,7 @@ public struct RollPolicy: Codable, Sendable, Equatable {
     /// journal's intentions: a crash that left only the bootstrap key shows the bootstrap's cliff.
     public static func cliff(of journal: Journal, keysOnDisk: Set<String>, inEntra: Set<String>? = nil) -> Date? {
         journal.credentials.filter { c in
-            keysOnDisk.contains(c.thumbprint) && !(journal.roll?.isLeaving(c.thumbprint) ?? false)
+            !c.isRetained && keysOnDisk.contains(c.thumbprint) && !(journal.roll?.isLeaving(c.thumbprint) ?? false)
                 && (inEntra.map { $0.contains(c.thumbprint) } ?? (c.keyId != nil || c.thumbprint == journal.active))
         }.map(\.notAfter).max()
     }

@@ -19,10 +19,40 @@ extension Roller {
                        event: (.added, "already registered as \(existing.keyId) (replayed)"))
             return
         }
-        let kc = try await counted {
-            try await graph.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, displayName: CredentialName.displayName(cn: certificateSubject), prover: active)
+        let kc: KeyCredential
+        do {
+            kc = try await counted {
+                try await graph.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, displayName: CredentialName.displayName(cn: certificateSubject), prover: active)
+            }
+        } catch let e as EntraError where Self.refusesForGood(e) {
+            // Retrying the same certificate cannot succeed: end the roll (the key was not added),
+            // say why and what fixes it, and try a fresh roll later (``RollPolicy/retryAfterAbandoned``).
+            let reason = "addKey refused (\(e.graphCode ?? e.kind.rawValue)): \(Self.fix(for: e))"
+            metrics.increment("keyroll_add_key_refused_total", ["app_id": identity.appId, "code": e.graphCode ?? e.kind.rawValue])
+            emit(.alarm, reason)
+            try commit(try journal.abandoning(reason: reason, now: clock.now()), phase: .abandoning, event: (.abandoning, reason))
+            return
         }
         try commit(try journal.added(keyId: kc.keyId, now: clock.now()), phase: .added, event: (.added, "addKey → keyId \(kc.keyId)"))
+    }
+
+    /// Graph's answers to addKey that no retry of the same request can change: the object is full,
+    /// the certificate breaks a policy (lifetime, key size), or the proof was refused because the
+    /// active key is no longer registered (the registration watch repairs that).
+    static func refusesForGood(_ e: EntraError) -> Bool {
+        [.sizeExceeded, .badRequest, .credentialInvalid].contains(e.kind) && e.operation == "addKey"
+    }
+
+    /// What an operator does about a permanent addKey refusal.
+    static func fix(for e: EntraError) -> String {
+        switch e.kind {
+        case .sizeExceeded:
+            return "the application object is full (Directory_ResourceSizeExceeded); remove expired or unused credentials (keyroll audit lists them) and the next roll goes through"
+        case .credentialInvalid:
+            return "Graph refused the proof signed by the active key, which is no longer registered; the registration check re-registers it with a retained key, or says to re-bootstrap"
+        default:
+            return "\(e.message.prefix(200)); if a tenant or app management policy limits certificate lifetimes, set tenantMaximumValidityDays in the roll policy"
+        }
     }
 
     /// added → visible: Graph shows the key (when the app may read itself; else addKey's 200 stands).
@@ -59,6 +89,7 @@ extension Roller {
     func stepVerify(_ r: RollInProgress) async throws -> String? {
         let new = try credential(r.newThumbprint)
         let started = r.verifyStartedAt ?? clock.now()
+        let resumedAt = monotonic.monotonicSeconds()
         var successes = 0, attempt = 0
         while successes < policy.verifySuccesses {
             do {
@@ -70,7 +101,10 @@ extension Roller {
                 metrics.increment("keyroll_token_errors_total", ["app_id": identity.appId, "code": e.aadstsCodes.first.map(String.init) ?? e.kind.rawValue])
                 successes = 0
                 attempt += 1
-                let waited = clock.now().timeIntervalSince(started)
+                // The window ends by whichever clock says so first: the wall clock (which spans
+                // restarts) or this process's monotonic clock (which a backward step cannot stretch).
+                // Ending early is safe: an abandoned roll keeps the old key.
+                let waited = max(clock.now().timeIntervalSince(started), monotonic.monotonicSeconds() - resumedAt)
                 if waited >= policy.verifyTimeout {
                     return "the token endpoint did not accept the new key within \(Int(policy.verifyTimeout)) s (last: \(e.kind.rawValue))"
                 }
@@ -86,17 +120,33 @@ extension Roller {
         return nil
     }
 
-    /// verified → switched: publish the new credential, then record the switch.
+    /// verified → switched: settle, check that Entra still has the new key, publish it, record the
+    /// switch. The settle comes before the switch, so an application never runs on a key that a
+    /// racing privileged PATCH dropped: if the key is gone, the roll goes back to `stored` and
+    /// registers it again (proof by the old key, still active), proves it and settles again.
     func stepSwitch(_ r: RollInProgress) async throws {
         let new = try credential(r.newThumbprint)
+        let old = try credential(r.oldThumbprint)
+        try await settle("before the new key is published")
+        guard try await isStillRegistered(new, readingWith: old) else {
+            metrics.increment("keyroll_repairs_total", ["app_id": identity.appId, "kind": "dropped_before_switch"])
+            emit(.alarm, "the new key \(r.newThumbprint) vanished from Entra during the settle (a privileged PATCH built on an older list?); registering it again with a proof by the old key")
+            try commit(try journal.dropped(now: clock.now()), phase: .stored, event: (.reregistering, "back to stored: register the new key again"))
+            return
+        }
         try store.publish(new)
         try commit(try journal.switched(now: clock.now()), phase: .switched, event: (.switched, "current.pem now holds \(r.newThumbprint)"))
     }
 
     /// switched → idle: tell the application (the reload hook, recorded once it succeeded), remove
-    /// the old key from Graph with a proof signed by the new key, record it, then destroy the old
-    /// key's file.
-    func stepRetire(_ r: RollInProgress) async throws {
+    /// the old key from Graph with a proof signed by the new key, and record it. The old key's
+    /// private key is *retained* (kept, journaled) for `retainedKeyWindow`: if a stale privileged
+    /// PATCH later drops the new key and brings the old one back, it proves the new key's
+    /// re-registration. If the new key vanished before the removal, it is re-registered first (a
+    /// journaled repair, proof by the old key), so the old key never goes while the new one is
+    /// not registered.
+    /// Returns false when it repaired the new key instead (the step runs again).
+    func stepRetire(_ r: RollInProgress) async throws -> Bool {
         let j = journal
         guard let newRecord = j.credential(r.newThumbprint), newRecord.lastProvenAt != nil, j.active == r.newThumbprint else {
             throw Journal.TransitionError(description: "refusing to remove the old key: the new key is not proven and active")
@@ -105,24 +155,31 @@ extension Roller {
             throw Journal.TransitionError(description: "refusing to remove a key KeyRoll did not create")
         }
         if r.phase == .switched, r.reloadedAt == nil, let hook = reloadHook { try await runReloadHook(hook, r) }
-        try await settleAfterAdd(r)
         let new = try credential(r.newThumbprint)
+        let oldKey = try? credential(r.oldThumbprint)
         let graph = graphBase.authenticated(with: .certificate(new))
         var keyIds: [String] = []
         let read: [KeyCredential]?
         do { read = try await readKeys(graph) } catch let e as EntraError where e.kind == .credentialNotYetActive || e.kind == .credentialInvalid {
             // Entra no longer knows the new key: read with the old one, which is still registered
-            read = try await readKeys(graphBase.authenticated(with: .certificate(try credential(r.oldThumbprint))))
+            if let oldKey { read = try await readKeys(graphBase.authenticated(with: .certificate(oldKey))) } else { read = nil }
         }
         if let keys = read {
-            // The new key was proven, but a privileged PATCH of the whole keyCredentials list that
-            // read the list before our addKey (a provisioner issuing a bootstrap) can drop it. Never
-            // remove the old key then: register the new one again and prove it first.
             if !keys.contains(where: { $0.matches(thumbprint: r.newThumbprint) }) {
-                try await reregister(new, old: try credential(r.oldThumbprint))
+                try await repairDroppedActive(reason: "the new key vanished from Entra before the old one was removed", preferring: r.oldThumbprint)
+                return false  // the roll resumes at switched with the new key registered again
             }
-            keyIds = keys.filter { $0.matches(thumbprint: r.oldThumbprint) }.map(\.keyId)  // every registration of the old cert
-            for keyId in keyIds { try RemovalGuard.check(keyId: keyId, in: keys, journal: j, replica: identity.replica) }
+            let mine = keys.filter { $0.matches(thumbprint: r.oldThumbprint) }  // every registration of the old cert
+            for key in mine {
+                do { try RemovalGuard.check(keyId: key.keyId, in: keys, journal: j, replica: identity.replica) } catch let refused as RemovalGuard.Refused {
+                    // Never a reason to hold a roll forever: an extra registration of the old
+                    // certificate does not threaten the promise. Leave it, and say so.
+                    metrics.increment("keyroll_removal_refused_total", ["app_id": identity.appId])
+                    emit(.alarm, "\(refused.description); it stays registered (remove it with az ad app credential delete --id \(identity.appId) --key-id \(key.keyId) if it is not needed)")
+                    continue
+                }
+                keyIds.append(key.keyId)
+            }
         } else if let k = old.keyId {
             keyIds = [k]
         } else {
@@ -130,52 +187,61 @@ extension Roller {
                            metadata: ["app_id": "\(identity.appId)", "thumbprint": "\(r.oldThumbprint)"])
         }
         for keyId in keyIds {
-            try await counted { try await graph.removeKey(objectID: identity.applicationObjectId, keyId: keyId, prover: new) }
+            do {
+                try await counted { try await graph.removeKey(objectID: identity.applicationObjectId, keyId: keyId, prover: new) }
+            } catch let e as EntraError where e.kind == .credentialInvalid && oldKey != nil {
+                // Graph refused the proof signed by the new key: it is not registered any more.
+                // Register it again (proof by the old key) before anything else.
+                try await repairDroppedActive(reason: "Graph refused removeKey's proof by the new key (\(e.graphCode ?? e.kind.rawValue))", preferring: r.oldThumbprint)
+                return false
+            }
         }
         emit(.retired, keyIds.isEmpty ? "old key already gone" : "removeKey \(keyIds.joined(separator: ", "))")
-        try commit(planningNextRoll(try journal.finished(now: clock.now())), phase: nil, event: nil)
-        destroyGivenUp(r.oldThumbprint, "old key \(r.oldThumbprint) destroyed; roll complete", event: .finished)
+        let window = policy.retainedKeyWindow
+        guard store.hasCredential(r.oldThumbprint) else {
+            // its private key is already gone (a journal of an earlier version): nothing to retain
+            try commit(planningNextRoll(try journal.finished(now: clock.now(), removedKeyIds: keyIds, retain: false)), phase: nil, event: nil)
+            destroyGivenUp(r.oldThumbprint, "old key \(r.oldThumbprint) was already destroyed; roll complete", event: .finished)
+            return true
+        }
+        try commit(planningNextRoll(try journal.finished(now: clock.now(), removedKeyIds: keyIds)), phase: nil,
+                   event: (.finished, "roll complete; the old key \(r.oldThumbprint) is retained for \(Int(window / 3600)) h in case a stale write brings it back"))
+        return true
     }
 
-    /// On an app with several replicas, waits until `replicaSettle` has passed since the new key
-    /// was added before the old key may go. A privileged PATCH of the whole keyCredentials list
-    /// (the provisioner scaling out or retiring a sibling) that read the list before our addKey
-    /// lands within its own request time; after the settle it has landed, so the check that
-    /// follows (is the new key still registered?) sees what it did. See docs/design.md, "Replicas".
-    func settleAfterAdd(_ r: RollInProgress) async throws {
-        guard identity.replica != nil, policy.replicaSettle > 0 else { return }
-        let added = r.addedAt ?? r.startedAt
-        let wait = added.addingTimeInterval(policy.replicaSettle).timeIntervalSince(clock.now())
-        guard wait > 0 else { return }
-        emit(.settling, "waiting \(Int(wait.rounded(.up))) s for the new key to settle before the old one goes (replicaSettleSeconds)")
-        try await sleeper.sleep(seconds: wait)
+    /// Waits `settle` on the monotonic clock (the sleeper), in full: a wall-clock step cannot
+    /// shorten it, and a restart begins it again.
+    func settle(_ why: String) async throws {
+        guard policy.settle > 0 else { return }
+        emit(.settling, "waiting \(Int(policy.settle.rounded(.up))) s for the key to settle \(why) (settleSeconds)")
+        try await sleeper.sleep(seconds: policy.settle)
     }
 
-    /// Registers `new` again with a proof by `old` (still registered: it is never removed before
-    /// this returns) and waits until the token endpoint accepts it, within the verification
-    /// window; throws if it does not, so the old key stays registered and the step is retried.
-    func reregister(_ new: SigningCredential, old: SigningCredential) async throws {
-        logger.warning("the new key vanished from Entra before the old one was removed (a concurrent PATCH of keyCredentials?); registering it again",
-                       metadata: ["app_id": "\(identity.appId)", "thumbprint": "\(new.certificate.sha1Thumbprint.hex)"])
-        let byOld = graphBase.authenticated(with: .certificate(old))
-        if try await byOld.findKey(objectID: identity.applicationObjectId, certificate: new.certificate) == nil {
-            _ = try await counted {
-                try await byOld.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, displayName: CredentialName.displayName(cn: certificateSubject), prover: old)
+    /// Seconds between two token probes that must both refuse a key before it counts as gone.
+    static let dropConfirmationSpacing: Double = 15
+
+    /// Evidence that `key` is registered now: Graph lists it (when the app may read itself), or the
+    /// token endpoint accepts it (a fresh token). False only on evidence that it is gone: Graph does
+    /// not list it (or cannot be read) and the token endpoint refuses it as unknown twice, a few
+    /// seconds apart. Any other failure (throttling, an outage) throws: no decision without evidence.
+    func isStillRegistered(_ key: SigningCredential, readingWith reader: SigningCredential?) async throws -> Bool {
+        let thumbprint = key.certificate.sha1Thumbprint.hex
+        for credential in [key, reader].compactMap({ $0 }) {
+            if let keys = try? await readKeys(graphBase.authenticated(with: .certificate(credential))) {
+                if keys.contains(where: { $0.matches(thumbprint: thumbprint) }) { return true }
+                break
             }
         }
-        emit(.added, "re-registered the new key after it vanished from Entra")
-        let started = clock.now()
-        var attempt = 0
-        while true {
+        for attempt in 0..<2 {
+            if attempt > 0 { try await sleeper.sleep(seconds: Self.dropConfirmationSpacing) }
             do {
-                _ = try await tokens.probe(credential: .certificate(new))
-                return
-            } catch let e as EntraError where e.isRetryable || e.kind == .credentialNotYetActive {
-                attempt += 1
-                guard clock.now().timeIntervalSince(started) < policy.verifyTimeout else { throw e }
-                try await sleeper.sleep(seconds: Self.propagationBackoff.delay(attempt: attempt))
+                _ = try await counted { try await tokens.probe(credential: .certificate(key)) }
+                return true
+            } catch let e as EntraError where e.kind == .credentialNotYetActive || e.kind == .credentialInvalid {
+                continue
             }
         }
+        return false
     }
 
     /// Runs the reload hook once per switch. Until it succeeds the old key stays registered, so an
@@ -203,12 +269,22 @@ extension Roller {
         let active = try credential(r.oldThumbprint)
         let graph = graphBase.authenticated(with: .certificate(active))
         var keyIds = journal.credential(r.newThumbprint)?.keyId.map { [$0] } ?? []
-        if let keys = try await readKeys(graph) {
+        let read: [KeyCredential]?
+        do { read = try await readKeys(graph) } catch let e as EntraError where e.kind == .credentialInvalid || e.kind == .credentialNotYetActive {
+            // the active key itself is refused (a stale write dropped it): a key never added needs no
+            // removal; the registration watch repairs the active key
+            read = nil
+        }
+        if let keys = read {
             keyIds = keys.filter { $0.matches(thumbprint: r.newThumbprint) }.map(\.keyId)
             for keyId in keyIds { try RemovalGuard.check(keyId: keyId, in: keys, journal: journal, replica: identity.replica) }
         }
         for k in keyIds { try await counted { try await graph.removeKey(objectID: identity.applicationObjectId, keyId: k, prover: active) } }
-        try commit(planningNextRoll(try journal.abandoned(now: clock.now())), phase: nil, event: nil)
+        let ended = try journal.abandoned(now: clock.now())
+        let consecutive = ended.history.reversed().prefix { $0.outcome.hasPrefix("abandoned") }.count
+        let retryAt = clock.now().addingTimeInterval(policy.retryAfterAbandoned(consecutive: consecutive))
+        let planned = planningNextRoll(ended)
+        try commit(planned.planned(max(planned.nextRollAt ?? retryAt, retryAt)), phase: nil, event: nil)
         destroyGivenUp(r.newThumbprint, r.abandonReason ?? "abandoned", event: .abandoned)
     }
 

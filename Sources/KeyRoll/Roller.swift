@@ -24,6 +24,8 @@ public final class Roller: @unchecked Sendable {
     let graphBase: GraphClient
     let clock: any WallClock
     let sleeper: any Sleeper
+    /// In-process waits and windows (a wall-clock step does not move it).
+    let monotonic: any MonotonicClock
     let logger: Logger
     let metrics: MetricsRegistry
     let observer: (@Sendable (AgentEvent) -> Void)?
@@ -44,6 +46,10 @@ public final class Roller: @unchecked Sendable {
     /// Thumbprints Graph listed at the last read of the application's keys (nil: never read, or
     /// the app may not read itself). Status and the cliff take it into account.
     var lastSeenInEntra: Set<String>?
+    /// The last registration check found the active key refused and could not repair it.
+    var activeRefused = false
+    /// When Graph was last read for tombstones (in memory: a restart reads again).
+    var lastTombstoneRead: Date?
 
     /// A held credential, parsed once.
     func credential(_ thumbprint: String) throws -> SigningCredential {
@@ -68,8 +74,10 @@ public final class Roller: @unchecked Sendable {
                 sleeper: any Sleeper = TaskSleeper(), retry: RetryPolicy = .init(), logger: Logger = Logger(label: "keyroll.agent"),
                 metrics: MetricsRegistry = .agent(), observer: (@Sendable (AgentEvent) -> Void)? = nil, reloadHook: ReloadHook? = nil,
                 random: @escaping @Sendable () -> Double = { Double.random(in: 0...1) },
-                afterTransition: (@Sendable (RollPhase?) -> Void)? = nil) throws {
+                afterTransition: (@Sendable (RollPhase?) -> Void)? = nil, monotonic: (any MonotonicClock)? = nil) throws {
         self.store = store
+        // a virtual clock is the monotonic clock of a virtual run; a real one uses the machine's
+        self.monotonic = monotonic ?? (clock as? ManualClock) ?? SystemMonotonicClock()
         self.policy = try policy.validated()
         try store.checkPermissions()
         self.storeLock = try store.lock()
@@ -99,6 +107,11 @@ public final class Roller: @unchecked Sendable {
         self.graphBase = GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(active), transport: wire, clock: clock,
                                      sleeper: sleeper, retry: retry, logger: logger)
         try sweep()
+        // a retained key whose file is gone (restored from a backup without it, removed by hand)
+        // cannot prove anything: let the journal forget it
+        for r in _journal.retained where !store.hasCredential(r.thumbprint) {
+            if let j = try? _journal.released(r.thumbprint) { try commit(j, phase: nil, event: nil) }
+        }
     }
 
     /// Opens the store like `init`, but waits (without blocking a thread) while another agent
@@ -114,7 +127,7 @@ public final class Roller: @unchecked Sendable {
 
     /// Destroys key files the journal does not list and temporary files left by a crash.
     func sweep() throws {
-        let j = journal
+        let j = journal  // retained keys are journal credentials: the sweep keeps them
         let removed = try store.sweep(keeping: Set(j.credentials.map(\.thumbprint)))
         if !removed.isEmpty { emit(.swept, "removed what an interrupted run left: \(removed.joined(separator: ", "))") }
     }
@@ -157,11 +170,16 @@ public final class Roller: @unchecked Sendable {
     /// the journal keeps the progress.
     public func roll(reason: String = "requested") async throws -> RollOutcome {
         defer { refreshMetrics() }
+        if journal.repair != nil { try await runRepair() }
         if journal.roll == nil { try await begin(reason: reason) }
         var patienceStarted: Date?
         var patienceAttempt = 0
         while let r = journal.roll {
             do {
+                if journal.repair != nil {
+                    try await runRepair()
+                    continue
+                }
                 if let outcome = try await step(r) { return outcome }
                 patienceStarted = nil
                 patienceAttempt = 0
@@ -217,7 +235,7 @@ public final class Roller: @unchecked Sendable {
             }
         case .verified: try await stepSwitch(r)
         case .switched, .retired:
-            try await stepRetire(r)
+            guard try await stepRetire(r) else { return nil }  // repaired the new key first; the step runs again
             metrics.increment("keyroll_rolls_total", ["app_id": identity.appId, "outcome": "rolled"])
             return .rolled(newThumbprint: r.newThumbprint)
         case .abandoning:

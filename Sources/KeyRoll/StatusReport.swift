@@ -104,7 +104,12 @@ public enum StoreReader {
 
 extension Roller {
     public func identityStatus() -> IdentityStatus {
-        IdentityStatus.make(store: store.path, identity: identity, journal: journal, keysOnDisk: store.keysOnDisk(), inEntra: keysSeenInEntra,
-                            policy: policy, now: clock.now())
+        let j = journal
+        // A registration check that found the active key refused (and could not repair it) is
+        // evidence the active key no longer counts, whatever the last Graph read showed.
+        let refused = lock.withLock { activeRefused }
+        let inEntra = refused ? (keysSeenInEntra ?? Set(j.credentials.map(\.thumbprint))).subtracting([j.active]) : keysSeenInEntra
+        return IdentityStatus.make(store: store.path, identity: identity, journal: j, keysOnDisk: store.keysOnDisk(), inEntra: inEntra,
+                                   policy: policy, now: clock.now())
     }
 }

@@ -36,16 +36,42 @@ public final class ManualClock: WallClock, @unchecked Sendable {
     }
 }
 
+/// Monotonic time for in-process waits (the settle, verification windows, the reload hook's
+/// grace): it never jumps when the wall clock is stepped, and it counts time the machine spent
+/// suspended, so a pause cannot make a wait look shorter than it was.
+public protocol MonotonicClock: Sendable {
+    /// Seconds since an arbitrary fixed point of this process.
+    func monotonicSeconds() -> Double
+}
+
+/// The machine's monotonic clock: Swift's `ContinuousClock` (CLOCK_BOOTTIME on Linux), which keeps
+/// counting while the machine is suspended.
+public struct SystemMonotonicClock: MonotonicClock {
+    private static let origin = ContinuousClock.now
+    public init() {}
+    public func monotonicSeconds() -> Double {
+        let d = ContinuousClock.now - Self.origin
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}
+
+/// Virtual runs: the virtual clock is the only time there is, so it is the monotonic one too.
+extension ManualClock: MonotonicClock {
+    public func monotonicSeconds() -> Double { now().timeIntervalSince1970 }
+}
+
 /// Waits. Real code sleeps; virtual-clock runs advance the clock instead.
 public protocol Sleeper: Sendable {
     func sleep(seconds: Double) async throws
 }
 
-/// Sleeps for real, suspending the task (never blocking a thread).
+/// Sleeps for real, suspending the task (never blocking a thread), on the continuous clock: a
+/// wall-clock step neither shortens nor lengthens the wait, and suspended time counts.
 public struct TaskSleeper: Sleeper {
     public init() {}
     public func sleep(seconds: Double) async throws {
-        try await Task.sleep(nanoseconds: UInt64(max(0, seconds) * 1_000_000_000))
+        let s = seconds.isFinite ? min(max(0, seconds), 10 * 365 * 86_400) : 0
+        try await Task.sleep(for: .nanoseconds(Int64(s * 1_000_000_000)), clock: .continuous)
     }
 }
 

@@ -76,6 +76,9 @@ public struct SideEffectHook: Sendable {
     /// No hook: side effects just happen.
     public static let none = SideEffectHook()
 
+    /// Whether this is ``none``.
+    public var isNone: Bool { body == nil }
+
     /// Reaches `effect`: throws if the hook wants it to fail (or not to happen at all).
     @inline(__always)
     public func reach(_ effect: SideEffect) throws { try body?(effect) }

@@ -118,6 +118,10 @@ public struct ProvisionRun: Sendable {
     }
 
     func provisionOne(_ app: Manifest.App, existing: Application?) async throws -> Outcome {
+        if let existing, AppLease.current?.objectId != existing.id, log.lastEntry(app.name)?.event != .done || app.replicas != nil {
+            // an app that exists is written with a whole-list PATCH: one privileged run at a time
+            return try await provisioner.withLease(objectId: existing.id, name: app.name) { try await self.provisionOne(app, existing: existing) }
+        }
         if app.replicas != nil { return try await provisionReplicas(app, existing: existing) }
         let graph = provisioner.graph
         let prior = log.lastEntry(app.name)
@@ -128,6 +132,13 @@ public struct ProvisionRun: Sendable {
         let tags = [Provisioner.managedTag, Provisioner.marker(for: app.name)] + app.tags + app.owners.map { "keyroll:owner:\($0)" }
         if let target = existing {
             let keys = try await graph.keyCredentials(objectID: target.id)
+            // the run died after writing the bundle but before logging it: the bundle (perhaps
+            // already delivered and imported) holds the registered key, so keep it
+            if prior?.event == .intent, let keyId = prior?.keyId, let k = keys.first(where: { $0.keyId == keyId }),
+               bundleHolds(app.bundlePath(for: nil), k) {
+                try log.append(.init(app: app.name, event: .done, keyId: keyId, objectId: target.id, appId: target.appId, bundlePath: app.bundlePath(for: nil), time: now))
+                return .bootstrapIssued(appId: target.appId)
+            }
             // a bootstrap left behind by a run that died before writing its bundle: its key is lost
             if prior?.event == .intent, let orphan = prior?.keyId, keys.contains(where: { $0.keyId == orphan }) {
                 try await provisioner.removeKeyCredential(objectID: target.id, keyId: orphan)
@@ -179,6 +190,14 @@ public struct ProvisionRun: Sendable {
                              bundlePath: path, time: now))
     }
 
+    /// Whether the bundle at `path` was written for `key`: its keyId and its certificate are the ones
+    /// Graph lists. (Any other content, or no file, is no evidence.)
+    func bundleHolds(_ path: String, _ key: KeyCredential) -> Bool {
+        guard let data = FileManager.default.contents(atPath: path), let bundle = try? BootstrapBundle.decode(Array(data)),
+              bundle.bootstrap.keyId == key.keyId, let cert = try? bundle.signingCredential().certificate else { return false }
+        return key.matches(cert)
+    }
+
     /// The provision log's key for an app's replica (`web@r2`; the app's name for a single host).
     static func logKey(_ name: String, _ replica: ReplicaName?) -> String {
         replica.map { name + String(CredentialName.replicaSeparator) + $0.rawValue } ?? name
@@ -203,6 +222,13 @@ public struct ProvisionRun: Sendable {
         for r in app.replicaNames {
             let prior = log.lastEntry(Self.logKey(app.name, r))
             if prior?.event == .done { kept.append(r); continue }
+            if prior?.event == .intent, let keyId = prior?.keyId, let k = keys.first(where: { $0.keyId == keyId }), bundleHolds(app.bundlePath(for: r), k) {
+                // written but not logged: its host may already run on it; never revoke it
+                try log.append(.init(app: Self.logKey(app.name, r), event: .done, keyId: keyId, objectId: existing?.id, appId: existing?.appId,
+                                     bundlePath: app.bundlePath(for: r), time: now))
+                kept.append(r)
+                continue
+            }
             if prior?.event == .intent, let orphan = prior?.keyId, keys.contains(where: { $0.keyId == orphan }) {
                 orphans.insert(orphan)  // its run died before writing the bundle: the private key is lost
             } else if prior == nil, inGraph.contains(r) {
@@ -310,7 +336,7 @@ extension Provisioner {
     /// Returns the keys removed.
     @discardableResult
     public func removeKeyCredentials(objectID: String, where remove: @escaping @Sendable (KeyCredential) -> Bool) async throws -> [KeyCredential] {
-        let before = try await graph.updateKeyCredentials(id: objectID) { current in current.filter { !remove($0) }.map(Self.patchEntry) }
+        let before = try await graph.updateKeyCredentials(id: objectID, precondition: leaseCheck(objectID)) { current in current.filter { !remove($0) }.map(Self.patchEntry) }
         let removed = before.filter(remove)
         let after = Set(try await graph.keyCredentials(objectID: objectID).map(\.keyId))
         let stillThere = removed.map(\.keyId).filter(after.contains)

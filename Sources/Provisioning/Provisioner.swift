@@ -13,6 +13,10 @@ public struct Provisioner: Sendable {
     public let graph: GraphClient
     public let clock: any WallClock
     public let logger: Logger
+    /// How long a privileged run's lease on an application lasts (``AppLease``).
+    public var leaseDuration: TimeInterval = 900
+    /// How long a run waits after writing its lease before reading it back.
+    public var leaseConfirmDelay: Double = 2
     /// Tag on every application KeyRoll provisions.
     public static let managedTag = "keyroll:managed"
 
@@ -104,7 +108,7 @@ public struct Provisioner: Sendable {
     /// `key`, so nothing is dropped; afterwards every key the PATCH was built on and every new one
     /// must be present. All of `adding` go in one write.
     public func mergeKeyCredentials(objectID: String, adding: [NewKey]) async throws {
-        let before = try await graph.updateKeyCredentials(id: objectID) { current in
+        let before = try await graph.updateKeyCredentials(id: objectID, precondition: leaseCheck(objectID)) { current in
             // a retry after a lost answer finds its own entries already there: send the list as it is
             current.map(Self.patchEntry) + adding.filter { n in !current.contains { $0.keyId == n.keyId } }.map(\.entry)
         }

@@ -26,6 +26,11 @@ public struct Rebootstrap: Sendable {
     ///     check for valid certificates then looks at that replica's keys only.
     public func run(application app: Application, bundlePath: String, validity: TimeInterval = 2 * 86_400, replica: ReplicaName? = nil, force: Bool,
                     reason: String, operator who: String) async throws -> BootstrapBundle {
+        if AppLease.current?.objectId != app.id {
+            return try await provisioner.withLease(objectId: app.id, name: app.displayName ?? app.appId) {
+                try await run(application: app, bundlePath: bundlePath, validity: validity, replica: replica, force: force, reason: reason, operator: who)
+            }
+        }
         let now = provisioner.graph.correctedNow
         let keys = try await provisioner.graph.keyCredentials(objectID: app.id)
         let valid = keys.filter { $0.isValidCertificate(at: now) && (replica == nil || CredentialName.parse(displayName: $0.displayName).replica == replica) }

@@ -8,10 +8,16 @@ import KeyRollPrimitives
 /// gone). Only keys whose `displayName` carries that replica's marker are touched, chosen again
 /// from a fresh read before every PATCH attempt, so a sibling's key is never removed.
 ///
-/// Refused without `force`:
-/// - when the replica still looks live (not `stale` in the audit): stop its agent first, or it
-///   would find itself without a key;
+/// Refused without `force`, on evidence, never on key age:
+/// - when any key of the replica signed in within `signedInWithin` (default 24 h), as Graph's
+///   service-principal sign-in log shows (an agent signs in at every registration check, every
+///   ≤ 10 minutes, so a live replica always has recent sign-ins): stop its agent first;
+/// - when the sign-in log cannot be read (the provisioner lacks `AuditLog.Read.All`, the tenant has
+///   no log): there is no evidence the replica is gone;
 /// - when no other valid certificate would remain: the app would be past its cliff.
+///
+/// It removes exactly the keyIds it decided on. If a new key with the replica's marker appears in
+/// a fresh read before the PATCH (the replica came back), the retirement stops.
 public struct ReplicaRetirement: Sendable {
     public let provisioner: Provisioner
     public let auditLogPath: String
@@ -28,7 +34,12 @@ public struct ReplicaRetirement: Sendable {
     /// Returns the keyIds removed.
     @discardableResult
     public func run(application app: Application, replica: ReplicaName, force: Bool, reason: String, operator who: String,
-                    staleAfterFraction: Double = AuditRules.defaultStaleAfterFraction) async throws -> [String] {
+                    staleAfterFraction: Double = AuditRules.defaultStaleAfterFraction, signedInWithin: TimeInterval = 24 * 3600) async throws -> [String] {
+        if AppLease.current?.objectId != app.id {
+            return try await provisioner.withLease(objectId: app.id, name: app.displayName ?? app.appId) {
+                try await run(application: app, replica: replica, force: force, reason: reason, operator: who, staleAfterFraction: staleAfterFraction, signedInWithin: signedInWithin)
+            }
+        }
         let graph = provisioner.graph
         let now = graph.correctedNow
         let keys = try await graph.keyCredentials(objectID: app.id)
@@ -45,8 +56,22 @@ public struct ReplicaRetirement: Sendable {
         var probe = app
         probe.keyCredentials = keys
         let row = AuditRules.replicaAudits(probe, now: now, expiringWithin: 0, staleAfterFraction: staleAfterFraction).first { $0.replica == replica }
-        if !force, let row, row.condition != .stale {
-            throw Refused(description: "replica \(replica) of \(name) is \(row.condition.rawValue), not stale: it rolled \(row.lastRolledAt.map(UTCTime.iso) ?? "never (bootstrap)") and its agent may still run. Stop its agent (and its host's use of the key) first, then retire it with --force.")
+        let decided = Set(mine.map(\.keyId))
+        var evidence = "not checked (--force)"
+        if !force {
+            let since = now.addingTimeInterval(-signedInWithin)
+            let signIns: [ServicePrincipalSignIn]
+            do { signIns = try await graph.servicePrincipalSignIns(appId: app.appId, since: since) } catch let e as EntraError {
+                throw Refused(description: "cannot read the sign-in log of \(name) (\(e.graphCode ?? e.kind.rawValue)), so nothing shows that replica \(replica) is gone. Grant the provisioner AuditLog.Read.All (the log needs Entra ID P1/P2), or stop its agent and retire it with --force.")
+            }
+            let live = signIns.filter { s in
+                s.succeeded && (s.servicePrincipalCredentialKeyId.map(decided.contains) ?? false
+                                || s.servicePrincipalCredentialThumbprint.map { t in mine.contains { $0.matches(thumbprint: t.uppercased()) } } ?? false)
+            }
+            if let last = live.max(by: { $0.createdDateTime < $1.createdDateTime }) {
+                throw Refused(description: "replica \(replica) of \(name) is live: its key \(last.servicePrincipalCredentialKeyId ?? "?") signed in at \(UTCTime.iso(last.createdDateTime)) (\(live.count) sign-ins since \(UTCTime.iso(since))). Stop its agent (and its host's use of the key), wait until it has not signed in for \(Int(signedInWithin / 3600)) h, then retire it; --force skips this check.")
+            }
+            evidence = "no sign-in with its keys since \(UTCTime.iso(since)) (\(signIns.count) sign-ins of the app read)"
         }
         let othersValid = keys.filter { !belongs($0) && $0.isValidCertificate(at: now) }
         if !force, othersValid.isEmpty {
@@ -56,11 +81,20 @@ public struct ReplicaRetirement: Sendable {
             "action": "retire-replica", "operator": .string(who),
             "provisionerClientId": .string(graph.tokens.clientID), "app": .string(name), "appId": .string(app.appId), "objectId": .string(app.id),
             "replica": .string(replica.rawValue), "keyIds": .array(mine.map { .string($0.keyId) }), "forced": .bool(force), "reason": .string(reason),
-            "condition": .string(row?.condition.rawValue ?? "?"),
+            "condition": .string(row?.condition.rawValue ?? "?"), "evidence": .string(evidence),
         ])
         try trail.intent()
         let removed: [KeyCredential]
-        do { removed = try await provisioner.removeKeyCredentials(objectID: app.id, where: belongs) } catch {
+        do {
+            // exactly the keys decided on; a new key of this replica in a fresh read means it is back
+            let basis = try await graph.updateKeyCredentials(id: app.id, precondition: provisioner.leaseCheck(app.id)) { current in
+                if let back = current.first(where: { belongs($0) && !decided.contains($0.keyId) }) {
+                    throw Refused(description: "a new key of replica \(replica) (\(back.keyId)) appeared after the decision to retire it: the replica is alive. Nothing was removed.")
+                }
+                return current.filter { !decided.contains($0.keyId) }.map(Provisioner.patchEntry)
+            }
+            removed = basis.filter { decided.contains($0.keyId) }
+        } catch {
             trail.failed(error)
             throw error
         }

@@ -13,6 +13,8 @@ import ServiceLifecycle
 /// - `KEYROLL_TEST_CRASH_AFTER=<phase>` SIGKILLs the process right after that transition is durable;
 /// - `KEYROLL_TEST_CRASH_AT=<side effect>#<n>` SIGKILLs it just before the n-th time it reaches that
 ///   side effect (`rename journal.json#3`, `answered addKey#1`; see ``SideEffect``);
+/// - `KEYROLL_TEST_STOP_AT=<side effect>#<n>` stops the process with SIGSTOP there instead (a
+///   paused process: the test decides when it goes on, with SIGCONT);
 /// - `KEYROLL_TEST_SIDE_EFFECT_LOG=<file>` appends the name of every side effect reached to a file,
 ///   so a test can enumerate them.
 enum CrashHook {
@@ -25,7 +27,8 @@ enum CrashHook {
         let env = ProcessInfo.processInfo.environment
         let target = env["KEYROLL_TEST_CRASH_AT"].flatMap { $0.isEmpty ? nil : $0 }
         let logPath = env["KEYROLL_TEST_SIDE_EFFECT_LOG"].flatMap { $0.isEmpty ? nil : $0 }
-        guard target != nil || logPath != nil else { return .none }
+        let stopAt = env["KEYROLL_TEST_STOP_AT"].flatMap { $0.isEmpty ? nil : $0 }
+        guard target != nil || logPath != nil || stopAt != nil else { return .none }
         let counts = Counts()
         let logFD: Int32 = logPath.map { open($0, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600) } ?? -1
         return SideEffectHook { effect in
@@ -35,6 +38,7 @@ enum CrashHook {
                 _ = line.withUnsafeBytes { write(logFD, $0.baseAddress, line.count) }
             }
             if let target, target == "\(effect)#\(n)" { kill(getpid(), SIGKILL) }
+            if let stopAt, stopAt == "\(effect)#\(n)" { kill(getpid(), SIGSTOP) }
         }
     }
 

@@ -8,7 +8,7 @@ import KeyRollPrimitives
 
 /// Roll policy from a JSON file, then flags (flags win).
 struct PolicyOptions: ParsableArguments {
-    @Option(name: .long, help: "JSON file with roll policy fields (validityDays, rollAtFraction, jitterFraction, keySize, verifySuccesses, verifyTimeoutSeconds, warnDays, criticalDays, tenantMaximumValidityDays, replicaSettleSeconds, …; see docs/policy.md).")
+    @Option(name: .long, help: "JSON file with roll policy fields (validityDays, rollAtFraction, jitterFraction, keySize, verifySuccesses, verifyTimeoutSeconds, warnDays, criticalDays, tenantMaximumValidityDays, settleSeconds, retainedKeyHours, registrationCheckSeconds, …; see docs/policy.md).")
     var policyFile: String?
 
     @Option(name: .long, help: "Validity of new certificates in days (default 365).")

@@ -50,6 +50,9 @@ struct ProvisionerOptions: ParsableArguments {
         }
         let endpoints = EntraEndpoints(authorityHost: authorityURL, tenant: tenant, graphBaseURL: graph)
         let transport = try trust.transport()
-        return (Provisioner(graph: GraphClient.signingIn(as: clientId, with: credential, endpoints: endpoints, transport: transport, retry: retry)), transport)
+        // the test hooks (CrashHook), when set, see every exchange; in production this is the transport itself
+        let hooks = CrashHook.sideEffects()
+        let graphTransport: any HTTPTransport = hooks.isNone ? transport : SideEffectTransport(transport, hook: hooks)
+        return (Provisioner(graph: GraphClient.signingIn(as: clientId, with: credential, endpoints: endpoints, transport: graphTransport, retry: retry)), transport)
     }
 }

@@ -148,7 +148,7 @@ import Glibc
             .init(description: "roll: unknown policy field", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p1.json", #"{"validityDays": 365, "rollAtFractoin": 0.5}"#)], says: "unknown field \"rollAtFractoin\""),
             .init(description: "roll: wrong policy type", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p2.json", #"{"validityDays": "365"}"#)], says: "validityDays must be a number"),
             .init(description: "roll: jitter out of range", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p3.json", #"{"jitterFraction": 2}"#)], says: "jitterFraction"),
-            .init(description: "roll: a settle of a day", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p7.json", #"{"replicaSettleSeconds": 86400}"#)], says: "replicaSettleSeconds"),
+            .init(description: "roll: a settle of a day", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p7.json", #"{"settleSeconds": 86400}"#)], says: "settleSeconds"),
             .init(description: "roll: tenant cap of 0 days", argv: ["roll", "--store", storeDir, "--policy-file", w.write("p4.json", #"{"tenantMaximumValidityDays": 0}"#)], says: "tenantMaximumValidityDays"),
             .init(description: "agent: unknown policy field", argv: ["agent", "--store", storeDir, "--metrics-port=-1", "--policy-file", w.write("p6.json", #"{"validityDayz": 365}"#)], says: "unknown field \"validityDayz\""),
             .init(description: "agent: a LAN token endpoint", argv: ["agent", "--store", storeDir, "--metrics-port=-1", "--token-endpoint-host", "0.0.0.0"], says: "not a loopback address"),

@@ -24,7 +24,7 @@ import TestSupport
         static func start() async throws -> Lab {
             let lab = Lab(server: try await ServedEmulator.start(https: true), dir: try Tools.temporaryDirectory("keyroll-replicas"))
             // a short settle: these processes run on the real clock
-            try Tools.write(#"{"replicaSettleSeconds": 2}"#, to: lab.dir + "/policy.json")
+            try Tools.write(#"{"settleSeconds": 2, "registrationCheckSeconds": 3}"#, to: lab.dir + "/policy.json")
             return lab
         }
 
@@ -58,7 +58,7 @@ import TestSupport
             var expected = Set<String>()
             for r in replicas {
                 let j = try store(r).journal()
-                #expect(j.roll == nil && j.credentials.count == 1, "\(context): r\(r) journal \(j.credentials.map(\.thumbprint)) rolling \(j.roll?.phase.rawValue ?? "-")")
+                #expect(j.roll == nil && j.credentials.allSatisfy { $0.thumbprint == j.active || $0.isRetained }, "\(context): r\(r) journal \(j.credentials.map(\.thumbprint)) rolling \(j.roll?.phase.rawValue ?? "-")")
                 expected.insert(j.active)
                 let k = keys.first { $0.sha1.hex == j.active }
                 #expect(k?.displayName?.hasSuffix("@r\(r)") == true, "\(context): r\(r)'s key is named \(k?.displayName ?? "-")")
@@ -118,8 +118,9 @@ import TestSupport
         #expect(audit.status == 2, "r3 still holds its bootstrap: exit 2 (\(audit.status))")
         for line in ["└ replica r1", "└ replica r2", "└ replica r3"] { #expect(audit.stdout.contains(line), "\(audit.stdout)") }
         #expect(audit.stdout.contains("bootstrap-not-rolled") && audit.stdout.contains("3 replicas, 0 stale"), "\(audit.stdout)")
-        let refused = try await lab.keyroll(["retire", "--app", "web", "--replica", "r3", "--reason", "scale in", "--audit-log", lab.dir + "/audit.log"])
-        #expect(refused.status != 0 && refused.stderr.contains("not stale"), "a live replica needs --force: \(refused.stderr)")
+        // liveness is evidence: r1's key signed in (its rolls), so retiring it is refused without --force
+        let refused = try await lab.keyroll(["retire", "--app", "web", "--replica", "r1", "--reason", "scale in", "--audit-log", lab.dir + "/audit.log"])
+        #expect(refused.status != 0 && refused.stderr.contains("is live") && refused.stderr.contains("signed in at"), "a live replica needs --force: \(refused.stderr)")
         let retired = try await lab.keyroll(["retire", "--app", "web", "--replica", "r3", "--reason", "scale in", "--force", "--audit-log", lab.dir + "/audit.log"])
         #expect(retired.status == 0 && retired.stdout.contains("removed 1 key"), "\(retired.stdout) \(retired.stderr)")
         let again = try await lab.keyroll(["audit", "--managed-only"])

@@ -25,11 +25,17 @@ import TestSupport
         guard case .rolled(let newThumb) = outcome else { Issue.record("expected a roll, got \(outcome)"); return }
         let keys = try fleet.graphKeys(bundle.appId)
         #expect(keys.map(\.sha1.hex) == [newThumb], "only the new key is registered")
-        #expect(!FileManager.default.fileExists(atPath: store.keyPath(bootThumb)), "bootstrap key destroyed")
+        #expect(FileManager.default.fileExists(atPath: store.keyPath(bootThumb)), "bootstrap key retained (removed from Entra, kept to undo a stale write)")
         #expect(store.published()?.certificate.sha1Thumbprint.hex == newThumb)
         let j = try store.journal()
-        #expect(j.active == newThumb && j.roll == nil && j.credentials.count == 1)
-        #expect(fleet.events.kinds(bundle.appId) == [.generated, .stored, .added, .visible, .verified, .switched, .retired, .finished])
+        #expect(j.active == newThumb && j.roll == nil && j.credentials.count == 2 && j.credential(bootThumb)?.isRetained == true)
+        #expect(j.tombstones.map(\.thumbprint) == [bootThumb] && j.tombstones.first?.keyIds == [bundle.bootstrap.keyId].compactMap { $0 })
+        #expect(fleet.events.kinds(bundle.appId) == [.generated, .stored, .added, .visible, .verified, .settling, .switched, .retired, .finished])
+        // the retained key goes once its window has passed and a check has seen the new key registered
+        fleet.rig.clock.advance(by: RollPolicy().retainedKeyWindow + 1)
+        #expect(try await roller.watchRegistration().released == [bootThumb])
+        #expect(!FileManager.default.fileExists(atPath: store.keyPath(bootThumb)), "bootstrap key destroyed")
+        #expect(try store.journal().credentials.count == 1)
         #expect(try fleet.rig.emulator.keyCredentials(appId: bundle.appId).count == 1)
         // the new certificate: 1 year, 2048 bits, CN names the app
         let cert = try store.credential(newThumb).certificate
@@ -123,7 +129,7 @@ import TestSupport
     }
 
     /// Graph budget of one roll at fleet scale: 3 tokens (old key once, new key twice, the second
-    /// reused for removeKey), 2 reads (visible, retire), addKey, removeKey. A fresh key is not looked
+    /// reused for removeKey), 3 reads (visible, after the settle, retire), addKey, removeKey. A fresh key is not looked
     /// up before addKey; a resumed roll is, so a crash cannot register a key twice.
     @Test func aRollSpendsNoMoreRequestsThanItNeeds() async throws {
         let fleet = try await Fleet()
@@ -137,7 +143,7 @@ import TestSupport
         #expect(writes.value == 6, "one fsynced journal write per transition (stored, added, visible, verified, switched, finished); the last one carries the next roll's plan")
         #expect(try store.journal().nextRollAt != nil)
         let spent = fleet.rig.emulator.requestCounts().reduce(into: [String: Int]()) { $0[$1.key] = $1.value - (before[$1.key] ?? 0) }
-        #expect(spent.filter { $0.value != 0 } == ["token": 3, "applications": 2, "addKey": 1, "removeKey": 1])
+        #expect(spent.filter { $0.value != 0 } == ["token": 3, "applications": 3, "addKey": 1, "removeKey": 1])
 
         // resumed after a failure that left the new key stored but not yet added
         let (store2, bundle2) = try await fleet.agentStore("resumed")
@@ -146,7 +152,7 @@ import TestSupport
         #expect(try store2.journal().roll?.phase == .stored)
         let before2 = fleet.rig.emulator.requestCounts()
         guard case .rolled = try await fleet.roller(store2).rollIfDue() else { Issue.record("resumed roll failed"); return }
-        #expect((fleet.rig.emulator.requestCounts()["applications"] ?? 0) - (before2["applications"] ?? 0) == 3, "a resumed roll reads the keys before addKey")
+        #expect((fleet.rig.emulator.requestCounts()["applications"] ?? 0) - (before2["applications"] ?? 0) == 4, "a resumed roll reads the keys before addKey")
         #expect(try fleet.graphKeys(bundle2.appId).count == 1)
     }
 

@@ -197,13 +197,17 @@ final class PointHook: @unchecked Sendable {
         let j = restarted.journal
         let graph = try fleet.graphKeys(bundle.appId).map(\.sha1.hex)
         if j.roll != nil { wrong.insert("stuck") }
-        if graph != [j.active] || store.keysOnDisk() != [j.active] || !fleet.temporaryFiles(store).isEmpty { wrong.insert("orphan") }
+        // the journal holds the active key and, after a roll, the old key *retained* (removed from
+        // Entra, kept to undo a stale write); every key on disk is one of them
+        let held = Set(j.credentials.map(\.thumbprint))
+        let onlyRetainedBesideActive = j.credentials.allSatisfy { $0.thumbprint == j.active || $0.isRetained }
+        if graph != [j.active] || store.keysOnDisk() != held || !onlyRetainedBesideActive || !fleet.temporaryFiles(store).isEmpty { wrong.insert("orphan") }
         #expect(j.roll == nil, "\(context): stuck at \(j.roll?.phase.rawValue ?? "-") (outcome \(String(describing: outcome)))")
-        #expect(j.credentials.map(\.thumbprint) == [j.active], "\(context): journal holds \(j.credentials.map(\.thumbprint))")
+        #expect(onlyRetainedBesideActive && j.credentials.count <= 2, "\(context): journal holds \(j.credentials.map(\.thumbprint))")
         #expect(graph == [j.active], "\(context): Entra holds \(graph), the agent \(j.active)")
-        #expect(store.keysOnDisk() == [j.active], "\(context): keys on disk \(store.keysOnDisk())")
+        #expect(store.keysOnDisk() == held, "\(context): keys on disk \(store.keysOnDisk()), journal \(held)")
         let keyFiles = Set((try? FileManager.default.contentsOfDirectory(atPath: store.path + "/keys")) ?? [])
-        #expect(keyFiles == ["\(j.active).key.pem", "\(j.active).cert.pem"], "\(context): key folder holds \(keyFiles)")
+        #expect(keyFiles == Set(held.flatMap { ["\($0).key.pem", "\($0).cert.pem"] }), "\(context): key folder holds \(keyFiles)")
         #expect(fleet.temporaryFiles(store).isEmpty, "\(context): temporary files left: \(fleet.temporaryFiles(store))")
         #expect(store.published()?.certificate.sha1Thumbprint.hex == j.active, "\(context): current.pem is not the active key")
         #expect(!(try await fleet.usableKeys(store, bundle.appId)).isEmpty, "\(context): locked out after convergence")
@@ -221,6 +225,12 @@ final class PointHook: @unchecked Sendable {
             #expect(spent["removeKey", default: 0] == spent["addKey", default: 0] * removeKeysAllowed(point, fault),
                     "\(context): removeKey sent \(spent["removeKey", default: 0]) times")
         }
+        // (d) once the retention window has passed, a registration check that sees the active key
+        // registered destroys the retained key: then only the active key is left anywhere
+        fleet.rig.clock.advance(by: RollPolicy().retainedKeyWindow + 1)
+        do { try await restarted.watchRegistration() } catch { Issue.record("\(context): the registration check failed: \(error)") }
+        #expect(store.keysOnDisk() == [restarted.journal.active], "\(context): after the window, keys on disk \(store.keysOnDisk())")
+        #expect(restarted.journal.credentials.map(\.thumbprint) == [restarted.journal.active])
         return wrong.sorted()
     }
 

@@ -30,10 +30,24 @@ import Testing
         let j6 = try j5.reloaded(now: t0.addingTimeInterval(5))
         #expect(j6.roll?.reloadedAt == t0.addingTimeInterval(5))
         #expect(j6.roll?.phaseSince == t0, "recording the hook does not move the phase's start")
-        let j7 = try j6.finished(now: t0)
+        let j7 = try j6.finished(now: t0, removedKeyIds: ["k-old"])
         #expect(j7.roll == nil)
-        #expect(j7.credentials.map(\.thumbprint) == ["NEW"])
+        #expect(j7.credentials.map(\.thumbprint) == ["OLD", "NEW"], "the old key is retained, not forgotten")
+        #expect(j7.credential("OLD")?.isRetained == true && j7.credential("NEW")?.isRetained == false)
+        #expect(j7.tombstones.map(\.thumbprint) == ["OLD"] && j7.tombstones.first?.keyIds == ["k-old"])
+        #expect(j7.requiredKeys == ["NEW"], "a retained key is not required to start")
         #expect(j7.history.last?.outcome == "rolled")
+        #expect(throws: Journal.TransitionError.self, "the active key is never released") { try j7.released("NEW") }
+        let j8 = try j7.released("OLD")
+        #expect(j8.credentials.map(\.thumbprint) == ["NEW"])
+        #expect(j8.tombstones.map(\.thumbprint) == ["OLD"], "the tombstone outlives the retained key")
+        #expect(j8.pruningTombstones(now: t0.addingTimeInterval(400 * 86_400)).tombstones.isEmpty, "tombstones go when the key has expired")
+        // without the old key's file nothing is retained
+        #expect(try j6.finished(now: t0, retain: false).credentials.map(\.thumbprint) == ["NEW"])
+        // a new key dropped by a stale write before the switch: back to stored, registered again
+        let d = try j4.dropped(now: t0)
+        #expect(d.roll?.phase == .stored && d.roll?.reregistrations == 1 && d.credential("NEW")?.keyId == nil && d.active == "OLD")
+        #expect(throws: Journal.TransitionError.self, "a switched roll repairs instead") { try j5.dropped(now: t0) }
         // abandoning before the switch drops the new credential, keeps the old active
         let a = try (try j2.abandoning(reason: "timeout", now: t0)).abandoned(now: t0)
         #expect(a.active == "OLD")

@@ -49,17 +49,22 @@ import Glibc
         // a restart neither refuses (missingKey) nor claims nothing changed in Entra: it finishes
         let roller = try fleet.roller(CredentialStore(path: store.path))
         guard case .rolled = try await roller.roll() else { Issue.record("did not finish"); return }
-        #expect(roller.journal.credentials.map(\.thumbprint) == [r.newThumbprint])
+        #expect(roller.journal.credentials.map(\.thumbprint) == [r.newThumbprint], "an old key whose file is gone is not retained")
         #expect(try fleet.graphKeys(bundle.appId).map(\.sha1.hex) == [r.newThumbprint])
         #expect(!FileManager.default.fileExists(atPath: store.certPath(r.oldThumbprint)), "the old certificate file was swept")
     }
 
     @Test func aKeyIsDestroyedOnlyAfterTheJournalLetsGoOfIt() async throws {
         let fleet = try await Fleet()
-        // die while destroying the old key: the journal has already finished the roll
-        let (store, bundle) = try await crashed(fleet, "destroying", at: "unlink key.pem#1")
+        let (store, bundle) = try await fleet.agentStore("destroying")
+        do { _ = try await fleet.roller(store).roll(reason: "bootstrap") }
+        // the old key is retained; after its window a check releases it: die while destroying it
+        fleet.rig.clock.advance(by: RollPolicy().retainedKeyWindow + 1)
+        let hook = PointHook(target: "unlink key.pem#1")
+        do { _ = try? await fleet.roller(CredentialStore(path: store.path, hook: hook.hook)).watchRegistration() }
+        #expect(hook.didFire)
         let j = try store.journal()
-        #expect(j.roll == nil, "the roll was recorded as finished before the key was destroyed")
+        #expect(j.credentials.map(\.thumbprint) == [j.active], "the journal let go of the retained key before it was destroyed")
         #expect(store.keysOnDisk().count == 2, "the old key is still there, untracked")
         let roller = try fleet.roller(CredentialStore(path: store.path))  // the start sweeps it
         #expect(store.keysOnDisk() == [j.active])

@@ -215,7 +215,7 @@ final class ReplicatedApp: @unchecked Sendable {
         let fleet = try await Fleet()
         let app = ReplicatedApp(fleet)
         var policy = RollPolicy()
-        policy.replicaSettle = settle
+        policy.settle = settle
         try await app.scale(to: 2, policy: policy)
         let store = try #require(app.rollers[.numbered(1)]).store
         _ = try await app.rollers[.numbered(1)]?.roll(reason: "bootstrap")
@@ -244,6 +244,48 @@ final class ReplicatedApp: @unchecked Sendable {
         }
     }
 
+    /// Liveness is evidence, never key age: at 0.76 of their keys' lives (with rollAtFraction 0.75 the
+    /// old age rule called both replicas stale), a replica whose key signed in an hour ago is not
+    /// retired without --force; one that has not signed in for a day is, and exactly its keys go.
+    @Test func retireRefusesAReplicaThatSignedInAnHourAgo() async throws {
+        let fleet = try await Fleet()
+        let app = ReplicatedApp(fleet)
+        var policy = RollPolicy()
+        policy.rollAtFraction = 0.75
+        try await app.scale(to: 2, policy: policy)
+        for r in app.rollers.values { _ = try await r.roll(reason: "bootstrap") }
+        let target = Application(id: app.objectId, appId: app.appId, displayName: "web")
+        let retirement = ReplicaRetirement(provisioner: fleet.provisioner, auditLogPath: fleet.root + "/audit.log")
+        fleet.rig.clock.advance(by: 0.76 * 365 * 86_400)
+        let audit = try await Auditor(graph: fleet.provisioner.graph).scan(now: fleet.rig.clock.now(), expiringWithinDays: 30)
+        let rows = try #require(audit.apps.first { $0.appId == app.appId }).replicas
+        #expect(rows.allSatisfy { $0.condition == .stale }, "by key age both look stale: \(rows.map(\.condition))")
+        // without AuditLog.Read.All there is no evidence either way: refused
+        await #expect(throws: ReplicaRetirement.Refused.self) {
+            try await retirement.run(application: target, replica: .numbered(2), force: false, reason: "t", operator: "test")
+        }
+        try fleet.rig.emulator.grant([.applicationReadWriteAll, .auditLogReadAll], toAppId: fleet.provisioner.graph.tokens.clientID)
+        await fleet.provisioner.graph.tokens.invalidate()  // a new token carries the new role
+        try await app.rollers[.numbered(1)]!.checkSignIn()  // r1's agent: its registration check signs in
+        fleet.rig.clock.advance(by: 3600)
+        let before = try fleet.graphKeys(app.appId)
+        do {
+            _ = try await retirement.run(application: target, replica: .numbered(1), force: false, reason: "t", operator: "test")
+            Issue.record("a replica that signed in an hour ago was retired")
+        } catch let refused as ReplicaRetirement.Refused {
+            #expect(refused.description.contains("is live") && refused.description.contains("signed in at"), "\(refused)")
+        }
+        #expect(try fleet.graphKeys(app.appId) == before, "nothing was removed")
+        // r2 has not signed in since its roll, 277 days ago: retired on evidence, only its key
+        let r2Key = try #require(app.rollers[.numbered(2)]).journal.active
+        let removed = try await retirement.run(application: target, replica: .numbered(2), force: false, reason: "host gone", operator: "test")
+        #expect(removed.count == 1)
+        #expect(try fleet.graphKeys(app.appId).map(\.sha1.hex) == [try #require(app.rollers[.numbered(1)]).journal.active])
+        #expect(!(try fleet.graphKeys(app.appId).contains { $0.sha1.hex == r2Key }))
+        let trail = try String(contentsOfFile: fleet.root + "/audit.log", encoding: .utf8)
+        #expect(trail.contains("no sign-in with its keys since"), "the evidence is in the audit trail")
+    }
+
     @Test func theEmulatorsCredentialLimitHoldsRollsBackWithoutLockingAnyoneOut() async throws {
         var s = EmulatorSettings()
         s.maxCredentialItems = 4  // 3 replicas' keys and room for one roll at a time
@@ -262,6 +304,7 @@ final class ReplicatedApp: @unchecked Sendable {
         try await fleet.provisioner.removeKeyCredentials(objectID: app.objectId) { $0.displayName == "CN=manual" }
         var rolled = 0, rounds = 0
         while rolled < 3, rounds < 10 {
+            fleet.rig.clock.advance(by: 3600)  // a roll refused for room retries later (retryAfterAbandoned)
             rolled += try await round(app)  // siblings due at once: some wait for room, none is hurt
             rounds += 1
             #expect(try await app.violations().isEmpty)
