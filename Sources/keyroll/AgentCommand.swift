@@ -26,7 +26,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address for /metrics, /healthz, /readyz.")
     var metricsHost = "127.0.0.1"
 
-    @Option(name: .long, help: "Port for /metrics, /healthz, /readyz (0: pick one; -1: none).")
+    // .unconditional: the value may start with a dash (`--metrics-port -1`)
+    @Option(name: .long, parsing: .unconditional, help: "Port for /metrics, /healthz, /readyz (0: pick one; -1: none).")
     var metricsPort = 9464
 
     @Option(name: .long, parsing: .upToNextOption, help: "Command to run after each switch (KEYROLL_CERTIFICATE_PATH is set for it).")
@@ -38,7 +39,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Wait for another agent's lock instead of exiting.")
     var waitForLock = false
 
-    @Option(name: .long, help: "Port of the managed-identity token endpoint, served for the identities whose stores enable it (keyroll token-endpoint enable); -1: none.")
+    @Option(name: .long, parsing: .unconditional, help: "Port of the managed-identity token endpoint, served for the identities whose stores enable it (keyroll token-endpoint enable); -1: none.")
     var tokenEndpointPort = TokenEndpointOptions.defaultPort
 
     @Option(name: .long, help: "Address of the token endpoint; only a loopback address is allowed (the secret header travels in the clear).")

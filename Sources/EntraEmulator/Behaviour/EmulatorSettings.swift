@@ -15,8 +15,10 @@ public struct EmulatorSettings: Sendable, Codable, Equatable {
     /// uniformly random in the range. Graph GET shows the key at once. Entra: seconds to minutes.
     public var propagationDelayMin: TimeInterval = 0
     public var propagationDelayMax: TimeInterval = 0
-    /// An app's own role-less token may GET its own application object (UNCONFIRMED; on).
-    public var allowSelfRead: Bool = true
+    /// An app's own role-less token may GET its own application object (UNCONFIRMED; off: Graph
+    /// documents only addKey/removeKey as needing no permission, and an app-only token without a
+    /// role is normally refused a read of the application object, so KeyRoll must work without it).
+    public var allowSelfRead: Bool = false
     /// Reject proofs whose `exp − nbf` exceeds 10 minutes (UNCONFIRMED; Graph docs say "should").
     public var strictProofLifetime: Bool = false
     /// Return `key` on list requests with `$select=keyCredentials` (UNCONFIRMED; docs disagree).
