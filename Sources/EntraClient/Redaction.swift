@@ -27,20 +27,22 @@ public enum Redaction {
 
     // MARK: the rules
 
+    /// Linear: where a candidate fails, no match can start before the place it failed (any later
+    /// `eyJ` inside the same runs reaches the same dead end), so the scan jumps there.
     static func replacingJWTs(_ s: [UInt8]) -> [UInt8] {
-        scan(s) { s, i in
+        scanSkipping(s) { s, i in
             guard matches(s, at: i, "eyJ") else { return nil }
             var j = i + 3
             let first = j
             while j < s.count, isBase64URL(s[j]) { j += 1 }
-            guard j - first >= 4, j < s.count, s[j] == dot else { return nil }
+            guard j - first >= 4, j < s.count, s[j] == dot else { return .skip(to: j) }
             j += 1
             let second = j
             while j < s.count, isBase64URL(s[j]) || s[j] == equals { j += 1 }
-            guard j > second, j < s.count, s[j] == dot else { return nil }
+            guard j > second, j < s.count, s[j] == dot else { return .skip(to: j) }
             j += 1
             while j < s.count, isBase64URL(s[j]) || s[j] == equals { j += 1 }
-            return (j, Array("[redacted-jwt]".utf8))
+            return .replace(end: j, with: Array("[redacted-jwt]".utf8))
         }
     }
 
@@ -101,6 +103,34 @@ public enum Redaction {
                 out += replacement
                 i = end
             } else {
+                out.append(s[i])
+                i += 1
+            }
+        }
+        return out
+    }
+
+    enum Step {
+        case replace(end: Int, with: [UInt8])
+        /// No match starts anywhere before `to`: copy up to it.
+        case skip(to: Int)
+    }
+
+    /// ``scan`` for a rule that can also say how far no match can start.
+    private static func scanSkipping(_ s: [UInt8], _ rule: ([UInt8], Int) -> Step?) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(s.count)
+        var i = 0
+        while i < s.count {
+            switch rule(s, i) {
+            case .replace(let end, let replacement)?:
+                out += replacement
+                i = end
+            case .skip(let to)?:
+                let end = max(i + 1, min(to, s.count))
+                out += s[i..<end]
+                i = end
+            case nil:
                 out.append(s[i])
                 i += 1
             }

@@ -100,12 +100,18 @@ public actor TokenProvider {
                         throw EntraError(kind: .protocolViolation, operation: "token", httpStatus: 200, message: "token response has no access_token",
                                          clientRequestID: clientRequestID)
                     }
-                    let expiresIn: Double
+                    let given: Double?
                     switch json["expires_in"] {
-                    case .int(let i): expiresIn = Double(i)
-                    case .string(let s): expiresIn = Double(s) ?? 600
-                    case .double(let d): expiresIn = d
-                    default: expiresIn = 600
+                    case .int(let i): given = Double(i)
+                    case .string(let s): given = Double(s)
+                    case .double(let d): given = d
+                    default: given = 600
+                    }
+                    // Entra answers 3599 (up to a day with CAE); anything else is a broken answer,
+                    // never a reason to crash (a non-finite number trapped in conversions later)
+                    guard let expiresIn = given, expiresIn.isFinite, expiresIn >= 0, expiresIn <= 86_400 else {
+                        throw EntraError(kind: .protocolViolation, operation: "token", httpStatus: response.status,
+                                         message: "the token answer's expires_in is not a number of seconds from 0 to 86400", clientRequestID: clientRequestID)
                     }
                     return AccessToken(value: value, expiresOn: clock.now().addingTimeInterval(expiresIn), credentialIdentity: credential.cacheIdentity)
                 }

@@ -69,6 +69,8 @@ public struct Repair: Codable, Sendable, Equatable {
     public var reason: String
     public var startedAt: Date
     public var phaseSince: Date
+    /// How many times the key was sent to addKey in this repair (bounded: see ``Roller``).
+    public var attempts: Int?
 }
 
 /// The durable steps of a roll (docs/design.md, "The roll"). A freshly generated key is in memory
@@ -310,7 +312,6 @@ public struct Journal: Codable, Sendable, Equatable {
     public func repairing(prover: String, reason: String, now: Date) throws -> Journal {
         guard repair == nil else { throw TransitionError(description: "a repair is already in progress") }
         guard prover != active, credential(prover) != nil else { throw TransitionError(description: "the prover \(prover) is not a held key other than the active one") }
-        if let r = roll, r.phase < .switched { throw TransitionError(description: "a roll before its switch re-registers its own new key (dropped)") }
         var j = self
         j.repair = Repair(phase: .readding, thumbprint: active, prover: prover, reason: reason, startedAt: now, phaseSince: now)
         return j
@@ -318,6 +319,7 @@ public struct Journal: Codable, Sendable, Equatable {
 
     public func repairAdded(keyId: String, now: Date) throws -> Journal {
         var j = try expectingRepair(.readding)
+        j.repair!.attempts = (j.repair!.attempts ?? 0) + 1
         j.repair!.phase = .readded
         j.repair!.phaseSince = now
         j.setKeyId(keyId, for: j.repair!.thumbprint)

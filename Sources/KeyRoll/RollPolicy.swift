@@ -95,6 +95,9 @@ public struct RollPolicy: Codable, Sendable, Equatable {
         try check(reloadHookTimeout.isFinite && reloadHookTimeout >= 1 && reloadHookTimeout <= 3600, "reloadHookTimeoutSeconds", "\(reloadHookTimeout) must be 1 to 3600 seconds")
         try check(!subject.isEmpty && subject.count <= 64 && !subject.unicodeScalars.contains { $0.properties.generalCategory == .control },
                   "subject", "must be 1 to 64 printable characters")
+        // The replica marker and KeyRoll's own-key recognition read the CN: `keyroll-` first, no `@`.
+        try check(subject.hasPrefix("keyroll-") && !subject.contains("@"), "subject",
+                  "'\(subject.prefix(64))' must start with \"keyroll-\" and contain no \"@\" (KeyRoll recognises its keys and their replica by the CN); for example keyroll-{appId}")
         let margin = effectiveValidity * (1 - rollAtFraction - jitterFraction)
         try check(margin >= minimumRollMargin, effectiveValidity < validity ? "tenantMaximumValidityDays" : "validityDays",
                   "a certificate valid for \(days(effectiveValidity)) would be rolled as late as \(days(effectiveValidity * (rollAtFraction + jitterFraction))) after it starts, leaving \(String(format: "%.2f", margin / 86_400)) days before it expires; at least \(days(minimumRollMargin)) are needed (minimumRollMarginDays). Lengthen the validity, or roll earlier")
@@ -130,8 +133,14 @@ public struct RollPolicy: Codable, Sendable, Equatable {
     }
 
     /// The validity window of a certificate made at `now`.
+    /// `now` is Entra's time (the host clock corrected by the offset learned from Entra's answers),
+    /// so a host clock that runs ahead or behind does not make a certificate Entra sees as not yet
+    /// valid. With a tenant cap, the whole window, backdate included, stays a minute inside it.
     public func newCertificateWindow(now: Date) -> (notBefore: Date, notAfter: Date) {
-        (now.addingTimeInterval(-backdate), now.addingTimeInterval(effectiveValidity))
+        let notBefore = now.addingTimeInterval(-backdate)
+        var notAfter = now.addingTimeInterval(effectiveValidity)
+        if let cap = tenantMaximumValidity { notAfter = min(notAfter, notBefore.addingTimeInterval(cap - 60)) }
+        return (notBefore, notAfter)
     }
 
     public enum Alarm: String, Codable, Sendable, Comparable {

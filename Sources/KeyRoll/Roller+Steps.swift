@@ -220,16 +220,18 @@ extension Roller {
     /// Seconds between two token probes that must both refuse a key before it counts as gone.
     static let dropConfirmationSpacing: Double = 15
 
-    /// Evidence that `key` is registered now: Graph lists it (when the app may read itself), or the
-    /// token endpoint accepts it (a fresh token). False only on evidence that it is gone: Graph does
-    /// not list it (or cannot be read) and the token endpoint refuses it as unknown twice, a few
-    /// seconds apart. Any other failure (throttling, an outage) throws: no decision without evidence.
+    /// Evidence that `key` is registered now: where the app may read itself, whether Graph lists it;
+    /// otherwise whether the token endpoint accepts it (a fresh token): gone only when it refuses it
+    /// as unknown twice, a few seconds apart. Any other failure (throttling, an outage) throws: no
+    /// decision without evidence.
     func isStillRegistered(_ key: SigningCredential, readingWith reader: SigningCredential?) async throws -> Bool {
         let thumbprint = key.certificate.sha1Thumbprint.hex
+        // Graph's list, where the app may read itself, decides: a token endpoint that has not caught
+        // up with a removal must not make a dropped key look registered. (A lagging read that
+        // misses the key costs a second registration, never a key.)
         for credential in [key, reader].compactMap({ $0 }) {
             if let keys = try? await readKeys(graphBase.authenticated(with: .certificate(credential))) {
-                if keys.contains(where: { $0.matches(thumbprint: thumbprint) }) { return true }
-                break
+                return keys.contains(where: { $0.matches(thumbprint: thumbprint) })
             }
         }
         for attempt in 0..<2 {

@@ -31,6 +31,8 @@ extension Roller {
     /// Between rolls, Graph is read for tombstones at most this often (reads spend the tenant's
     /// `$select=keyCredentials` budget); during a retention window, at every check.
     static let tombstoneReadInterval: TimeInterval = 6 * 3600
+    /// How many registrations one repair sends before it gives up until the next check.
+    static let maximumRepairAttempts = 3
 
     /// Checks that the active key is registered and that no removed key came back; repairs both.
     /// Throws when it cannot tell (Entra unreachable, throttled): nothing is decided then.
@@ -67,46 +69,83 @@ extension Roller {
                 }
             }
         }
-        if refused {
-            let dropped: Bool
-            if let listed {
-                dropped = !listed.contains { $0.matches(thumbprint: j.active) }
-            } else {
-                // No read: only the token endpoint can tell. A second refusal a little later rules out a blip.
-                try await sleeper.sleep(seconds: Self.dropConfirmationSpacing)
-                dropped = !(try await isStillRegistered(active, readingWith: nil))
-            }
-            guard dropped else { return report }  // listed but not accepted yet: propagation, not a drop
+        // Where Graph can be read, its list decides whether the active key is registered; otherwise
+        // the token endpoint's refusal, confirmed a little later.
+        var dropped = false
+        if let listed {
+            dropped = !listed.contains { $0.matches(thumbprint: j.active) }
+        } else if refused {
+            try await sleeper.sleep(seconds: Self.dropConfirmationSpacing)
+            dropped = !(try await isStillRegistered(active, readingWith: nil))
+        }
+        if dropped {
             try await repairDroppedActive(reason: "the active key is no longer registered in Entra (a stale privileged write?)", preferring: nil)
             report.repaired = true
             return report
         }
+        if refused {
+            // listed, yet refused: propagation for a while; an alarm when it lasts
+            let times = lock.withLock { () -> Int in refusedWhileListed += 1; return refusedWhileListed }
+            if times >= 3 {
+                setActiveRegistered(false)
+                emit(.alarm, "Graph lists the active key \(j.active) but the token endpoint has refused it at \(times) checks in a row; the application cannot sign in with it")
+            }
+            return report
+        }
+        lock.withLock { refusedWhileListed = 0 }
         report.activeRegistered = true
         setActiveRegistered(true)
 
-        // 3. Keys this agent removed that came back.
-        var back: Set<String> = []
+        // 3. Keys this agent removed: back (listed, or a retained key gets a token), gone (not listed,
+        // or refused as unknown), or unknown (an error: nothing is decided on it).
+        var back: Set<String> = [], gone: Set<String> = []
         if let listed {
             let mine = Set(j.tombstones.map(\.thumbprint) + j.retained.map(\.thumbprint))
             back = Set(mine.filter { t in listed.contains { $0.matches(thumbprint: t) } })
+            gone = mine.subtracting(back)
         } else {
             for r in j.retained {
                 guard let c = try? credential(r.thumbprint) else { continue }
-                if (try? await tokens.probe(credential: .certificate(c))) != nil { back.insert(r.thumbprint) }
+                do {
+                    _ = try await tokens.probe(credential: .certificate(c))
+                    back.insert(r.thumbprint)
+                } catch let e as EntraError where e.kind == .credentialNotYetActive || e.kind == .credentialInvalid {
+                    gone.insert(r.thumbprint)
+                } catch {}
             }
         }
-        for t in back.sorted() where try await removeAgain(t, using: active, listed: listed) {
+        // Without self-read, a key that still signs in after its known keyIds were removed again is
+        // registered under a keyId this agent never learned (a lost addKey answer's retry): it
+        // cannot be removed from here. Say so once, and let its window end like a gone key's.
+        let stillBack = lock.withLock { () -> Set<String> in
+            let again = listed == nil ? back.intersection(backLastCheck) : []
+            backLastCheck = back
+            return again
+        }
+        for t in stillBack.sorted() where lock.withLock({ unremovable.insert(t).inserted }) {
+            metrics.increment("keyroll_unremovable_keys_total", ["app_id": identity.appId])
+            emit(.alarm, "key \(t) still signs in after this agent removed it: it is registered a second time under a keyId the agent cannot see without reading its application (a lost addKey answer). It holds no lockout risk; remove it with: az ad app credential list --id \(identity.appId), then az ad app credential delete --id \(identity.appId) --key-id <its keyId>")
+        }
+        gone.formUnion(lock.withLock { unremovable })
+        for t in back.subtracting(stillBack).sorted() {
+            // intent first: a new retention window, so a crash after the removal keeps the key
             try commit(journal.removedAgain(t, now: clock.now()), phase: nil, event: nil)
-            report.removedAgain.append(t)
+            if try await removeAgain(t, using: active, listed: listed) { report.removedAgain.append(t) }
         }
 
-        // 4. Retained keys whose window has passed, now that the active key is seen registered.
-        for r in journal.retained where !back.contains(r.thumbprint) {
+        // 4. A retained key goes once its window has passed and two checks in a row (minutes
+        // apart) have seen it gone and the active key registered: a stale write landing just before
+        // the first would have dropped the active key by the second.
+        let candidates = lock.withLock { releaseCandidates }
+        var next: Set<String> = []
+        for r in journal.retained where gone.contains(r.thumbprint) {
             guard let since = r.retainedSince, clock.now().timeIntervalSince(since) >= policy.retainedKeyWindow else { continue }
+            guard candidates.contains(r.thumbprint) else { next.insert(r.thumbprint); continue }
             try commit(try journal.released(r.thumbprint), phase: nil, event: nil)
-            destroyGivenUp(r.thumbprint, "retained key \(r.thumbprint) destroyed: its window passed and the active key is registered", event: .released)
+            destroyGivenUp(r.thumbprint, "retained key \(r.thumbprint) destroyed: its window passed and two checks saw the active key registered", event: .released)
             report.released.append(r.thumbprint)
         }
+        lock.withLock { releaseCandidates = next }
         refreshMetrics()
         return report
     }
@@ -150,6 +189,11 @@ extension Roller {
             let key = try credential(rep.thumbprint)
             switch rep.phase {
             case .readding:
+                if (rep.attempts ?? 0) >= Self.maximumRepairAttempts {
+                    try commit(try journal.repairEnded(now: clock.now(), outcome: "\(rep.attempts ?? 0) registrations were not accepted"), phase: nil,
+                               event: (.alarm, "the active key was registered again \(rep.attempts ?? 0) times and is still not accepted; the next registration check starts over"))
+                    throw Journal.TransitionError(description: "repair of \(rep.thumbprint) gave up after \(rep.attempts ?? 0) registrations")
+                }
                 guard let prover = try? credential(rep.prover) else {
                     try commit(try journal.repairEnded(now: clock.now(), outcome: "the prover's key file is gone"), phase: nil, event: nil)
                     continue
@@ -165,11 +209,12 @@ extension Roller {
                             try await byProver.addKey(objectID: identity.applicationObjectId, certificate: key.certificate,
                                                       displayName: CredentialName.displayName(cn: certificateSubject), prover: prover)
                         }.keyId
-                    } catch let e as EntraError where e.kind == .credentialInvalid || e.kind == .credentialNotYetActive {
+                    } catch let e as EntraError where e.kind == .credentialInvalid || e.kind == .credentialNotYetActive || Self.refusesForGood(e) {
                         // The prover is not accepted any more: end this repair; the next check starts
                         // one with whatever key Entra accepts then (or says the app is locked out).
-                        try commit(try journal.repairEnded(now: clock.now(), outcome: "the prover \(rep.prover) was refused (\(e.kind.rawValue))"), phase: nil,
-                                   event: (.alarm, "the key proving the repair was refused; the next registration check tries again"))
+                        try commit(try journal.repairEnded(now: clock.now(), outcome: "addKey refused (\(e.graphCode ?? e.kind.rawValue))"), phase: nil,
+                                   event: (.alarm, Self.refusesForGood(e) && e.kind != .credentialInvalid ? "re-registering the active key was refused: \(Self.fix(for: e))"
+                                               : "the key proving the repair was refused; the next registration check tries again"))
                         throw e
                     }
                 }
@@ -202,10 +247,13 @@ extension Roller {
                 }
                 let j = journal
                 let removedByUs = j.credential(rep.prover)?.isRetained == true || j.tombstones.contains { $0.thumbprint == rep.prover }
-                var removed = false
-                if removedByUs { removed = try await removeAgain(rep.prover, using: key, listed: nil) }
-                try commit(try journal.repaired(now: clock.now(), proverRemoved: removed), phase: nil,
-                           event: (.repaired, "the active key is registered again and proven\(removed ? "; the brought-back key \(rep.prover) was removed again" : "")"))
+                if removedByUs {
+                    // intent first: its retention window starts again before the removal is sent
+                    try commit(journal.removedAgain(rep.prover, now: clock.now()), phase: nil, event: nil)
+                    _ = try await removeAgain(rep.prover, using: key, listed: nil)
+                }
+                try commit(try journal.repaired(now: clock.now(), proverRemoved: removedByUs), phase: nil,
+                           event: (.repaired, "the active key is registered again and proven\(removedByUs ? "; the brought-back key \(rep.prover) was removed again" : "")"))
                 setActiveRegistered(true)
             }
         }

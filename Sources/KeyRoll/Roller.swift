@@ -50,6 +50,13 @@ public final class Roller: @unchecked Sendable {
     var activeRefused = false
     /// When Graph was last read for tombstones (in memory: a restart reads again).
     var lastTombstoneRead: Date?
+    /// Checks in a row that found the active key listed by Graph but refused by the token endpoint.
+    var refusedWhileListed = 0
+    /// Retained keys the last check found gone past their window: released if the next agrees.
+    var releaseCandidates: Set<String> = []
+    /// Retained keys the last check found back (no self-read), and those found back twice in a row.
+    var backLastCheck: Set<String> = []
+    var unremovable: Set<String> = []
 
     /// A held credential, parsed once.
     func credential(_ thumbprint: String) throws -> SigningCredential {
@@ -183,7 +190,18 @@ public final class Roller: @unchecked Sendable {
                 if let outcome = try await step(r) { return outcome }
                 patienceStarted = nil
                 patienceAttempt = 0
-            } catch let e as EntraError where e.kind == .credentialNotYetActive && e.operation == "token" {
+            } catch let e as EntraError where e.kind == .credentialNotYetActive || e.kind == .credentialInvalid {
+                // Entra refuses a key: if it is the active key, proven before, and the evidence says
+                // it is gone (a stale privileged write dropped it), register it again with a proof by
+                // a held key Entra still accepts (the new key of this roll, or a retained one)
+                // before anything else; no step of the roll can succeed without it.
+                if journal.repair == nil, journal.activeCredential?.lastProvenAt != nil,
+                   let active = try? credential(journal.active), !(try await isStillRegistered(active, readingWith: nil)) {
+                    try await repairDroppedActive(reason: "the active key is refused (\(e.kind.rawValue) in \(e.operation))",
+                                                  preferring: r.phase >= .switched ? r.oldThumbprint : r.newThumbprint)
+                    continue
+                }
+                guard e.kind == .credentialNotYetActive, e.operation == "token" else { throw e }
                 // The credential authenticating Graph calls is not accepted yet: a bootstrap cert the
                 // provisioner has just registered propagates like any other. Wait, within the bound.
                 let started = patienceStarted ?? clock.now()
@@ -203,7 +221,7 @@ public final class Roller: @unchecked Sendable {
     func begin(reason: String) async throws {
         try sweep()
         let now = clock.now()
-        let window = policy.newCertificateWindow(now: now)
+        let window = policy.newCertificateWindow(now: graphBase.correctedNow)
         try policy.checkNewCertificate(notBefore: window.notBefore, notAfter: window.notAfter)
         let subject = certificateSubject
         let size = policy.keySize

@@ -24,6 +24,13 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
     public var lastOutcome: String?
     /// The roll in progress, if any, in words an operator can act on.
     public var interruptedRoll: InterruptedRoll?
+    /// A re-registration of the active key in progress (a stale write dropped it), if any.
+    public var repair: Repair?
+    /// Removed keys kept to undo a stale write, and keys removed whose return is watched for.
+    public var retainedKeys: Int?
+    public var tombstones: Int?
+    /// When the last repair ended and what it said, if any repair is in the history.
+    public var lastRepair: String?
 
     /// A roll that has not finished: where it stands and what happens next.
     public struct InterruptedRoll: Sendable, Codable, Equatable {
@@ -51,7 +58,9 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
                               activeOrigin: active?.origin ?? .keyroll, activeNotAfter: active?.notAfter ?? .distantPast, nextRoll: next,
                               cliff: cliff, timeToCliff: ttc, alarm: policy.alarm(timeToCliff: ttc), rollPhase: j.roll?.phase,
                               heldCredentials: j.credentials.count, rolls: j.history.filter { $0.outcome == "rolled" }.count,
-                              lastOutcome: j.history.last?.outcome, interruptedRoll: interrupted)
+                              lastOutcome: j.history.last?.outcome, interruptedRoll: interrupted, repair: j.repair,
+                              retainedKeys: j.retained.count, tombstones: j.tombstones.count,
+                              lastRepair: j.history.last { $0.outcome.hasPrefix("repair") }.map { "\(UTCTime.iso($0.finishedAt)) \($0.outcome)" })
     }
 
     /// What resuming a roll at its phase does.

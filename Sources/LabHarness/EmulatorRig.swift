@@ -68,3 +68,13 @@ public final class EmulatorRig: @unchecked Sendable {
         ])
     }
 }
+
+extension EmulatorSettings {
+    /// The emulator's defaults with `allowSelfRead` on: for tests and runs that opt in to an app
+    /// reading its own application object (the default is off: Entra likely refuses it).
+    public static var selfReading: EmulatorSettings {
+        var s = EmulatorSettings()
+        s.allowSelfRead = true
+        return s
+    }
+}

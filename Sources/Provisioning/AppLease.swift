@@ -29,6 +29,19 @@ public struct AppLease: Sendable {
     public let runId: String
     public let expires: Date
     let graph: GraphClient
+    /// What this run's PATCHes meant to add and remove, for the re-read after them.
+    let ledger = Ledger()
+
+    /// The keys a run's PATCHes added and removed.
+    final class Ledger: @unchecked Sendable {
+        private let lock = NSLock()
+        private var _added: [Provisioner.NewKey] = []
+        private var _removed: Set<String> = []
+        func add(_ keys: [Provisioner.NewKey]) { lock.withLock { _added += keys } }
+        func remove(_ keyIds: [String]) { lock.withLock { _removed.formUnion(keyIds) } }
+        var added: [Provisioner.NewKey] { lock.withLock { _added } }
+        var removed: Set<String> { lock.withLock { _removed } }
+    }
 
     public var tag: String { Self.prefix + runId + ":" + String(Int(expires.timeIntervalSince1970)) }
 
@@ -96,12 +109,40 @@ extension Provisioner {
         if let held = AppLease.current, held.objectId == objectId { return try await body() }
         let lease = try await AppLease.acquire(graph: graph, objectId: objectId, name: name, duration: leaseDuration, confirmDelay: leaseConfirmDelay)
         do {
-            let result = try await AppLease.$current.withValue(lease) { try await body() }
+            let result = try await AppLease.$current.withValue(lease) { () async throws -> T in
+                let r = try await body()
+                try await recheck(lease, name: name)
+                return r
+            }
             await lease.release()
             return result
         } catch {
             await lease.release()
             throw error
+        }
+    }
+
+    /// After a run's PATCHes, `recheckDelay` later, Graph is read again (reads are eventually
+    /// consistent, and another writer may have landed a stale list since): a key the run added
+    /// that is gone is merged again (its bundle is already written: a host may depend on it), and a
+    /// key it removed that is back is removed again. Both are logged as warnings.
+    func recheck(_ lease: AppLease, name: String) async throws {
+        let added = lease.ledger.added, removed = lease.ledger.removed
+        guard !added.isEmpty || !removed.isEmpty else { return }
+        try await graph.sleeper.sleep(seconds: recheckDelay)
+        let keys = try await graph.keyCredentials(objectID: lease.objectId)
+        let vanished = added.filter { n in !keys.contains { $0.keyId == n.keyId && $0.matches(n.certificate) } }
+        let back = keys.filter { removed.contains($0.keyId) }.map(\.keyId)
+        if !vanished.isEmpty {
+            logger.warning("keys this run added vanished after its PATCH (another writer's stale list?); adding them again",
+                           metadata: ["app": "\(name)", "keyIds": "\(vanished.map(\.keyId))"])
+            try await mergeKeyCredentials(objectID: lease.objectId, adding: vanished)
+        }
+        if !back.isEmpty {
+            logger.warning("keys this run removed came back after its PATCH (another writer's stale list?); removing them again",
+                           metadata: ["app": "\(name)", "keyIds": "\(back)"])
+            let drop = Set(back)
+            _ = try await removeKeyCredentials(objectID: lease.objectId) { drop.contains($0.keyId) }
         }
     }
 

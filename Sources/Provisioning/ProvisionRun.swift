@@ -338,6 +338,7 @@ extension Provisioner {
     public func removeKeyCredentials(objectID: String, where remove: @escaping @Sendable (KeyCredential) -> Bool) async throws -> [KeyCredential] {
         let before = try await graph.updateKeyCredentials(id: objectID, precondition: leaseCheck(objectID)) { current in current.filter { !remove($0) }.map(Self.patchEntry) }
         let removed = before.filter(remove)
+        AppLease.current.map { if $0.objectId == objectID { $0.ledger.remove(removed.map(\.keyId)) } }
         let after = Set(try await graph.keyCredentials(objectID: objectID).map(\.keyId))
         let stillThere = removed.map(\.keyId).filter(after.contains)
         guard stillThere.isEmpty else {

@@ -17,6 +17,8 @@ public struct Provisioner: Sendable {
     public var leaseDuration: TimeInterval = 900
     /// How long a run waits after writing its lease before reading it back.
     public var leaseConfirmDelay: Double = 2
+    /// How long after its PATCHes a privileged run reads the keys again (``withLease``).
+    public var recheckDelay: Double = 5
     /// Tag on every application KeyRoll provisions.
     public static let managedTag = "keyroll:managed"
 
@@ -118,6 +120,7 @@ public struct Provisioner: Sendable {
         // roll): the PATCH sent it, so it cannot have dropped it. Worth a note, not a failure.
         let gone = before.map(\.keyId).filter { !afterIds.contains($0) }
         if !gone.isEmpty { logger.info("keys removed since the PATCH was built (an agent's removeKey)", metadata: ["keyIds": "\(gone)"]) }
+        AppLease.current.map { if $0.objectId == objectID { $0.ledger.add(adding) } }
         let missing = adding.filter { n in !after.contains { $0.keyId == n.keyId && $0.matches(n.certificate) } }.map(\.keyId)
         guard missing.isEmpty else {
             throw EntraError(kind: .protocolViolation, operation: "mergeKeyCredential",

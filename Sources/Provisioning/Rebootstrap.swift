@@ -33,6 +33,10 @@ public struct Rebootstrap: Sendable {
         }
         let now = provisioner.graph.correctedNow
         let keys = try await provisioner.graph.keyCredentials(objectID: app.id)
+        let replicas = Set(keys.compactMap { k -> ReplicaName? in let m = CredentialName.parse(displayName: k.displayName); return m.isKeyRoll ? m.replica : nil })
+        if replica == nil, !replicas.isEmpty {
+            throw Refused(description: "\(app.displayName ?? app.appId) runs on several hosts (replicas \(replicas.sorted().map(\.rawValue).joined(separator: ", "))); name the one whose host needs a new start: --replica rN. An unmarked bootstrap would belong to no replica.")
+        }
         let valid = keys.filter { $0.isValidCertificate(at: now) && (replica == nil || CredentialName.parse(displayName: $0.displayName).replica == replica) }
         if !valid.isEmpty && !force {
             let latest = valid.compactMap(\.endDateTime).max().map { UTCTime.iso($0) } ?? "?"

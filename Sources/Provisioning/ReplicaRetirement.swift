@@ -64,9 +64,13 @@ public struct ReplicaRetirement: Sendable {
             do { signIns = try await graph.servicePrincipalSignIns(appId: app.appId, since: since) } catch let e as EntraError {
                 throw Refused(description: "cannot read the sign-in log of \(name) (\(e.graphCode ?? e.kind.rawValue)), so nothing shows that replica \(replica) is gone. Grant the provisioner AuditLog.Read.All (the log needs Entra ID P1/P2), or stop its agent and retire it with --force.")
             }
+            // any attempt with its keys, accepted or not, shows a host still running it
             let live = signIns.filter { s in
-                s.succeeded && (s.servicePrincipalCredentialKeyId.map(decided.contains) ?? false
-                                || s.servicePrincipalCredentialThumbprint.map { t in mine.contains { $0.matches(thumbprint: t.uppercased()) } } ?? false)
+                s.servicePrincipalCredentialKeyId.map(decided.contains) ?? false
+                    || s.servicePrincipalCredentialThumbprint.map { t in mine.contains { $0.matches(thumbprint: t.uppercased()) } } ?? false
+            }
+            if signIns.isEmpty {
+                throw Refused(description: "Graph's sign-in log shows no sign-in of \(name) at all since \(UTCTime.iso(since)), so it cannot tell whether replica \(replica) is gone (the log shows sign-ins minutes to hours late, and only with an Entra ID P1/P2 licence). Stop its agent and retire it with --force if you know its host is gone.")
             }
             if let last = live.max(by: { $0.createdDateTime < $1.createdDateTime }) {
                 throw Refused(description: "replica \(replica) of \(name) is live: its key \(last.servicePrincipalCredentialKeyId ?? "?") signed in at \(UTCTime.iso(last.createdDateTime)) (\(live.count) sign-ins since \(UTCTime.iso(since))). Stop its agent (and its host's use of the key), wait until it has not signed in for \(Int(signedInWithin / 3600)) h, then retire it; --force skips this check.")
@@ -94,6 +98,7 @@ public struct ReplicaRetirement: Sendable {
                 return current.filter { !decided.contains($0.keyId) }.map(Provisioner.patchEntry)
             }
             removed = basis.filter { decided.contains($0.keyId) }
+            AppLease.current?.ledger.remove(removed.map(\.keyId))
         } catch {
             trail.failed(error)
             throw error

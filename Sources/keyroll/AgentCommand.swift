@@ -99,12 +99,20 @@ struct AgentCommand: AsyncParsableCommand {
                 let (status, body) = path == TokenEndpointOptions.path
                     ? await endpoint.respond(method: request.method.rawValue, query: query, headers: headers)
                     : (400, TokenEndpointError.badRequest("Unknown path \(path.prefix(100)); the token endpoint is \(TokenEndpointOptions.path).").body(correlationID: UUID().uuidString.lowercased()))
-                return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: .init(bytes: body)))
+                // a token answer is never cached (RFC 6749 §5.1); a 503 says when to come back
+                var fields: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+                if status == 503 { fields[.retryAfter] = "5" }
+                return Response(status: .init(code: status), headers: fields, body: .init(byteBuffer: .init(bytes: body)))
             }
             router.get("**", use: answer)
             router.post("**", use: answer)
             let host = tokenEndpointHost
-            services.append(Application(router: router, configuration: .init(address: .hostname(host, port: tokenEndpointPort), serverName: "keyroll-token-endpoint"),
+            // bounded against a hostile neighbour: idle connections close after 10 s, and a request's
+            // header fields (the request line included) are at most 8 KiB, 16 KiB and 64 in all
+            services.append(Application(router: router,
+                                        server: .http1(configuration: .init(idleTimeout: .seconds(10),
+                                                                            httpDecoderConfiguration: .init(maxHeaderFieldSize: 8192, maxHeaderListSize: 16_384, maxHeaderFieldCount: 64))),
+                                        configuration: .init(address: .hostname(host, port: tokenEndpointPort), serverName: "keyroll-token-endpoint"),
                                         onServerRunning: { ch in
                                             let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(ch.localAddress?.port ?? 0)\(TokenEndpointOptions.path)"
                                             for r in served {
@@ -116,8 +124,18 @@ struct AgentCommand: AsyncParsableCommand {
                                         }, logger: logger))
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        do { try await group.run() } catch { logger.error("agent stopped: \(error)") }
+        // A service that fails (a port already taken by another process) stops the agent with a
+        // non-zero status, so the service manager restarts it and the failure is seen: an agent
+        // never stays up without the endpoint applications rely on, nor exits 0 with rolling stopped.
+        var failure: (any Error)?
+        do { try await group.run() } catch { failure = error }
         try await transport.shutdown()
+        if let failure {
+            let ports = [metricsPort >= 0 ? "metrics \(metricsHost):\(metricsPort)" : nil,
+                         tokenEndpointPort >= 0 && !served.isEmpty ? "token endpoint \(tokenEndpointHost):\(tokenEndpointPort)" : nil].compactMap { $0 }
+            logger.error("agent stopped: \(failure)", metadata: ["ports": "\(ports.joined(separator: ", "))"])
+            throw UserFacingError("The agent stopped: \(failure). If a port is taken (\(ports.joined(separator: ", "))), another process holds it — on the token endpoint's port it may be collecting applications' secrets: find it (ss -ltnp), stop it, and rotate the secrets (keyroll token-endpoint rotate-secret).")
+        }
     }
 
     func reloadHook() throws -> ReloadHook? {

@@ -39,6 +39,10 @@ struct StatusCommand: AsyncParsableCommand {
                     print("  next: \(r.next) — the agent resumes it by itself (or: keyroll roll --store \(s.store)).")
                     if let actBy = r.actBy { print("  act by \(shortDate(actBy)) UTC if it is still not finished: check the agent's log, then keyroll rebootstrap.") }
                 }
+                if let rep = s.repair {
+                    print("\(name): re-registering its active key at '\(rep.phase.rawValue)' since \(shortDate(rep.phaseSince)) UTC (\(rep.reason)); proof by \(rep.prover.prefix(12)). The agent finishes it by itself.")
+                }
+                if let last = s.lastRepair { print("\(name): last repair \(last)") }
                 if let a = s.advice { print("\(name): \(a)") }
             }
         }

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import KeyRoll
 import KeyRollCLI
 
@@ -16,6 +19,14 @@ enum TokenEndpointOptions {
         guard paths.count == 1 else { throw ValidationError("Name exactly one store (--store DIR); each identity has its own secret.") }
         let store = CredentialStore(path: paths[0])
         _ = try store.identity()
+        // The agent reads the secret as the store's owner: files written by another user (root
+        // through sudo) would be unreadable to it, and the identity would silently drop out.
+        var st = stat()
+        if stat(store.path, &st) == 0, st.st_uid != geteuid() {
+            let owner = getpwuid(st.st_uid).flatMap { String(validatingCString: $0.pointee.pw_name) } ?? "#\(st.st_uid)"
+            let args = CommandLine.arguments.dropFirst().joined(separator: " ")
+            throw UserFacingError("\(store.path) belongs to \(owner), and this runs as user \(geteuid()); the agent could not read what it would write. Run it as the store's owner: runuser -u \(owner) -- keyroll \(args)")
+        }
         return store
     }
 }

@@ -11,14 +11,20 @@ struct TokenEndpointEnvCommand: AsyncParsableCommand {
 
     @OptionGroup var stores: StoreOptions
 
-    @Option(name: .long, help: "The agent's --token-endpoint-port.")
-    var port = TokenEndpointOptions.defaultPort
+    @Option(name: .long, help: "The agent's --token-endpoint-port, when it has not run yet (default: the address the running agent wrote to STORE/token-endpoint.env).")
+    var port: Int?
 
     func run() async throws {
         let store = try TokenEndpointOptions.store(stores)
         guard try store.tokenEndpointSettings() != nil else {
             throw UserFacingError("The token endpoint does not serve \(store.path); enable it first: keyroll token-endpoint enable --store \(store.path)")
         }
-        print(try store.tokenEndpointEnvironment(endpointURL: TokenEndpointOptions.url(port: port), export: true), terminator: "")
+        // the address the agent really bound (host and port), as it wrote it; else the default one
+        var url = TokenEndpointOptions.url(port: port ?? TokenEndpointOptions.defaultPort)
+        if port == nil, let text = try? String(contentsOfFile: store.tokenEndpointEnvironmentPath, encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("IDENTITY_ENDPOINT=") }) {
+            url = String(line.dropFirst("IDENTITY_ENDPOINT=".count))
+        }
+        print(try store.tokenEndpointEnvironment(endpointURL: url, export: true), terminator: "")
     }
 }

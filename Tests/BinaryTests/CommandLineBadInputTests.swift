@@ -182,6 +182,9 @@ import Glibc
                 id["appId"] = "00000000-0000-0000-0000-000000000000/../x"
                 try SecureFiles.writeAtomically(JSONValue.object(id).serialized(), to: $0.path + "/identity.json", mode: 0o600)
             }], says: "is not a GUID"),
+            .init(description: "token-endpoint enable: run by a user who does not own the store (sudo)", argv: ["token-endpoint", "enable", "--store", try damaged("otherowner") {
+                chown($0.path, 65534, 65534)
+            }], says: "runuser -u"),
             .init(description: "status: not a store", argv: ["status", "--store", w.dir], says: "is not a KeyRoll store"),
         ]
         for c in cases { try await run(w, c) }

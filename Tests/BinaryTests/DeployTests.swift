@@ -9,10 +9,10 @@ import TestSupport
 @Suite(.serialized) struct DeployTests {
     static let root = Tools.packageRoot
 
-    /// Fails (never skips) when a tool the test needs is missing: `.ci/run` installs them.
+    /// Fails (never skips) when a tool the test needs is missing: `scripts/test` installs them.
     func require(_ tool: String, package: String) throws -> String {
         for dir in ["/usr/bin", "/usr/local/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: dir + "/" + tool) { return dir + "/" + tool }
-        throw ToolError("\(tool) is not installed: apt-get install \(package) (.ci/run does)")
+        throw ToolError("\(tool) is not installed: apt-get install \(package) (scripts/test does)")
     }
 
     /// Every metric family the agent exports, from its own registry.

@@ -6,6 +6,9 @@ import KeyRollPrimitives
 import LabHarness
 import Testing
 import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Unchanged Microsoft SDK code (azure-identity sync and async, DefaultAzureCredential, MSAL
 /// Python's ManagedIdentityClient, msgraph-sdk) gets tokens from a real `keyroll agent` with only
@@ -74,5 +77,40 @@ import TestSupport
         #expect(logText.contains("token served"))
         #expect(!logText.contains(try stores[0].tokenEndpointSecret()) && !logText.contains("eyJ"), "the agent's log leaks a secret or a token")
         await server.stop()
+    }
+
+    /// A neighbour binds the token endpoint's port before the agent starts: the agent must not stay
+    /// up without the endpoint, nor exit 0 (the service manager would not restart it and rolling
+    /// would stop unseen). It exits non-zero, naming the port and what to do. `--metrics-port -1`
+    /// is given as two words, as the help says.
+    @Test func anAgentWhosePortIsTakenExitsNonZeroAndSaysSo() async throws {
+        try Binaries.require()
+        let server = try await ServedEmulator.start(https: true)
+        defer { Task { await server.stop() } }
+        let provisioner = LabClients(emulator: server.emulator, base: server.baseURL, tenantID: server.provisioner.tenantID)
+            .provisioner(as: server.provisioner.appId, server.provisionerCredential)
+        let root = try Tools.temporaryDirectory("keyroll-squat")
+        let store = CredentialStore(path: root + "/squatted")
+        try Roller.importBundle(try await provisioner.provision(name: "squatted").bundle, into: store, now: Date())
+        #expect(try await Tools.run([Binaries.keyroll, "token-endpoint", "enable", "--store", store.path]).status == 0)
+        // the squatter
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        try #require(bound)
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        // (timeout: an agent that stays up without its endpoint is the failure this test looks for)
+        let result = try await Tools.run(["/usr/bin/timeout", "60", Binaries.keyroll, "agent", "--store", store.path, "--metrics-port", "-1", "--token-endpoint-port", "\(port)"],
+                                         environment: ["KEYROLL_CA_FILE": server.stateDir + "/ca.pem"])
+        #expect(result.status != 0 && result.status != 124, "the agent exited \(result.status) with its port taken (124: it stayed up)")
+        #expect(result.stderr.contains("\(port)") && result.stderr.contains("rotate-secret"), "\(result.stderr.suffix(800))")
+        #expect(!result.stderr.contains("Unknown option"), "--metrics-port -1 parses")
     }
 }

@@ -31,7 +31,7 @@ struct ClientWorld {
     let graph: GraphClient
     let endpoints: EntraEndpoints
 
-    init(settings: EmulatorSettings = .init(), roles: Set<GraphRole> = [], clientClock: ManualClock? = nil) throws {
+    init(settings: EmulatorSettings = .selfReading, roles: Set<GraphRole> = [], clientClock: ManualClock? = nil) throws {
         rig = try EmulatorRig(settings: settings)
         cred = try rig.credential("client", days: 30)
         reg = try rig.emulator.register(tenantID: rig.tenant.id, displayName: "client", roles: roles, certificates: [cred.certificate])
@@ -87,7 +87,7 @@ struct ClientWorld {
     }
 
     @Test func typedErrorsClassifyWithoutStringMatching() async throws {
-        var s = EmulatorSettings()
+        var s = EmulatorSettings.selfReading
         s.propagationDelayMin = 60
         s.propagationDelayMax = 60
         let w = try ClientWorld(settings: s)
@@ -217,5 +217,38 @@ struct ClientWorld {
         #expect(p.delay(attempt: 3, retryAfter: nil, random: 1) == 2.0)
         #expect(p.delay(attempt: 30, retryAfter: nil, random: 1) == p.maxDelay)
         #expect(p.delay(attempt: 3, retryAfter: nil, random: 0) == 0)
+    }
+}
+
+/// Answers every request with one fixed token answer.
+struct FixedTokenAnswer: HTTPTransport {
+    let body: String
+    func send(_ request: HTTPRequestMessage, timeout: TimeInterval) async throws -> HTTPResponseMessage {
+        HTTPResponseMessage(status: 200, headers: [("Content-Type", "application/json")], body: Array(body.utf8))
+    }
+}
+
+@Suite struct TokenAnswerTests {
+    /// A broken proxy or server answering a non-finite or absurd `expires_in` is an error with a
+    /// clear message, never a crash (a NaN or infinite lifetime used to trap in a conversion).
+    @Test(arguments: [#""nan""#, #""inf""#, "1e300", "-5", #""-inf""#, "86401"])
+    func anAbsurdExpiresInIsAProtocolViolation(_ expiresIn: String) async throws {
+        let endpoints = EntraEndpoints(authorityHost: "https://login.example.test", tenant: "contoso.example", graphBaseURL: "https://graph.example.test/v1.0")
+        let transport = FixedTokenAnswer(body: #"{"token_type":"Bearer","access_token":"abc","expires_in":\#(expiresIn)}"#)
+        let tokens = TokenProvider(endpoints: endpoints, clientID: UUID().uuidString.lowercased(), transport: transport, clock: ManualClock(Date(timeIntervalSince1970: 1_800_000_000)))
+        do {
+            _ = try await tokens.token(credential: .secret("s3cr3t-value"))
+            Issue.record("expires_in \(expiresIn) was accepted")
+        } catch let e as EntraError {
+            #expect(e.kind == .protocolViolation && e.message.contains("expires_in"), "\(e)")
+        }
+    }
+
+    @Test func anOrdinaryExpiresInIsAccepted() async throws {
+        let endpoints = EntraEndpoints(authorityHost: "https://login.example.test", tenant: "contoso.example", graphBaseURL: "https://graph.example.test/v1.0")
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let tokens = TokenProvider(endpoints: endpoints, clientID: UUID().uuidString.lowercased(),
+                                   transport: FixedTokenAnswer(body: #"{"token_type":"Bearer","access_token":"abc","expires_in":"3599"}"#), clock: ManualClock(now))
+        #expect(try await tokens.token(credential: .secret("s3cr3t-value")).expiresOn == now.addingTimeInterval(3599))
     }
 }

@@ -145,7 +145,7 @@ import TestSupport
     }
 
     @Test func propagationDelayGives700027ThenSuccess() async throws {
-        var settings = EmulatorSettings()
+        var settings = EmulatorSettings.selfReading  // the app reads its own keys below
         settings.propagationDelayMin = 120
         settings.propagationDelayMax = 120
         let rig = try EmulatorRig(settings: settings)

@@ -17,7 +17,7 @@ final class Fleet: @unchecked Sendable {
     let events = EventLog()
     let lockout: LockoutCheck
 
-    init(settings: EmulatorSettings = .init()) async throws {
+    init(settings: EmulatorSettings = .selfReading) async throws {
         rig = try EmulatorRig(settings: settings)
         let cred = try rig.credential("provisioner", days: 3650)
         let reg = try rig.emulator.register(tenantID: rig.tenant.id, displayName: "provisioner", roles: [.applicationReadWriteAll], certificates: [cred.certificate])

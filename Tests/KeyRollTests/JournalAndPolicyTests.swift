@@ -74,6 +74,17 @@ import Testing
         var clipped = RollPolicy()
         clipped.tenantMaximumValidity = 180 * 86_400
         #expect(clipped.effectiveValidity == 180 * 86_400)
+        // the whole window, backdate included, stays inside the tenant's cap
+        let w = clipped.newCertificateWindow(now: t0)
+        #expect(w.notBefore == t0.addingTimeInterval(-300))
+        #expect(w.notAfter.timeIntervalSince(w.notBefore) <= 180 * 86_400 - 60)
+        #expect(RollPolicy().newCertificateWindow(now: t0).notAfter == t0.addingTimeInterval(365 * 86_400), "without a cap, validity from now")
+        // the subject carries KeyRoll's marker: keyroll- first, no @ (the replica separator)
+        for bad in ["svc-{appId}", "keyroll-x@r3"] {
+            var p = RollPolicy()
+            p.subject = bad
+            #expect(throws: RollPolicy.Invalid.self, "\(bad)") { try p.validated() }
+        }
     }
 
     @Test func cliffAndAlarms() throws {

@@ -61,7 +61,12 @@ import Glibc
         // the old key is retained; after its window a check releases it: die while destroying it
         fleet.rig.clock.advance(by: RollPolicy().retainedKeyWindow + 1)
         let hook = PointHook(target: "unlink key.pem#1")
-        do { _ = try? await fleet.roller(CredentialStore(path: store.path, hook: hook.hook)).watchRegistration() }
+        do {
+            let r = try fleet.roller(CredentialStore(path: store.path, hook: hook.hook))
+            _ = try? await r.watchRegistration()  // sees it gone: a candidate
+            fleet.rig.clock.advance(by: 600)
+            _ = try? await r.watchRegistration()  // agrees: releases it, and dies destroying it
+        }
         #expect(hook.didFire)
         let j = try store.journal()
         #expect(j.credentials.map(\.thumbprint) == [j.active], "the journal let go of the retained key before it was destroyed")
@@ -172,7 +177,7 @@ import Glibc
     // 5. Rolls that never end
 
     @Test func aLostRemoveKeyAnswerWithoutSelfReadStillFinishes() async throws {
-        var s = EmulatorSettings()
+        var s = EmulatorSettings.selfReading
         s.allowSelfRead = false
         let fleet = try await Fleet(settings: s)
         let (store, bundle) = try await crashed(fleet, "lost-remove", at: "answered removeKey#1")
@@ -208,7 +213,7 @@ import Glibc
     // 6. Status is computed from what exists
 
     @Test func statusAfterACrashOnTheAbandonPathShowsTheBootstrapsCliff() async throws {
-        var s = EmulatorSettings()
+        var s = EmulatorSettings.selfReading
         s.propagationDelayMin = 3600
         s.propagationDelayMax = 3600
         let fleet = try await Fleet(settings: s)

@@ -52,19 +52,22 @@ final class ReplicatedApp: @unchecked Sendable {
     /// Every way a replica can be locked out, and every way siblings can hurt each other: for each
     /// live replica the LockoutCheck (a token for its published key); Graph lists each live
     /// replica's active key exactly once; no key in Graph is held by two replicas.
-    func violations() async throws -> [String] {
+    /// Without self-read (`duplicatesAllowed`), a lost addKey answer cannot be looked up, and the
+    /// retry registers the certificate a second time: room, never a key (docs/replicas.md).
+    func violations(duplicatesAllowed: Bool = false) async throws -> [String] {
         var wrong: [String] = []
         let registered = try fleet.graphKeys(appId)
         let counts = Dictionary(grouping: registered, by: \.sha1.hex).mapValues(\.count)
         for (r, roller) in rollers.sorted(by: { $0.key < $1.key }) {
             wrong += await fleet.lockout.violations(roller.store, appId: appId, signIn: true).map { "\(r): \($0)" }
             let active = roller.journal.active
+            if duplicatesAllowed { if counts[active] == nil { wrong.append("\(r): its active key is not registered") }; continue }
             if counts[active] != 1 { wrong.append("\(r): its active key is registered \(counts[active] ?? 0) times") }
             for k in registered where k.sha1.hex == active {
                 if CredentialName.parse(displayName: k.displayName).replica != r { wrong.append("\(r): its key is named \(k.displayName ?? "-")") }
             }
         }
-        for (t, n) in counts where n > 1 { wrong.append("key \(t) registered \(n) times") }
+        if !duplicatesAllowed { for (t, n) in counts where n > 1 { wrong.append("key \(t) registered \(n) times") } }
         return wrong
     }
 }
@@ -103,8 +106,9 @@ final class ReplicatedApp: @unchecked Sendable {
 @Suite struct ReplicaTests {
     /// Entra's weather: propagation delay, throttling, transient errors and lost answers on every
     /// write an agent or the provisioner makes.
-    static func weather() -> EmulatorSettings {
+    static func weather(selfRead: Bool = true) -> EmulatorSettings {
         var s = EmulatorSettings()
+        s.allowSelfRead = selfRead
         s.propagationDelayMin = 5
         s.propagationDelayMax = 300
         s.throttling.enabled = true
@@ -138,8 +142,9 @@ final class ReplicatedApp: @unchecked Sendable {
         }
     }
 
-    @Test func threeReplicasRollForThreeYearsThroughWeatherScalingOutAndIn() async throws {
-        let fleet = try await Fleet(settings: Self.weather())
+    @Test(arguments: [true, false])
+    func threeReplicasRollForThreeYearsThroughWeatherScalingOutAndIn(selfRead: Bool) async throws {
+        let fleet = try await Fleet(settings: Self.weather(selfRead: selfRead))
         let app = ReplicatedApp(fleet)
         let policy = { var p = RollPolicy(); p.verifyTimeout = 1800; return p }()
         // r1 and r2 share their jitter, so they roll at the same moments; r3 has its own
@@ -175,7 +180,7 @@ final class ReplicatedApp: @unchecked Sendable {
             rounds += 1
             if scaledOut, app.rollers[.numbered(4)] != nil, alongside != nil { fleet.rig.clock.advance(by: 301) }  // r4's bootstrap propagates
             fleet.rig.emulator.setFaults([])  // the check signs in once per replica: no injected 503 may fail it
-            let wrong = try await app.violations()
+            let wrong = try await app.violations(duplicatesAllowed: !selfRead)
             fleet.rig.emulator.setFaults(Self.faults)
             #expect(wrong.isEmpty, "round \(rounds) at \(UTCTime.iso(fleet.rig.clock.now())): \(wrong); events: \(fleet.events.all.suffix(30).map { "\(UTCTime.iso($0.time)) \($0.kind) \($0.detail)" })")
             if !wrong.isEmpty { break }
@@ -194,7 +199,8 @@ final class ReplicatedApp: @unchecked Sendable {
         let row = try #require(audit.apps.first { $0.appId == app.appId })
         #expect(row.replicas.map(\.replica.rawValue) == ["r1", "r3", "r4"])
         #expect(row.replicas.allSatisfy { $0.condition == .healthy }, "\(row.replicas)")
-        #expect(row.worst == .healthy)
+        // without self-read a lost addKey answer leaves a second registration the audit lists as a leftover
+        #expect(row.worst == .healthy || (!selfRead && row.worst == .leftovers), "\(row.worst)")
         // the jitter spreads the roll dates: r3 plans its rolls apart from r1
         let plans = app.rollers.mapValues { $0.nextRollDate() }
         let spread = plans[.numbered(3)]!.timeIntervalSince(plans[.numbered(1)]!)
@@ -287,7 +293,7 @@ final class ReplicatedApp: @unchecked Sendable {
     }
 
     @Test func theEmulatorsCredentialLimitHoldsRollsBackWithoutLockingAnyoneOut() async throws {
-        var s = EmulatorSettings()
+        var s = EmulatorSettings.selfReading
         s.maxCredentialItems = 4  // 3 replicas' keys and room for one roll at a time
         let fleet = try await Fleet(settings: s)
         let app = ReplicatedApp(fleet)

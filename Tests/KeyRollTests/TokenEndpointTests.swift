@@ -89,6 +89,7 @@ import TestSupport
             ("wrong header", await w.ask(String(repeating: "x", count: secretA.count)), 401),
             ("another identity's client_id", await w.ask(secretA, extra: [("client_id", w.b.appId)]), 400),
             ("an unknown client_id", await w.ask(secretA, extra: [("client_id", UUID().uuidString)]), 400),
+            ("a wrong header with junk parameters", await w.ask("wrong", resource: nil, apiVersion: "x"), 401),
             ("two selectors", await w.ask(secretA, extra: [("client_id", w.a.appId), ("object_id", "x")]), 400),
             ("a resource id", await w.ask(secretA, extra: [("mi_res_id", "/subscriptions/x")]), 400),
             ("a resource off the allow-list", await w.ask(secretA, resource: "https://vault.azure.net"), 400),
@@ -190,13 +191,49 @@ import TestSupport
         }
     }
 
+    /// A hostile neighbour without a secret cannot grow `/metrics` or the log: 2,000 wrong-secret
+    /// requests with distinct, long resources (and an 80 KiB api-version) add one series, and log
+    /// at most the rate limit. An authenticated app without an allow-list gets at most 20 resource
+    /// label values, the rest `other`.
+    @Test func aFloodOfBadRequestsLeavesMetricsAndLogsBounded() async throws {
+        let w = try await World()
+        let secret = try w.a.store.tokenEndpointSecret()
+        _ = await w.ask(secret)
+        let seriesBefore = w.metrics.exposition().split(separator: "\n").filter { $0.hasPrefix("keyroll_token_endpoint_requests_total{") }.count
+        for i in 0..<2000 {
+            let r = await w.ask("wrong-\(i)", resource: "https://evil.example/\(i)/" + String(repeating: "a", count: 150),
+                                apiVersion: i == 0 ? String(repeating: "eyJ", count: 27_000) : "2019-08-01")
+            #expect(r.status == 401)
+        }
+        let text = w.metrics.exposition()
+        let series = text.split(separator: "\n").filter { $0.hasPrefix("keyroll_token_endpoint_requests_total{") }
+        #expect(series.count == seriesBefore + 1, "\(series.count - seriesBefore) new series: \(series.suffix(3))")
+        #expect(text.contains(#"keyroll_token_endpoint_requests_total{app_id="-",resource="-",status="401"} 2000"#), "\(series)")
+        #expect(!text.contains("evil.example"))
+        let refusals = w.logs.lines.filter { $0.contains("token request refused") }
+        #expect(refusals.count <= RefusalLogLimit.perMinute, "\(refusals.count) refusal lines logged")
+        #expect(!w.logs.lines.contains { $0.contains("evil.example") || $0.contains("eyJeyJ") }, "a wrong secret's request text reached the log")
+        // an authenticated identity without an allow-list: bounded resource labels
+        for i in 0..<30 { _ = await w.ask(secret, resource: "api://keyroll-stream-\(i)") }
+        let labelled = Set(w.metrics.exposition().split(separator: "\n").filter { $0.contains("app_id=\"\(w.a.appId)\"") && $0.hasPrefix("keyroll_token_endpoint_requests_total{") }
+            .compactMap { $0.split(separator: ",").first { $0.hasPrefix("resource=") } })
+        #expect(labelled.count <= TokenEndpoint.maximumResourceLabels + 1 && labelled.contains(#"resource="other""#), "\(labelled.count) resource labels")
+    }
+
+    /// The environment file keeps the endpoint's own host away from any proxy, in both spellings.
+    @Test func theEnvironmentFileBypassesProxiesForTheRealHost() throws {
+        #expect(CredentialStore.noProxyHosts(for: "http://[::1]:42356/msi/token") == ["::1", "[::1]", "127.0.0.1", "localhost"])
+        #expect(CredentialStore.noProxyHosts(for: "http://127.0.0.2:42356/msi/token") == ["127.0.0.2", "127.0.0.1", "localhost"])
+        #expect(CredentialStore.noProxyHosts(for: "http://127.0.0.1:42356/msi/token") == ["127.0.0.1", "localhost"])
+    }
+
     @Test func enablingRotatingAndDisablingTheSecret() async throws {
         let w = try await World()
         let old = try w.a.store.tokenEndpointSecret()
         #expect(try SecureFiles.readSecret(w.a.store.tokenEndpointSecretPath).count > 32, "the secret file is private (readSecret checks 0600 and owner)")
         try w.a.store.writeTokenEndpointEnvironment(endpointURL: "http://127.0.0.1:42356/msi/token")
         let env = try String(contentsOfFile: w.a.store.tokenEndpointEnvironmentPath, encoding: .utf8)
-        #expect(env == "IDENTITY_ENDPOINT=http://127.0.0.1:42356/msi/token\nIDENTITY_HEADER=\(old)\nAZURE_CLIENT_ID=\(w.a.appId)\nNO_PROXY=127.0.0.1,localhost\n")
+        #expect(env == "IDENTITY_ENDPOINT=http://127.0.0.1:42356/msi/token\nIDENTITY_HEADER=\(old)\nAZURE_CLIENT_ID=\(w.a.appId)\nNO_PROXY=127.0.0.1,localhost\nno_proxy=127.0.0.1,localhost\n")
         #expect((try FileManager.default.attributesOfItem(atPath: w.a.store.tokenEndpointEnvironmentPath)[.posixPermissions] as? Int) == 0o600)
         let new = try w.a.store.rotateTokenEndpointSecret()
         #expect(new != old)

@@ -49,7 +49,7 @@ import TestSupport
 @Suite(.serialized) struct FleetReportBrowserTests {
     static func chromium() throws -> String {
         for path in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"] where FileManager.default.isExecutableFile(atPath: path) { return path }
-        throw ToolError("headless Chromium is not installed: apt-get install chromium (.ci/run does)")
+        throw ToolError("headless Chromium is not installed: apt-get install chromium (scripts/test does)")
     }
 
     static func flags(_ dir: String) -> [String] {

@@ -226,7 +226,8 @@ struct Central {
         _ = try await reboot.run(application: r.application, bundlePath: c.dir + "/b3.json", force: true, reason: "drill", operator: "tester")
         #expect(try String(contentsOfFile: auditLog, encoding: .utf8).contains(#""forced":true"#))
         // the intent is on record before the privileged write: a refused PATCH leaves intent + failed, and no bundle
-        c.rig.emulator.setFaults([FaultRule(route: "PATCH /v1.0/applications", action: .status(403, retryAfter: nil), sequence: [true])])
+        // (the first PATCH is the run's lease tag on the app; the second, the keyCredentials write, is refused)
+        c.rig.emulator.setFaults([FaultRule(route: "PATCH /v1.0/applications", action: .status(403, retryAfter: nil), sequence: [false, true])])
         await #expect(throws: EntraError.self) {
             _ = try await reboot.run(application: r.application, bundlePath: c.dir + "/b4.json", force: true, reason: "refused", operator: "tester")
         }

@@ -55,7 +55,7 @@ public struct IdentityTokenRequest: Sendable, Equatable {
         guard versions.count == 1, versions[0] == apiVersion else {
             return .failure(.badRequest(versions.isEmpty
                 ? "api-version is missing; this endpoint speaks api-version=\(apiVersion) (App Service)."
-                : "api-version \(versions.joined(separator: ",")) is not supported; use api-version=\(apiVersion) (App Service)."))
+                : "api-version \(versions.joined(separator: ",").prefix(40)) is not supported; use api-version=\(apiVersion) (App Service)."))
         }
         let resources = values("resource")
         guard resources.count == 1, let resource = resources.first, !resource.trimmingCharacters(in: .whitespaces).isEmpty else {
@@ -67,7 +67,7 @@ public struct IdentityTokenRequest: Sendable, Equatable {
             if let selector = selector(name, value) { selectors.append((name, selector)) }
         }
         guard selectors.count <= 1 else {
-            return .failure(.badRequest("Give at most one identity selector; got \(selectors.map(\.0).joined(separator: ", ")).") )
+            return .failure(.badRequest("Give at most one identity selector; got \(selectors.count) (\(selectors.map(\.0).joined(separator: ", ").prefix(100))).") )
         }
         return .success(IdentityTokenRequest(secret: secret, resource: resource, selector: selectors.first?.1))
     }

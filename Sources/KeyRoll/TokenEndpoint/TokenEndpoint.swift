@@ -1,6 +1,7 @@
 import EntraClient
 import EntraCrypto
 import Foundation
+import Synchronization
 import KeyRollPrimitives
 import Logging
 
@@ -25,6 +26,10 @@ public final class TokenEndpoint: Sendable {
     let rollers: [Roller]
     let metrics: MetricsRegistry
     let logger: Logger
+    /// Resource label values seen per identity (``resourceLabel``).
+    let labels = Mutex<[String: Set<String>]>([:])
+    /// Refusal log lines admitted per status and minute.
+    let refusalLog = RefusalLog()
     let clock: any WallClock
 
     public init(rollers: [Roller], metrics: MetricsRegistry, clock: any WallClock = SystemClock(), logger: Logger = Logger(label: "keyroll.token-endpoint")) {
@@ -43,16 +48,25 @@ public final class TokenEndpoint: Sendable {
         let correlationID = UUID().uuidString.lowercased()
         var appId = "-", resource = "-"
         let result: Result<[UInt8], TokenEndpointError>
-        switch IdentityTokenRequest.parse(method: method, query: query, headers: headers) {
-        case .failure(let e):
-            result = .failure(e)
-        case .success(let request):
-            resource = request.resource
-            switch owner(of: request) {
-            case .failure(let e): result = .failure(e)
-            case .success(let (roller, settings)):
-                appId = roller.identity.appId
-                result = await token(request, roller: roller, settings: settings)
+        // The secret first: a request without a matching one is refused before anything it says is
+        // parsed, counted or logged (its text bounds no metric and costs no scan).
+        let secrets = headers.filter { $0.0.lowercased() == IdentityTokenRequest.secretHeader }.map(\.1)
+        if secrets.count == 1, let given = secrets.first, !given.isEmpty, secretOwner(given) == nil {
+            result = .failure(.wrongSecret)
+        } else {
+            switch IdentityTokenRequest.parse(method: method, query: query, headers: headers) {
+            case .failure(let e):
+                result = .failure(e)
+            case .success(let request):
+                switch owner(of: request) {
+                case .failure(let e):
+                    if let (roller, _) = secretOwner(request.secret) { appId = roller.identity.appId }
+                    result = .failure(e)
+                case .success(let (roller, settings)):
+                    appId = roller.identity.appId
+                    resource = resourceLabel(request.resource, appId: appId, settings: settings)
+                    result = await token(request, roller: roller, settings: settings)
+                }
             }
         }
         let status: Int
@@ -61,27 +75,50 @@ public final class TokenEndpoint: Sendable {
         case .success(let b): (status, body) = (200, b)
         case .failure(let e): (status, body) = (e.status, e.body(correlationID: correlationID))
         }
-        // resource is the caller's text: bounded in the metric and the log, never a token
-        let shownResource = String(resource.prefix(200))
-        metrics.increment("keyroll_token_endpoint_requests_total", ["app_id": appId, "resource": shownResource, "status": "\(status)"])
+        // the resource label is bounded (resourceLabel): at most `maximumResourceLabels` values per
+        // identity, the rest "other"; a request with no matching secret has none at all
+        metrics.increment("keyroll_token_endpoint_requests_total", ["app_id": appId, "resource": resource, "status": "\(status)"])
         if case .failure(let e) = result {
-            logger.warning("token request refused", metadata: ["app_id": "\(appId)", "resource": "\(shownResource)", "status": "\(status)",
-                                                                "reason": "\(e.message)", "correlation_id": "\(correlationID)"])
+            if refusalLog.admit(status: status, now: clock.now()) {
+                logger.warning("token request refused", metadata: ["app_id": "\(appId)", "resource": "\(resource)", "status": "\(status)",
+                                                                    "reason": "\(e.message.prefix(300))", "correlation_id": "\(correlationID)"])
+            }
         } else {
-            logger.info("token served", metadata: ["app_id": "\(appId)", "resource": "\(shownResource)"])
+            logger.info("token served", metadata: ["app_id": "\(appId)", "resource": "\(resource)"])
         }
         return (status, body)
     }
 
-    /// The identity whose secret the request carries, checked against its selector.
-    func owner(of request: IdentityTokenRequest) -> Result<(Roller, TokenEndpointSettings), TokenEndpointError> {
-        let given = Array(request.secret.utf8)
+    /// At most this many distinct `resource` label values per identity; later ones count as `other`.
+    public static let maximumResourceLabels = 20
+
+    /// The `resource` label of an authenticated request: an allow-listed resource as it is, else
+    /// one of the first ``maximumResourceLabels`` resources this identity asked for, else `other`.
+    func resourceLabel(_ resource: String, appId: String, settings: TokenEndpointSettings) -> String {
+        if settings.allowedResources != nil { return settings.allows(resource) ? String(resource.prefix(200)) : "other" }
+        return labels.withLock { seen in
+            let value = String(resource.prefix(200))
+            if seen[appId, default: []].contains(value) { return value }
+            guard seen[appId, default: []].count < Self.maximumResourceLabels else { return "other" }
+            seen[appId, default: []].insert(value)
+            return value
+        }
+    }
+
+    /// The served identity whose secret is `given` (compared in constant time with every one).
+    func secretOwner(_ given: String) -> (Roller, TokenEndpointSettings)? {
+        let bytes = Array(given.utf8)
         var match: (Roller, TokenEndpointSettings)?
         for roller in rollers {
             guard let settings = try? roller.store.tokenEndpointSettings(), let secret = try? roller.store.tokenEndpointSecret() else { continue }
-            if Self.constantTimeEqual(given, Array(secret.utf8)), match == nil { match = (roller, settings) }
+            if Self.constantTimeEqual(bytes, Array(secret.utf8)), match == nil { match = (roller, settings) }
         }
-        guard let (roller, settings) = match else { return .failure(.wrongSecret) }
+        return match
+    }
+
+    /// The identity whose secret the request carries, checked against its selector.
+    func owner(of request: IdentityTokenRequest) -> Result<(Roller, TokenEndpointSettings), TokenEndpointError> {
+        guard let (roller, settings) = secretOwner(request.secret) else { return .failure(.wrongSecret) }
         let id = roller.identity
         switch request.selector {
         case nil:
@@ -90,18 +127,16 @@ public final class TokenEndpoint: Sendable {
             break
         case .objectID(let o) where o.lowercased() == id.applicationObjectId.lowercased():
             break
-        case .clientID(let c):
-            let other = rollers.contains { $0.identity.appId.lowercased() == c.lowercased() }
-            return .failure(.badRequest(other
-                ? "client_id \(c) is another identity of this agent; this secret belongs to \(id.appId) and gets only its tokens."
-                : "No identity with client_id \(c) is served here; this secret belongs to \(id.appId). Set AZURE_CLIENT_ID to \(id.appId) (or leave client_id out)."))
-        case .objectID(let o):
-            return .failure(.badRequest("object_id \(o) is not the application object of \(id.appId); leave it out or select by client_id=\(id.appId)."))
+        case .clientID:
+            // one answer whether or not the agent serves that client id: a secret tells nothing about other identities
+            return .failure(.badRequest("This secret belongs to \(id.appId) and gets only its tokens. Set AZURE_CLIENT_ID to \(id.appId) (or leave client_id out)."))
+        case .objectID:
+            return .failure(.badRequest("That object_id is not the identity of this secret (\(id.appId)); leave it out or select by client_id=\(id.appId)."))
         case .resourceID:
             return .failure(.badRequest("KeyRoll identities are app registrations and have no Azure resource id; select by client_id=\(id.appId) or leave the selector out."))
         }
         guard settings.allows(request.resource) else {
-            return .failure(.badRequest("\(request.resource) is not among the resources \(id.appId) may get tokens for here (\((settings.allowedResources ?? []).joined(separator: ", "))). "
+            return .failure(.badRequest("\(request.resource.prefix(100)) is not among the resources \(id.appId) may get tokens for here (\((settings.allowedResources ?? []).joined(separator: ", "))). "
                                         + "Add it with keyroll token-endpoint enable --allow-resource."))
         }
         return .success((roller, settings))
@@ -150,7 +185,7 @@ public final class TokenEndpoint: Sendable {
                          message: "Entra refuses app \(appId)'s certificate (\(e.message)). Its key may be gone from Entra: run `keyroll status` on the agent's host; "
                             + "if the app is past its cliff, re-bootstrap it through the provisioner (keyroll rebootstrap).")
         case .badRequest:
-            return .badRequest("Entra refused a token for \(resource) (\(e.message)). Check the resource: it must be an API Entra knows, e.g. https://graph.microsoft.com or api://<app>.")
+            return .badRequest("Entra refused a token for \(resource.prefix(100)) (\(e.message.prefix(300))). Check the resource: it must be an API Entra knows, e.g. https://graph.microsoft.com or api://<app>.")
         case .sizeExceeded, .protocolViolation:
             return .init(status: 500, code: "server_error", message: "The agent could not get a token for \(appId): \(e.message)")
         }
@@ -173,4 +208,29 @@ extension Roller {
         do { active = try credential(journal.active) } catch { active = try credential(journal.active) }
         return try await tokens.token(credential: .certificate(active), scope: scope, refreshAhead: refreshAhead)
     }
+}
+
+/// Refusals are logged at most ``perMinute`` times a minute per HTTP status, so a flood of bad
+/// requests cannot fill the journal (journald drops a unit's lines past its own rate limit, the
+/// agent's roll and cliff messages with them); the lines held back are counted in the next one.
+final class RefusalLog: @unchecked Sendable {
+    static let perMinute = RefusalLogLimit.perMinute
+    private let lock = NSLock()
+    private var minute: Int64 = 0
+    private var counts: [Int: Int] = [:]
+
+    /// Whether a refusal with `status` at `now` may be logged.
+    func admit(status: Int, now: Date) -> Bool {
+        lock.withLock {
+            let m = Int64(now.timeIntervalSince1970 / 60)
+            if m != minute { minute = m; counts = [:] }
+            counts[status, default: 0] += 1
+            return counts[status]! <= Self.perMinute
+        }
+    }
+}
+
+/// How many refusals a minute, per HTTP status, the token endpoint logs.
+public enum RefusalLogLimit {
+    public static let perMinute = 10
 }

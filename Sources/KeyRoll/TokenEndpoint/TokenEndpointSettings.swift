@@ -40,7 +40,8 @@ extension CredentialStore {
 
     /// Lets the agent's token endpoint serve this identity (with a new secret, unless it has one).
     public func enableTokenEndpoint(_ settings: TokenEndpointSettings) throws {
-        if (try? tokenEndpointSecret()) == nil { try rotateTokenEndpointSecret() }
+        // never rotate implicitly: only a store without a secret gets one (an unreadable one is an error)
+        if !FileManager.default.fileExists(atPath: tokenEndpointSecretPath) { try rotateTokenEndpointSecret() } else { _ = try tokenEndpointSecret() }
         try SecureFiles.writeAtomically(Array(try JSONEncoder.readable().encode(settings)), to: tokenEndpointSettingsPath, hook: hook)
     }
 
@@ -73,9 +74,30 @@ extension CredentialStore {
     public func tokenEndpointEnvironment(endpointURL: String, export: Bool = false) throws -> String {
         let id = try identity()
         let prefix = export ? "export " : ""
+        // The endpoint's own host, bracketless and bracketed for IPv6, in both spellings: Python's
+        // requests and urllib read `no_proxy` first, others `NO_PROXY`. An application with a proxy
+        // must keep these in its own list (systemd's EnvironmentFile= replaces Environment=).
+        let bypass = Self.noProxyHosts(for: endpointURL).joined(separator: ",")
         return [("IDENTITY_ENDPOINT", endpointURL), ("IDENTITY_HEADER", try tokenEndpointSecret()), ("AZURE_CLIENT_ID", id.appId),
-                ("NO_PROXY", "127.0.0.1,localhost")]
+                ("NO_PROXY", bypass), ("no_proxy", bypass)]
             .map { "\(prefix)\($0.0)=\($0.1)" }.joined(separator: "\n") + "\n"
+    }
+
+    /// The hosts a proxy must not see for the endpoint at `url`: its own host (IPv6 both with and
+    /// without brackets), then `127.0.0.1` and `localhost`.
+    public static func noProxyHosts(for url: String) -> [String] {
+        var hosts: [String] = []
+        if let rest = url.range(of: "://").map({ url[$0.upperBound...] }) {
+            let authority = rest.prefix { $0 != "/" }
+            if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
+                let inner = String(authority[authority.index(after: authority.startIndex)..<close])
+                hosts += [inner, "[\(inner)]"]
+            } else if let host = authority.split(separator: ":").first {
+                hosts.append(String(host))
+            }
+        }
+        for h in ["127.0.0.1", "localhost"] where !hosts.contains(h) { hosts.append(h) }
+        return hosts
     }
 
     /// Writes ``tokenEndpointEnvironment(endpointURL:export:)`` to `token-endpoint.env` (0600).
