@@ -56,6 +56,37 @@ public actor TokenProvider {
         return token
     }
 
+    /// Stale-while-revalidate, for callers that must answer at once (the managed-identity endpoint):
+    /// a cached token with more than `refreshAhead` left is returned as ``token(credential:scope:refreshAhead:)``
+    /// does; one with less, but more than `minimumLifetime`, is *still returned at once* while a single
+    /// background refresh replaces it (an Entra outage then costs callers nothing until the cached
+    /// token runs low). Only when nothing usable is cached does the caller wait for Entra. Concurrent
+    /// callers share one request to Entra per key either way.
+    public func tokenServingCached(credential: ClientCredential, scope: String? = nil, refreshAhead: TimeInterval,
+                                   minimumLifetime: TimeInterval) async throws -> AccessToken {
+        let scope = scope ?? endpoints.graphScope
+        let key = cacheKey(credential, scope)
+        if let cached = cache[key] {
+            let left = cached.expiresOn.timeIntervalSince(clock.now())
+            if left > max(Self.refreshMargin, refreshAhead) { return cached }
+            if left > minimumLifetime {
+                if inFlight[key] == nil {
+                    let task = Task { try await self.fetch(credential: credential, scope: scope) }
+                    inFlight[key] = task
+                    Task { await self.finishRefresh(key, task) }
+                }
+                return cached
+            }
+        }
+        return try await token(credential: credential, scope: scope, refreshAhead: refreshAhead)
+    }
+
+    /// Stores a background refresh's token (a failure keeps the cached one) and clears it.
+    private func finishRefresh(_ key: String, _ task: Task<AccessToken, Error>) async {
+        if let token = try? await task.value { cache[key] = token }
+        if inFlight[key] == task { inFlight[key] = nil }
+    }
+
     /// Forgets cached tokens (e.g. after Graph answered 401).
     public func invalidate() { cache.removeAll() }
 

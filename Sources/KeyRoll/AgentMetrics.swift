@@ -60,7 +60,7 @@ extension MetricsRegistry {
         m.describe("keyroll_rolls_total", "counter", "Rolls finished, by outcome.")
         m.describe("keyroll_roll_failures_total", "counter", "Roll attempts that failed (the agent keeps its key and retries with backoff).")
         m.describe("keyroll_roll_consecutive_failures", "gauge", "Roll attempts failed in a row since the last success (0 when the last attempt succeeded).")
-        m.describe("keyroll_last_token_success_timestamp_seconds", "gauge", "Last successful token request per certificate (unix time): during a roll's verification, and every 6 hours between rolls.")
+        m.describe("keyroll_last_token_success_timestamp_seconds", "gauge", "Last successful token request per certificate (unix time): during a roll's verification, and at every registration check (≤ 10 minutes) between rolls.")
         m.describe("keyroll_token_errors_total", "counter", "Token endpoint errors by AADSTS code.")
         m.describe("keyroll_graph_errors_total", "counter", "Graph errors by code.")
         m.describe("keyroll_clock_offset_seconds", "gauge", "Entra's clock minus this machine's, learned from Date headers.")
@@ -69,6 +69,15 @@ extension MetricsRegistry {
         m.describe("keyroll_reload_hook_failures_total", "counter", "Reload hook runs that failed (the old key stays registered meanwhile).")
         m.describe("keyroll_keygens_total", "counter", "RSA key pairs generated.")
         m.describe("keyroll_keygen_cpu_seconds_total", "counter", "CPU seconds spent generating RSA key pairs (thread CPU time).")
+        m.describe("keyroll_active_key_registered", "gauge", "1 when the last registration check saw the active key registered, 0 when Entra refuses it and it could not be registered again.")
+        m.describe("keyroll_registration_checks_total", "counter", "Registration checks between rolls (every ≤ 10 minutes).")
+        m.describe("keyroll_registration_check_failures_total", "counter", "Registration checks that could not decide (Entra unreachable or throttling).")
+        m.describe("keyroll_repairs_total", "counter", "Re-registrations of a dropped key, by kind (dropped_before_switch, active_dropped, no_prover).")
+        m.describe("keyroll_removed_again_total", "counter", "Keys this agent had removed that came back (a stale write) and were removed again.")
+        m.describe("keyroll_unremovable_keys_total", "counter", "Removed keys still registered under a keyId the agent cannot see (no self-read).")
+        m.describe("keyroll_retained_keys", "gauge", "Removed keys whose private key is kept to undo a stale write.")
+        m.describe("keyroll_add_key_refused_total", "counter", "addKey refusals no retry can change (the roll ended), by code.")
+        m.describe("keyroll_removal_refused_total", "counter", "Removals the removal guard refused (the registration stays, with an alarm).")
         return m
     }
 }

@@ -82,7 +82,8 @@ extension Roller {
         let j = journal
         let status = identityStatus()
         let labels = ["app_id": identity.appId]
-        let held = Set(j.credentials.map(\.thumbprint))
+        // retained keys are removed from Entra: no certificate series for them
+        let held = Set(j.credentials.filter { !$0.isRetained }.map(\.thumbprint))
         let stale = lock.withLock { () -> Set<String> in
             let gone = exportedThumbprints.subtracting(held)
             exportedThumbprints = held
@@ -92,7 +93,8 @@ extension Roller {
             metrics.remove("keyroll_certificate_not_after_seconds", ["app_id": identity.appId, "thumbprint": t])
             metrics.remove("keyroll_last_token_success_timestamp_seconds", ["app_id": identity.appId, "thumbprint": t])
         }
-        for c in j.credentials { metrics.set("keyroll_certificate_not_after_seconds", ["app_id": identity.appId, "thumbprint": c.thumbprint], c.notAfter.timeIntervalSince1970) }
+        for c in j.credentials where !c.isRetained { metrics.set("keyroll_certificate_not_after_seconds", ["app_id": identity.appId, "thumbprint": c.thumbprint], c.notAfter.timeIntervalSince1970) }
+        metrics.set("keyroll_retained_keys", labels, Double(j.retained.count))
         if let ttc = status.timeToCliff { metrics.set("keyroll_time_to_cliff_seconds", labels, ttc) }
         for a in [RollPolicy.Alarm.ok, .warning, .critical, .pastCliff] { metrics.set("keyroll_alarm", ["app_id": identity.appId, "level": a.rawValue], a == status.alarm ? 1 : 0) }
         metrics.set("keyroll_next_roll_timestamp_seconds", labels, next.timeIntervalSince1970)

@@ -102,6 +102,8 @@ struct DemoCommand: AsyncParsableCommand {
         // managed-identity endpoint (the first roller's store enables it).
         let keylessStore = rollers[0].roller.store
         try keylessStore.enableTokenEndpoint(TokenEndpointSettings(allowedResources: ["https://graph.microsoft.com"]))
+        // the application's own business permission (an app may not read even itself without one)
+        try emulator.grant([.applicationReadAll], toAppId: rollers[0].roller.identity.appId)
         let keyless = KeylessReader(endpoint: TokenEndpoint(rollers: [rollers[0].roller], metrics: MetricsRegistry(), clock: clock, logger: Logger(label: "demo")),
                                     secret: try keylessStore.tokenEndpointSecret(), emulator: emulator,
                                     objectID: rollers[0].roller.identity.applicationObjectId, base: clients.endpoints.authorityHost)

@@ -5,7 +5,8 @@ import KeyRollPrimitives
 
 /// The demo's application without a key: it gets Graph tokens from the agent's managed-identity
 /// endpoint (as an Azure SDK would, retrying a 503 up to 3 times) and reads its own application
-/// object with them, again and again while its key rolls underneath.
+/// object with them (it holds Application.Read.All for its own work), again and again while its key
+/// rolls underneath.
 struct KeylessReader {
     let endpoint: TokenEndpoint
     let secret: String

@@ -32,6 +32,8 @@ import Glibc
             let r = try await provisioner.provision(name: name)
             let store = CredentialStore(path: root + "/" + name)
             try Roller.importBundle(r.bundle, into: store, now: Date())
+            // the application's own business permission: msgraph-sdk reads its own application object
+            try server.emulator.grant([.applicationReadAll], toAppId: r.bundle.appId)
             let enabled = try await Tools.run([Binaries.keyroll, "token-endpoint", "enable", "--store", store.path])
             #expect(enabled.status == 0, "\(enabled.stderr)")
             stores.append(store)
@@ -59,7 +61,7 @@ import Glibc
         try #require(FileManager.default.fileExists(atPath: envFile), "the agent wrote no environment file: \(early.suffix(1500))")
         let started = Date()
         let result = try await Task.detached {
-            try Tools.python("managed_identity.py", [envFile, server.stateDir, bundles[0].applicationObjectId, bundles[1].appId, "12"])
+            try Tools.python("managed_identity.py", [envFile, server.stateDir, bundles[0].applicationObjectId, bundles[1].appId, "20"])  // the roll: ~14 s of propagation, a 1 s settle
         }.value
         let checks = try #require(result["checks"]?.objectValue)
         #expect(checks.count >= 10, "\(checks.keys.sorted())")

@@ -116,13 +116,28 @@ import TestSupport
         let before = tokenRequests()
         for _ in 0..<20 { #expect(await w.ask(secret).json?["access_token"] == first.json?["access_token"]) }
         #expect(tokenRequests() == before, "served from the cache")
-        // 50 minutes on, the cached token has under 15 minutes left: a fresh one is fetched
-        w.fleet.rig.clock.advance(by: 50 * 60)
-        let later = await w.ask(secret)
-        #expect(later.status == 200 && later.json?["access_token"] != first.json?["access_token"])
-        #expect(tokenRequests() == before + 1)
+        // 47 minutes on, the cached token has under 15 minutes left (but more than 10): it is still
+        // served at once while one background refresh replaces it
+        w.fleet.rig.clock.advance(by: 47 * 60)
+        let stale = await w.ask(secret)
+        #expect(stale.status == 200 && stale.json?["access_token"] == first.json?["access_token"], "served from the cache during the refresh")
+        var later = stale
+        for _ in 0..<200 where later.json?["access_token"] == first.json?["access_token"] {
+            await Task.yield()
+            later = await w.ask(secret)
+        }
+        #expect(later.status == 200 && later.json?["access_token"] != first.json?["access_token"], "the background refresh replaced it")
+        #expect(tokenRequests() == before + 1, "one refresh, however many requests came meanwhile")
         let left = Double(Int64(later.json?["expires_on"]?.stringValue ?? "") ?? 0) - w.fleet.rig.clock.now().timeIntervalSince1970
         #expect(left >= TokenEndpoint.minimumLifetime)
+        // Entra down while the cached token has 12 minutes left: still served, quickly; at 9 minutes left: a 503
+        w.fleet.rig.clock.advance(by: 3599 - 12 * 60)  // the refreshed token now has 12 minutes left
+        w.fleet.rig.emulator.setFaults([FaultRule(route: "token", action: .status(503, retryAfter: nil), probability: 1)])
+        let during = await w.ask(secret)
+        #expect(during.status == 200 && during.json?["access_token"] == later.json?["access_token"], "\(during.status)")
+        w.fleet.rig.clock.advance(by: 3 * 60)
+        #expect(await w.ask(secret).status == 503)
+        w.fleet.rig.emulator.setFaults([])
         // Entra issuing short tokens: none is served with under 10 minutes
         var s = w.fleet.rig.emulator.settings
         s.tokenLifetime = 300
@@ -218,6 +233,19 @@ import TestSupport
         let labelled = Set(w.metrics.exposition().split(separator: "\n").filter { $0.contains("app_id=\"\(w.a.appId)\"") && $0.hasPrefix("keyroll_token_endpoint_requests_total{") }
             .compactMap { $0.split(separator: ",").first { $0.hasPrefix("resource=") } })
         #expect(labelled.count <= TokenEndpoint.maximumResourceLabels + 1 && labelled.contains(#"resource="other""#), "\(labelled.count) resource labels")
+    }
+
+    /// 100 simultaneous requests for a token nobody has yet cause exactly one token request to Entra.
+    @Test func simultaneousUncachedRequestsCauseOneRequestToEntra() async throws {
+        let w = try await World()
+        let secret = try w.a.store.tokenEndpointSecret()
+        let before = w.fleet.rig.emulator.requestCounts()["token", default: 0]
+        let statuses = await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<100 { group.addTask { await w.ask(secret, resource: "api://keyroll-concurrent").status } }
+            return await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses.allSatisfy { $0 == 200 }, "\(Set(statuses))")
+        #expect(w.fleet.rig.emulator.requestCounts()["token", default: 0] - before == 1)
     }
 
     /// The environment file keeps the endpoint's own host away from any proxy, in both spellings.

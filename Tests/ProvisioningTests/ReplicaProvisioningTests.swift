@@ -176,6 +176,50 @@ import TestSupport
         #expect(try c.rig.emulator.keyCredentials(appId: appId).count == 4)
     }
 
+    /// Two privileged runs on one app at once (two operators: one scales out from its own log, one
+    /// re-bootstraps r1): they never interleave their whole-list PATCHes. One holds the app's lease;
+    /// the other is refused with a message naming the other run, or waits its turn — and every
+    /// bundle either run wrote holds a key Graph lists (no run drops the other's new key).
+    @Test func twoPrivilegedRunsAtOnceNeverDropEachOthersKeys() async throws {
+        let c = try Central()
+        guard case .replicas(let appId, _, _, _, _)? = try await run(c, manifest(c, replicas: 3)) else { Issue.record("no outcome"); return }
+        let app = try #require(try await c.provisioner.graph.application(appId: appId))
+        var refusals = 0, rounds = 0
+        for round in 0..<6 {
+            rounds += 1
+            let scaleOut = Manifest(apps: [.init(name: "web", bundlePath: "\(c.dir)/bundles-\(round)/web.json", replicas: 4 + round)])
+            func attempt<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+                do { return .success(try await body()) } catch { return .failure(error) }
+            }
+            async let a: Result<ProvisionRun.Report, any Error> = attempt {
+                try await ProvisionRun(provisioner: c.provisioner, manifest: scaleOut, log: try ProvisionLog(path: c.dir + "/other-\(round).log")).execute()
+            }
+            async let b: Result<BootstrapBundle, any Error> = attempt {
+                try await Rebootstrap(provisioner: c.provisioner, auditLogPath: c.dir + "/audit.log")
+                    .run(application: app, bundlePath: c.dir + "/r1-\(round).json", replica: .numbered(1), force: true, reason: "drill", operator: "ops")
+            }
+            let (ra, rb) = await (a, b)
+            let keys = try c.rig.emulator.keyCredentials(appId: appId)
+            for case .failure(let e) in [ra.map { _ in () }, rb.map { _ in () }] {
+                #expect("\(e)".contains("another privileged KeyRoll run"), "a run failed for another reason: \(e)")
+                refusals += 1
+            }
+            if case .success(let report) = ra {
+                for (_, failure) in report.failures { #expect(failure.contains("another privileged KeyRoll run"), "\(failure)"); refusals += 1 }
+            }
+            // every bundle written in this round holds a registered key
+            for path in (try FileManager.default.subpathsOfDirectory(atPath: c.dir)).filter({ $0.hasSuffix(".json") && ($0.contains("bundles-\(round)/") || $0 == "r1-\(round).json") }) {
+                let bundle = try BootstrapBundle.decode(Array(try Data(contentsOf: URL(fileURLWithPath: c.dir + "/" + path))))
+                let cert = try bundle.signingCredential().certificate
+                #expect(keys.contains { $0.sha1 == cert.sha1Thumbprint }, "round \(round): \(path) holds a key Graph does not list")
+            }
+        }
+        print("two privileged runs at once: \(rounds) rounds, \(refusals) refused by the lease")
+        // no lease is left behind
+        let tags = try await c.provisioner.graph.application(id: app.id, select: ["id", "appId", "tags"]).tags ?? []
+        #expect(!tags.contains { $0.hasPrefix(AppLease.prefix) }, "\(tags)")
+    }
+
     @Test func retireRemovesOnlyTheReplicasKeysAndIsAudited() async throws {
         let c = try Central()
         guard case .replicas(let appId, _, _, _, _)? = try await run(c, manifest(c, replicas: 3)) else { Issue.record("no outcome"); return }

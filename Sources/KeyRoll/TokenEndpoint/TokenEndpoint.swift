@@ -146,7 +146,7 @@ public final class TokenEndpoint: Sendable {
         let appId = roller.identity.appId
         let token: AccessToken
         do {
-            token = try await roller.accessToken(scope: request.scope, refreshAhead: Self.refreshAhead)
+            token = try await roller.accessToken(scope: request.scope, refreshAhead: Self.refreshAhead, servingCachedAbove: Self.minimumLifetime)
         } catch let e as EntraError {
             let j = roller.journal
             let keyAge = j.credential(j.active).map { clock.now().timeIntervalSince($0.notBefore) }
@@ -203,9 +203,14 @@ extension Roller {
     ///
     /// A roll that finishes between reading the journal and reading the key destroys the key just
     /// read about; the journal then names its successor, so the read is made once more.
-    public func accessToken(scope: String, refreshAhead: TimeInterval) async throws -> AccessToken {
+    /// With `servingCachedAbove`, a cached token with more than that left is served while a refresh
+    /// runs in the background (``TokenProvider/tokenServingCached(credential:scope:refreshAhead:minimumLifetime:)``).
+    public func accessToken(scope: String, refreshAhead: TimeInterval, servingCachedAbove: TimeInterval? = nil) async throws -> AccessToken {
         let active: SigningCredential
         do { active = try credential(journal.active) } catch { active = try credential(journal.active) }
+        if let floor = servingCachedAbove {
+            return try await tokens.tokenServingCached(credential: .certificate(active), scope: scope, refreshAhead: refreshAhead, minimumLifetime: floor)
+        }
         return try await tokens.token(credential: .certificate(active), scope: scope, refreshAhead: refreshAhead)
     }
 }
