@@ -95,19 +95,7 @@ public enum Redaction {
     /// Copies `s`, replacing each match `rule` finds (it returns where the match ends and what
     /// replaces it) and moving on one byte wherever it finds none.
     private static func scan(_ s: [UInt8], _ rule: ([UInt8], Int) -> (end: Int, replacement: [UInt8])?) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(s.count)
-        var i = 0
-        while i < s.count {
-            if let (end, replacement) = rule(s, i) {
-                out += replacement
-                i = end
-            } else {
-                out.append(s[i])
-                i += 1
-            }
-        }
-        return out
+        scanSkipping(s) { s, i in rule(s, i).map { .replace(end: $0.end, with: $0.replacement) } }
     }
 
     enum Step {

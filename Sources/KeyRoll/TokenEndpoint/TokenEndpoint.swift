@@ -50,17 +50,20 @@ public final class TokenEndpoint: Sendable {
         let result: Result<[UInt8], TokenEndpointError>
         // The secret first: a request without a matching one is refused before anything it says is
         // parsed, counted or logged (its text bounds no metric and costs no scan).
+        // The stores' secrets are read once per request (one match, used for every decision below).
         let secrets = headers.filter { $0.0.lowercased() == IdentityTokenRequest.secretHeader }.map(\.1)
-        if secrets.count == 1, let given = secrets.first, !given.isEmpty, secretOwner(given) == nil {
+        let given = secrets.count == 1 ? secrets[0] : ""
+        let matched = given.isEmpty ? nil : secretOwner(given)
+        if !given.isEmpty, matched == nil {
             result = .failure(.wrongSecret)
         } else {
             switch IdentityTokenRequest.parse(method: method, query: query, headers: headers) {
             case .failure(let e):
                 result = .failure(e)
             case .success(let request):
-                switch owner(of: request) {
+                switch owner(of: request, matched: matched) {
                 case .failure(let e):
-                    if let (roller, _) = secretOwner(request.secret) { appId = roller.identity.appId }
+                    if let (roller, _) = matched { appId = roller.identity.appId }
                     result = .failure(e)
                 case .success(let (roller, settings)):
                     appId = roller.identity.appId
@@ -116,9 +119,10 @@ public final class TokenEndpoint: Sendable {
         return match
     }
 
-    /// The identity whose secret the request carries, checked against its selector.
-    func owner(of request: IdentityTokenRequest) -> Result<(Roller, TokenEndpointSettings), TokenEndpointError> {
-        guard let (roller, settings) = secretOwner(request.secret) else { return .failure(.wrongSecret) }
+    /// The identity whose secret the request carries (`matched`: ``secretOwner(_:)`` of that
+    /// secret, already looked up), checked against its selector.
+    func owner(of request: IdentityTokenRequest, matched: (Roller, TokenEndpointSettings)?) -> Result<(Roller, TokenEndpointSettings), TokenEndpointError> {
+        guard let (roller, settings) = matched else { return .failure(.wrongSecret) }
         let id = roller.identity
         switch request.selector {
         case nil:
