@@ -28,6 +28,10 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // Shared primitives with no I/O policy of their own: JSON values, UTC time, clocks and
@@ -58,7 +62,8 @@ let package = Package(
         // The rolling agent: store, policy, state machine, journal.
         .target(
             name: "KeyRoll",
-            dependencies: ["EntraCrypto", "EntraClient", "KeyRollPrimitives", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["EntraCrypto", "EntraClient", "KeyRollPrimitives", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         // The central side: bulk provisioning, audit, re-bootstrap.
         .target(
@@ -81,6 +86,10 @@ let package = Package(
             dependencies: [
                 "EntraCrypto", "EntraClient", "KeyRoll", "KeyRollCLI", "KeyRollPrimitives", "Provisioning",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -135,7 +144,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EntraEmulatorTests",
-            dependencies: ["EntraEmulator", "EntraCrypto", "KeyRollPrimitives", "LabHarness", "TestSupport"]
+            dependencies: ["EntraEmulator", "EntraClient", "EntraCrypto", "KeyRollPrimitives", "LabHarness", "TestSupport"]
         ),
         .testTarget(
             name: "ProvisioningTests",
@@ -143,7 +152,8 @@ let package = Package(
         ),
         .testTarget(
             name: "KeyRollTests",
-            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "Provisioning", "TestSupport"]
+            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "Provisioning", "TestSupport",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),
         // Tests that drive the built executables (crashes by SIGKILL, the demo, the benchmarks'
         // smoke run, bad command lines). They fail, never skip, when a binary is missing.

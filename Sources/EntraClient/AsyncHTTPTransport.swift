@@ -50,6 +50,8 @@ public final class AsyncHTTPTransport: HTTPTransport {
             let body = try await resp.body.collect(upTo: 16 * 1024 * 1024)
             return HTTPResponseMessage(status: Int(resp.status.code), headers: resp.headers.map { ($0.name, $0.value) }, body: Array(buffer: body))
         } catch let e as HTTPClientError {
+            // a cancelled task (the agent shutting down) is not a transient failure to retry
+            if Task.isCancelled { throw CancellationError() }
             throw TransportError("\(request.method) \(Redaction.url(request.url)): \(e)")
         } catch let e as NIOSSLError {
             throw TransportError("\(request.method) \(Redaction.url(request.url)): TLS failed (\(e)); if this is the emulator, pass its CA file")
@@ -58,6 +60,7 @@ public final class AsyncHTTPTransport: HTTPTransport {
         } catch is CancellationError {
             throw CancellationError()
         } catch {
+            if Task.isCancelled { throw CancellationError() }
             throw TransportError("\(request.method) \(Redaction.url(request.url)): \(error)")
         }
     }

@@ -57,6 +57,17 @@ public struct EntraError: Error, Sendable, CustomStringConvertible {
 
     public var isRetryable: Bool { kind == .throttled || kind == .transient }
 
+    /// Entra said no for good: the same request with the same credential gets the same answer
+    /// (a bad request such as an unknown resource or scope, or the credential, app or tenant refused).
+    /// Throttling, outages, clock skew and a key still propagating are not; nor is an answer that
+    /// could not be understood.
+    public var isPermanentRefusal: Bool {
+        switch kind {
+        case .badRequest, .credentialInvalid, .notFound, .unauthorized, .forbidden: return true
+        case .throttled, .transient, .clockSkew, .credentialNotYetActive, .sizeExceeded, .protocolViolation: return false
+        }
+    }
+
     public var description: String {
         var parts = ["\(operation) failed (\(kind.rawValue)"]
         if let s = httpStatus { parts[0] += ", HTTP \(s)" }

@@ -14,6 +14,15 @@ public struct AccessToken: Sendable {
 /// Acquires client-credentials tokens with a certificate assertion or a secret, caches them per
 /// (authority, tenant, client, credential, scope), refreshes 5 minutes before expiry, and shares one
 /// request among concurrent callers.
+///
+/// For the managed-identity endpoint (``tokenServingCached(credential:scope:refreshAhead:minimumLifetime:)``)
+/// it also remembers Entra's permanent refusals (``EntraError/isPermanentRefusal``: an unknown
+/// resource, a refused credential) per credential and scope for ``refusalCacheSeconds``, and
+/// answers identical requests with the same error without asking Entra, so one application's typo
+/// cannot spend the tenant's throttling budget. At most ``maximumRefusals`` are kept. A success for
+/// that credential and scope forgets the refusal; another credential (a roll switched keys) has its
+/// own entries. ``token(credential:scope:refreshAhead:)`` and ``probe(credential:scope:)`` (Graph
+/// calls, a roll's verification) never answer from it: they always ask Entra.
 public actor TokenProvider {
     let endpoints: EntraEndpoints
     public nonisolated let clientID: String
@@ -25,13 +34,23 @@ public actor TokenProvider {
     let logger: Logger
     var cache: [String: AccessToken] = [:]
     var inFlight: [String: Task<AccessToken, Error>] = [:]
+    /// Entra's permanent refusals per cache key, each with the time until which it is repeated.
+    var refusals: [String: (error: EntraError, until: Date)] = [:]
+    /// How long a permanent refusal is repeated without asking Entra (0: never).
+    public nonisolated let refusalCacheSeconds: TimeInterval
 
     public static let refreshMargin: TimeInterval = 300
+    /// The default of ``refusalCacheSeconds``.
+    public static let defaultRefusalCacheSeconds: TimeInterval = 30
+    /// At most this many refusals are remembered; the oldest goes first.
+    public static let maximumRefusals = 256
 
     public init(endpoints: EntraEndpoints, clientID: String, transport: any HTTPTransport, clock: any WallClock = SystemClock(),
                 sleeper: any Sleeper = TaskSleeper(), retry: RetryPolicy = .init(), offset: ClockOffset = ClockOffset(),
+                refusalCacheSeconds: TimeInterval = TokenProvider.defaultRefusalCacheSeconds,
                 logger: Logger = Logger(label: "keyroll.client.token")) {
         self.endpoints = endpoints
+        self.refusalCacheSeconds = refusalCacheSeconds
         self.clientID = clientID.lowercased()
         self.transport = transport
         self.clock = clock
@@ -47,13 +66,19 @@ public actor TokenProvider {
         let scope = scope ?? endpoints.graphScope
         let key = cacheKey(credential, scope)
         if let cached = cache[key], cached.expiresOn.timeIntervalSince(clock.now()) > max(Self.refreshMargin, refreshAhead) { return cached }
-        if let task = inFlight[key] { return try await task.value }
+        if let task = inFlight[key] { return try await Self.value(of: task) }
         let task = Task { try await self.fetch(credential: credential, scope: scope) }
         inFlight[key] = task
         defer { inFlight[key] = nil }
-        let token = try await task.value
-        cache[key] = token
+        let token = try await Self.value(of: task)
+        keep(token, key)
         return token
+    }
+
+    /// A shared request's result, given up when the caller is cancelled: the request is cancelled
+    /// too (an agent shutting down must not wait for Entra's retries to run out).
+    private static func value(of task: Task<AccessToken, Error>) async throws -> AccessToken {
+        try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
     }
 
     /// Stale-while-revalidate, for callers that must answer at once (the managed-identity endpoint):
@@ -61,7 +86,8 @@ public actor TokenProvider {
     /// does; one with less, but more than `minimumLifetime`, is *still returned at once* while a single
     /// background refresh replaces it (an Entra outage then costs callers nothing until the cached
     /// token runs low). Only when nothing usable is cached does the caller wait for Entra. Concurrent
-    /// callers share one request to Entra per key either way.
+    /// callers share one request to Entra per key either way. A permanent refusal is repeated for
+    /// ``refusalCacheSeconds`` without asking Entra again.
     public func tokenServingCached(credential: ClientCredential, scope: String? = nil, refreshAhead: TimeInterval,
                                    minimumLifetime: TimeInterval) async throws -> AccessToken {
         let scope = scope ?? endpoints.graphScope
@@ -78,24 +104,58 @@ public actor TokenProvider {
                 return cached
             }
         }
-        return try await token(credential: credential, scope: scope, refreshAhead: refreshAhead)
+        if let refusal = refusals[key], refusal.until > clock.now() { throw refusal.error }
+        do {
+            return try await token(credential: credential, scope: scope, refreshAhead: refreshAhead)
+        } catch let e as EntraError where e.isPermanentRefusal {
+            remember(e, key)
+            throw e
+        }
     }
 
     /// Stores a background refresh's token (a failure keeps the cached one) and clears it.
     private func finishRefresh(_ key: String, _ task: Task<AccessToken, Error>) async {
-        if let token = try? await task.value { cache[key] = token }
+        if let token = try? await task.value { keep(token, key) }
         if inFlight[key] == task { inFlight[key] = nil }
+    }
+
+    /// At most this many tokens are cached (one identity's provider: one per credential and
+    /// resource); past it, expired ones go first, then the one expiring soonest.
+    public static let maximumCachedTokens = 256
+
+    /// Caches a token Entra issued; any refusal remembered for the same key is obsolete.
+    private func keep(_ token: AccessToken, _ key: String) {
+        if cache[key] == nil, cache.count >= Self.maximumCachedTokens {
+            let now = clock.now()
+            cache = cache.filter { $0.value.expiresOn > now }
+            if cache.count >= Self.maximumCachedTokens, let soonest = cache.min(by: { $0.value.expiresOn < $1.value.expiresOn })?.key { cache[soonest] = nil }
+        }
+        cache[key] = token
+        refusals[key] = nil
+    }
+
+    /// Remembers a permanent refusal for ``refusalCacheSeconds``: expired entries go first, then,
+    /// past ``maximumRefusals``, the oldest.
+    private func remember(_ error: EntraError, _ key: String) {
+        guard refusalCacheSeconds > 0 else { return }
+        let now = clock.now()
+        refusals = refusals.filter { $0.value.until > now }
+        if refusals[key] == nil, refusals.count >= Self.maximumRefusals, let oldest = refusals.min(by: { $0.value.until < $1.value.until })?.key {
+            refusals[oldest] = nil
+        }
+        refusals[key] = (error, now.addingTimeInterval(refusalCacheSeconds))
     }
 
     /// Forgets cached tokens (e.g. after Graph answered 401).
     public func invalidate() { cache.removeAll() }
 
-    /// One token request that is never answered from the cache: used to *prove* a credential works
-    /// now. The token it obtains is real, so it is kept for later calls with the same credential.
+    /// One token request that is never answered from the cache (nor from a remembered refusal):
+    /// used to *prove* a credential works now. The token it obtains is real, so it is kept for later
+    /// calls with the same credential.
     public func probe(credential: ClientCredential, scope: String? = nil) async throws -> AccessToken {
         let scope = scope ?? endpoints.graphScope
         let token = try await fetch(credential: credential, scope: scope, maxAttempts: 1)
-        cache[cacheKey(credential, scope)] = token
+        keep(token, cacheKey(credential, scope))
         return token
     }
 

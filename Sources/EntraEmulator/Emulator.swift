@@ -219,6 +219,7 @@ public final class EntraEmulator: Sendable {
         if p.hasPrefix("/beta/reports") { return "reports" }
         if p.hasPrefix("/v1.0/applications") { return "applications" }
         if p.hasPrefix("/v1.0/serviceprincipals") { return "servicePrincipals" }
+        if p.hasPrefix("/v1.0/policies") { return "policies" }
         if p.hasPrefix("/_emulator") { return "control" }
         if p.contains("discovery") || p.contains("well-known") { return "discovery" }
         return "other"

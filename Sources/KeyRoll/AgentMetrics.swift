@@ -1,52 +1,173 @@
+import CoreMetrics
 import Foundation
+import Prometheus
 
-/// A small thread-safe Prometheus registry (text exposition format 0.0.4).
+/// The agent's metrics, emitted through swift-metrics.
+///
+/// Every value goes to a `CoreMetrics.MetricsFactory`: by default a swift-prometheus
+/// `PrometheusCollectorRegistry`, whose text format ``exposition()`` serves `/metrics`; an
+/// embedder passes its own factory (StatsD, OpenTelemetry, …) to ``init(factory:)`` and the agent
+/// reports there instead.
+///
+/// Rules it keeps, whatever the backend:
+/// - a family has at most ``maximumSeriesPerFamily`` label sets; a later label set is counted in
+///   the family's one overflow series, whose every label value is `other` (a flood of requests
+///   cannot grow the registry: the token endpoint bounds its own labels earlier, this is the floor);
+/// - label values are cut to ``maximumLabelLength`` characters;
+/// - a family's help text is fixed by its first series (swift-prometheus requires one text per name).
+///
+/// ``value(_:_:)`` reads back the last value of a series (the tests and the demo use it; any
+/// backend).
 public final class MetricsRegistry: @unchecked Sendable {
+    /// Label sets per metric family; the rest fold into one `other` series.
+    public static let maximumSeriesPerFamily = 500
+    /// Longest label value kept.
+    public static let maximumLabelLength = 200
+
+    /// The Prometheus registry behind the default factory (nil with an embedder's factory).
+    public let prometheus: PrometheusCollectorRegistry?
+    private let factory: any MetricsFactory
+    private let help: HelpTexts
     private let lock = NSLock()
-    private var gauges: [String: [String: Double]] = [:]
-    private var counters: [String: [String: Double]] = [:]
-    private var help: [String: (String, String)] = [:]
+    private var counters: [String: [LabelSet: CoreMetrics.FloatingPointCounter]] = [:]
+    private var gauges: [String: [LabelSet: CoreMetrics.Gauge]] = [:]
+    private var values: [String: [LabelSet: Double]] = [:]
 
-    public init() {}
+    /// Metrics kept in a swift-prometheus registry, served by ``exposition()``.
+    public convenience init() {
+        let registry = PrometheusCollectorRegistry()
+        let help = HelpTexts()
+        self.init(factory: HelpfulPrometheusFactory(registry: registry, help: help), prometheus: registry, help: help)
+    }
 
-    public func describe(_ name: String, _ type: String, _ text: String) { lock.withLock { help[name] = (type, text) } }
+    /// Metrics sent to `factory` (any swift-metrics backend).
+    public convenience init(factory: any MetricsFactory) {
+        self.init(factory: factory, prometheus: nil, help: HelpTexts())
+    }
+
+    private init(factory: any MetricsFactory, prometheus: PrometheusCollectorRegistry?, help: HelpTexts) {
+        self.factory = factory
+        self.prometheus = prometheus
+        self.help = help
+    }
+
+    /// Describes a family (its help text; `type` documents intent: counter or gauge).
+    public func describe(_ name: String, _ type: String, _ text: String) { help.describe(name, text) }
 
     /// The metric families described so far (exported once they have a value).
-    public var describedFamilies: Set<String> { lock.withLock { Set(help.keys) } }
+    public var describedFamilies: Set<String> { help.described }
 
     public func set(_ name: String, _ labels: [String: String] = [:], _ value: Double) {
-        lock.withLock { gauges[name, default: [:]][Self.render(labels)] = value }
-    }
-
-    public func increment(_ name: String, _ labels: [String: String] = [:], by v: Double = 1) {
-        lock.withLock { counters[name, default: [:]][Self.render(labels), default: 0] += v }
-    }
-
-    public func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
-        lock.withLock { gauges[name]?[Self.render(labels)] ?? counters[name]?[Self.render(labels)] }
-    }
-
-    public func remove(_ name: String, _ labels: [String: String]) { lock.withLock { gauges[name]?[Self.render(labels)] = nil } }
-
-    public func exposition() -> String {
         lock.withLock {
-            var out = ""
-            for (name, series) in (gauges.merging(counters) { a, b in a.merging(b) { $1 } }).sorted(by: { $0.key < $1.key }) {
-                if let (type, text) = help[name] { out += "# HELP \(name) \(text)\n# TYPE \(name) \(type)\n" }
-                for (labels, v) in series.sorted(by: { $0.key < $1.key }) {
-                    let value = v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : String(v)
-                    out += "\(name)\(labels) \(value)\n"
-                }
-            }
-            return out
+            let key = admitted(name, labels)
+            let gauge = gauges[name, default: [:]][key] ?? CoreMetrics.Gauge(label: name, dimensions: key.dimensions, factory: factory)
+            gauges[name, default: [:]][key] = gauge
+            gauge.record(value)
+            values[name, default: [:]][key] = value
         }
     }
 
-    static func render(_ labels: [String: String]) -> String {
-        guard !labels.isEmpty else { return "" }
-        let esc = { (s: String) in s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") }
-        return "{" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\"\(esc($0.value))\"" }.joined(separator: ",") + "}"
+    public func increment(_ name: String, _ labels: [String: String] = [:], by v: Double = 1) {
+        lock.withLock {
+            let key = admitted(name, labels)
+            let counter = counters[name, default: [:]][key] ?? CoreMetrics.FloatingPointCounter(label: name, dimensions: key.dimensions, factory: factory)
+            counters[name, default: [:]][key] = counter
+            counter.increment(by: v)
+            values[name, default: [:]][key, default: 0] += v
+        }
     }
+
+    /// The last value of a series (a gauge's value, a counter's total).
+    public func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+        lock.withLock { values[name]?[LabelSet(labels)] }
+    }
+
+    /// Removes a gauge series (e.g. a certificate the agent no longer holds).
+    public func remove(_ name: String, _ labels: [String: String]) {
+        lock.withLock {
+            let key = LabelSet(labels)
+            gauges[name]?.removeValue(forKey: key)?.destroy()
+            values[name]?[key] = nil
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of the default registry; empty with an
+    /// embedder's factory.
+    public func exposition() -> String { prometheus?.emitToString() ?? "" }
+
+    /// The label set a series is kept under: its own while the family has room, else the
+    /// family's overflow series. Called with the lock held.
+    private func admitted(_ name: String, _ labels: [String: String]) -> LabelSet {
+        let key = LabelSet(labels)
+        let known = (counters[name]?.count ?? 0) + (gauges[name]?.count ?? 0)
+        if counters[name]?[key] != nil || gauges[name]?[key] != nil || known < Self.maximumSeriesPerFamily { return key }
+        return LabelSet(labels.mapValues { _ in "other" })
+    }
+
+    /// A series' labels: sorted by name, values cut to ``maximumLabelLength``.
+    struct LabelSet: Hashable {
+        let dimensions: [(String, String)]
+        init(_ labels: [String: String]) {
+            dimensions = labels.sorted { $0.key < $1.key }.map { ($0.key, String($0.value.prefix(MetricsRegistry.maximumLabelLength))) }
+        }
+        static func == (a: LabelSet, b: LabelSet) -> Bool { a.dimensions.elementsEqual(b.dimensions) { $0 == $1 } }
+        func hash(into h: inout Hasher) { for (k, v) in dimensions { h.combine(k); h.combine(v) } }
+    }
+}
+
+/// Help texts by family, each fixed once a series of it exists (swift-prometheus stops the
+/// process when one name is registered with two texts).
+final class HelpTexts: @unchecked Sendable {
+    private let lock = NSLock()
+    private var texts: [String: String] = [:]
+    private var fixed: [String: String] = [:]
+
+    func describe(_ name: String, _ text: String) { lock.withLock { texts[name] = text } }
+    var described: Set<String> { lock.withLock { Set(texts.keys) } }
+
+    /// The text a new series of `name` is registered with: the one its family was first given.
+    func text(for name: String) -> String {
+        lock.withLock {
+            if let f = fixed[name] { return f }
+            let t = texts[name] ?? ""
+            fixed[name] = t
+            return t
+        }
+    }
+}
+
+/// swift-prometheus's factory with `# HELP` texts (its own registers every family without one).
+struct HelpfulPrometheusFactory: MetricsFactory {
+    let registry: PrometheusCollectorRegistry
+    let help: HelpTexts
+
+    /// The family's name with its fixed help text (an empty unit adds no suffix).
+    func descriptor(_ name: String) -> MetricNameDescriptor { MetricNameDescriptor(metricName: name, unitName: "", helpText: help.text(for: name)) }
+
+    func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+        registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+    }
+    func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
+        registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+    }
+    func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+        aggregate
+            ? registry.makeValueHistogram(descriptor: descriptor(label), labels: dimensions, buckets: [0.01, 0.1, 1, 10, 100])
+            : registry.makeGauge(descriptor: descriptor(label), labels: dimensions)
+    }
+    func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
+        registry.makeGauge(descriptor: descriptor(label), labels: dimensions)
+    }
+    func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
+        registry.makeDurationHistogram(descriptor: descriptor(label), labels: dimensions, buckets: [.milliseconds(10), .milliseconds(100), .seconds(1), .seconds(10)])
+    }
+    func destroyCounter(_ handler: any CounterHandler) { (handler as? Prometheus.Counter).map(registry.unregisterCounter) }
+    func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) { (handler as? Prometheus.Counter).map(registry.unregisterCounter) }
+    func destroyRecorder(_ handler: any RecorderHandler) {
+        if let g = handler as? Prometheus.Gauge { registry.unregisterGauge(g) } else if let h = handler as? ValueHistogram { registry.unregisterValueHistogram(h) }
+    }
+    func destroyMeter(_ handler: any MeterHandler) { (handler as? Prometheus.Gauge).map(registry.unregisterGauge) }
+    func destroyTimer(_ handler: any TimerHandler) { (handler as? DurationHistogram).map(registry.unregisterDurationHistogram) }
 }
 
 extension MetricsRegistry {
@@ -78,6 +199,7 @@ extension MetricsRegistry {
         m.describe("keyroll_retained_keys", "gauge", "Removed keys whose private key is kept to undo a stale write.")
         m.describe("keyroll_add_key_refused_total", "counter", "addKey refusals no retry can change (the roll ended), by code.")
         m.describe("keyroll_removal_refused_total", "counter", "Removals the removal guard refused (the registration stays, with an alarm).")
+        m.describe("keyroll_token_endpoint_connections_closed_total", "counter", "Token-endpoint connections the agent closed to stay within its bounds, by reason (too_many, head_timeout).")
         return m
     }
 }

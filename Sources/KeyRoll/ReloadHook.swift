@@ -20,6 +20,17 @@ public enum ReloadHook: Sendable, Equatable, Codable {
 
     /// Runs the hook without blocking a thread of Swift's cooperative pool: a command is waited for
     /// by its termination handler, and killed (SIGKILL) when it outlives `timeout`.
+    /// Marks every descriptor above stderr close-on-exec (Foundation's `Process` passes all open
+    /// descriptors to the child otherwise).
+    static func closeDescriptorsOnExec() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+        for name in names {
+            guard let fd = Int32(name), fd > 2 else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0, flags & FD_CLOEXEC == 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
+    }
+
     public func run(certificatePath: String, appId: String, timeout: TimeInterval) async throws {
         switch self {
         case .signal(let pid, let sig):
@@ -34,6 +45,9 @@ public enum ReloadHook: Sendable, Equatable, Codable {
             env["KEYROLL_APP_ID"] = appId
             p.environment = env
             p.standardInput = FileHandle.nullDevice
+            // the hook inherits no descriptor of the agent's (sockets to Entra, token-endpoint
+            // connections that carry secrets, the listening socket)
+            Self.closeDescriptorsOnExec()
             let status: Int32 = try await withCheckedThrowingContinuation { cont in
                 let once = ResumeOnce(cont)
                 p.terminationHandler = { once.resume(.success($0.terminationStatus)) }

@@ -88,7 +88,7 @@ public struct AppLease: Sendable {
             throw Held(description: "this run's lease on the application expired at \(UTCTime.iso(expires)) (was the process paused?); nothing more is written. Run it again.")
         }
         guard try await Self.tags(graph, objectId).contains(tag) else {
-            throw Held(description: "this run's lease on the application is gone (another run took it over); nothing more is written. Run it again once the other run has finished.")
+            throw Held(description: "another privileged KeyRoll run took over this run's lease on the application; nothing more is written. Run it again once the other run has finished.")
         }
     }
 

@@ -45,9 +45,13 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address of the token endpoint; only a loopback address is allowed (the secret header travels in the clear).")
     var tokenEndpointHost = "127.0.0.1"
 
+    @Option(name: .long, help: "Most token-endpoint connections open at once; later ones are closed at once.")
+    var tokenEndpointMaxConnections = 4096
+
     func run() async throws {
         KeyRollLogHandler.bootstrap()
         let logger = Logger(label: "keyroll.agent")
+        Self.raiseDescriptorLimit()
         // every setting is checked before the HTTP client exists: a client must be shut down, never just dropped
         let hook = try reloadHook()
         let p = try policy.policy()
@@ -89,39 +93,20 @@ struct AgentCommand: AsyncParsableCommand {
         }
         let endpoint = TokenEndpoint(rollers: rollers, metrics: metrics, logger: Logger(label: "keyroll.token-endpoint"))
         let served = endpoint.servedRollers
-        if tokenEndpointPort >= 0, !served.isEmpty {
-            let router = Router()
-            let answer: @Sendable (Request, BasicRequestContext) async -> Response = { request, _ in
-                var headers: [(String, String)] = []
-                for field in request.headers { headers.append((field.name.canonicalName, field.value)) }
-                let query = URLComponents(string: "http://agent/?" + (request.uri.query ?? ""))?.queryItems?.map { ($0.name, $0.value ?? "") } ?? []
-                let path = request.uri.path
-                let (status, body) = path == TokenEndpointOptions.path
-                    ? await endpoint.respond(method: request.method.rawValue, query: query, headers: headers)
-                    : (400, TokenEndpointError.badRequest("Unknown path \(path.prefix(100)); the token endpoint is \(TokenEndpointOptions.path).").body(correlationID: UUID().uuidString.lowercased()))
-                // a token answer is never cached (RFC 6749 §5.1); a 503 says when to come back
-                var fields: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
-                if status == 503 { fields[.retryAfter] = "5" }
-                return Response(status: .init(code: status), headers: fields, body: .init(byteBuffer: .init(bytes: body)))
+        if let listener = try tokenEndpointListener(logger: logger), !served.isEmpty {
+            let limits = ConnectionLimits(maximumConnections: tokenEndpointMaxConnections, headTimeout: .seconds(10)) { reason in
+                metrics.increment("keyroll_token_endpoint_connections_closed_total", ["reason": reason])
             }
-            router.get("**", use: answer)
-            router.post("**", use: answer)
-            let host = tokenEndpointHost
-            // bounded against a hostile neighbour: idle connections close after 10 s, and a request's
-            // header fields (the request line included) are at most 8 KiB, 16 KiB and 64 in all
-            services.append(Application(router: router,
-                                        server: .http1(configuration: .init(idleTimeout: .seconds(10),
-                                                                            httpDecoderConfiguration: .init(maxHeaderFieldSize: 8192, maxHeaderListSize: 16_384, maxHeaderFieldCount: 64))),
-                                        configuration: .init(address: .hostname(host, port: tokenEndpointPort), serverName: "keyroll-token-endpoint"),
-                                        onServerRunning: { ch in
-                                            let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(ch.localAddress?.port ?? 0)\(TokenEndpointOptions.path)"
-                                            for r in served {
-                                                do { try r.store.writeTokenEndpointEnvironment(endpointURL: url) } catch {
-                                                    logger.error("cannot write the token endpoint's environment file", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)"])
-                                                }
-                                            }
-                                            logger.info("managed-identity token endpoint on \(url) for \(served.count) identit\(served.count == 1 ? "y" : "ies"); environment files: STORE/token-endpoint.env")
-                                        }, logger: logger))
+            services.append(TokenEndpointServer(listener: listener, limits: limits, answer: { request in await Self.answer(request, endpoint: endpoint) },
+                                                onListening: { address in
+                                                    let url = TokenEndpointOptions.url(address: address)
+                                                    for r in served {
+                                                        do { try r.store.writeTokenEndpointEnvironment(endpointURL: url) } catch {
+                                                            logger.error("cannot write the token endpoint's environment file", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)"])
+                                                        }
+                                                    }
+                                                    logger.info("managed-identity token endpoint on \(url) for \(served.count) identit\(served.count == 1 ? "y" : "ies"); environment files: STORE/token-endpoint.env")
+                                                }, logger: logger))
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         // A service that fails (a port already taken by another process) stops the agent with a
@@ -134,8 +119,39 @@ struct AgentCommand: AsyncParsableCommand {
             let ports = [metricsPort >= 0 ? "metrics \(metricsHost):\(metricsPort)" : nil,
                          tokenEndpointPort >= 0 && !served.isEmpty ? "token endpoint \(tokenEndpointHost):\(tokenEndpointPort)" : nil].compactMap { $0 }
             logger.error("agent stopped: \(failure)", metadata: ["ports": "\(ports.joined(separator: ", "))"])
-            throw UserFacingError("The agent stopped: \(failure). If a port is taken (\(ports.joined(separator: ", "))), another process holds it — on the token endpoint's port it may be collecting applications' secrets: find it (ss -ltnp), stop it, and rotate the secrets (keyroll token-endpoint rotate-secret).")
+            throw UserFacingError("The agent stopped: \(failure). If a port is taken (\(ports.joined(separator: ", "))), another process holds it — on the token endpoint's port it may be collecting applications' secrets: find it (ss -ltnp), stop it, and rotate the secrets at once (keyroll token-endpoint rotate-secret --overlap-minutes 0). The packaged agent takes the endpoint from keyroll-agent.socket instead (a privileged port PID 1 holds), which no other user can bind.")
         }
+    }
+
+    /// The token endpoint's socket: the one the service manager passed (the packaged
+    /// `keyroll-agent.socket`: PID 1 holds a privileged port), else the address of the options;
+    /// nil for none (`--token-endpoint-port -1` without a passed socket).
+    func tokenEndpointListener(logger: Logger) throws -> TokenEndpointListener? {
+        let activation = try SocketActivation.parse(environment: ProcessInfo.processInfo.environment, pid: getpid())
+        // a reload hook started later must see neither the variables nor the listening socket
+        for name in SocketActivation.variables { unsetenv(name) }
+        if let descriptor = activation?.tokenEndpoint {
+            _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+            logger.info("token endpoint: using the socket the service manager passed (socket activation); --token-endpoint-host/--token-endpoint-port are not used")
+            return .inherited(descriptor: descriptor)
+        }
+        return tokenEndpointPort >= 0 ? .address(host: tokenEndpointHost, port: tokenEndpointPort) : nil
+    }
+
+    /// One token-endpoint request answered: the managed-identity path goes to the endpoint,
+    /// anything else is a 400 in the same shape.
+    static func answer(_ request: Request, endpoint: TokenEndpoint) async -> Response {
+        var headers: [(String, String)] = []
+        for field in request.headers { headers.append((field.name.canonicalName, field.value)) }
+        let query = URLComponents(string: "http://agent/?" + (request.uri.query ?? ""))?.queryItems?.map { ($0.name, $0.value ?? "") } ?? []
+        let path = request.uri.path
+        let (status, body) = path == TokenEndpointOptions.path
+            ? await endpoint.respond(method: request.method.rawValue, query: query, headers: headers)
+            : (400, TokenEndpointError.badRequest("Unknown path \(path.prefix(100)); the token endpoint is \(TokenEndpointOptions.path).").body(correlationID: UUID().uuidString.lowercased()))
+        // a token answer is never cached (RFC 6749 §5.1); a 503 says when to come back
+        var fields: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+        if status == 503 { fields[.retryAfter] = "5" }
+        return Response(status: .init(code: status), headers: fields, body: .init(byteBuffer: .init(bytes: body)))
     }
 
     func reloadHook() throws -> ReloadHook? {
@@ -147,6 +163,19 @@ struct AgentCommand: AsyncParsableCommand {
             throw ValidationError("--reload-signal takes PID:SIGNAL, e.g. 1234:HUP")
         }
         return .signal(pid: pid, signal: sig)
+    }
+
+    /// Raises the soft limit on open descriptors to the hard one (at most 65,536), so a flood of
+    /// idle connections to the token endpoint cannot leave the agent without a descriptor for Entra.
+    /// Best effort: a sandbox may forbid it (the packaged unit sets `LimitNOFILE=` itself).
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        let wanted = min(limit.rlim_max, 65_536)
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
     }
 
     struct HealthBody: Encodable {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import NIOCore
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -12,6 +13,12 @@ enum TokenEndpointOptions {
     static let path = "/msi/token"
 
     static func url(port: Int) -> String { "http://127.0.0.1:\(port)\(path)" }
+
+    /// The URL of the socket the agent really listens on (an IPv6 host in brackets).
+    static func url(address: SocketAddress?) -> String {
+        let host = address?.ipAddress ?? "127.0.0.1"
+        return "http://\(host.contains(":") ? "[\(host)]" : host):\(address?.port ?? 0)\(path)"
+    }
 
     /// The one store a token-endpoint command acts on.
     static func store(_ stores: StoreOptions) throws -> CredentialStore {

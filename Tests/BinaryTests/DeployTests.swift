@@ -78,29 +78,36 @@ import TestSupport
     }
 
     /// The units as installed, with ExecStart pointed at binaries that exist here.
-    func units(_ dir: String) throws -> (agent: String, app: String) {
+    func units(_ dir: String) throws -> (agent: String, socket: String, app: String) {
         let agent = try String(contentsOfFile: Self.root + "/deploy/systemd/keyroll-agent.service", encoding: .utf8)
             .replacingOccurrences(of: "/usr/bin/keyroll ", with: Binaries.keyroll + " ")
         let app = try String(contentsOfFile: Self.root + "/deploy/systemd/example-app.service", encoding: .utf8)
         try Tools.write(agent, to: dir + "/keyroll-agent.service")
+        try Tools.write(try String(contentsOfFile: Self.root + "/deploy/systemd/keyroll-agent.socket", encoding: .utf8), to: dir + "/keyroll-agent.socket")
         try Tools.write(app, to: dir + "/example-app.service")
-        return (dir + "/keyroll-agent.service", dir + "/example-app.service")
+        return (dir + "/keyroll-agent.service", dir + "/keyroll-agent.socket", dir + "/example-app.service")
     }
 
     @Test func theSystemdUnitsVerifyAndTheAgentIsSandboxed() async throws {
         try Binaries.require()
         let analyze = try require("systemd-analyze", package: "systemd")
         let dir = try Tools.temporaryDirectory("keyroll-units")
-        let (agent, app) = try units(dir)
-        for unit in [agent, app] {
-            let v = try await Tools.run([analyze, "verify", unit])
-            #expect(v.status == 0 && v.stderr.isEmpty, "\(unit): \(v.stdout) \(v.stderr)")
-        }
+        let (agent, socket, app) = try units(dir)
+        // together: the service requires the socket unit beside it
+        let v = try await Tools.run([analyze, "verify", agent, socket, app])
+        #expect(v.status == 0 && v.stderr.isEmpty, "\(v.stdout) \(v.stderr)")
         let text = try String(contentsOfFile: agent, encoding: .utf8)
         for line in ["ProtectSystem=strict", "ReadWritePaths=/var/lib/keyroll", "NoNewPrivileges=yes", "PrivateTmp=yes", "User=keyroll",
                      "CapabilityBoundingSet=\n", "UMask=0077"] {
             #expect(text.contains(line), "the agent's unit lacks \(line)")
         }
+        // the token endpoint: a privileged loopback port PID 1 binds and passes (no capability for the agent)
+        let socketText = try String(contentsOfFile: socket, encoding: .utf8)
+        let listen = try #require(socketText.split(separator: "\n").first { $0.hasPrefix("ListenStream=") }.map { String($0.dropFirst(13)) })
+        let port = try #require(Int(listen.split(separator: ":").last ?? ""))
+        #expect(listen.hasPrefix("127.0.0.1:") && port < 1024, "ListenStream=\(listen): a port ≥ 1024 can be bound by any local user")
+        #expect(socketText.contains("FileDescriptorName=token-endpoint") && text.contains("Requires=keyroll-agent.socket"))
+        #expect(text.contains("AmbientCapabilities=\n") && text.contains("PrivateUsers=yes"), "the agent needs no capability for the endpoint")
         let s = try await Tools.run([analyze, "security", "--offline=true", agent])
         let line = try #require(s.stdout.split(separator: "\n").last { $0.contains("Overall exposure level") }, "\(s.stdout) \(s.stderr)")
         let score = try #require(Double(line.split(separator: ":").last!.split(separator: " ").first { Double($0) != nil } ?? ""))
@@ -123,7 +130,7 @@ import TestSupport
         let info = try await Tools.run([dpkgDeb, "--info", deb])
         #expect(info.stdout.contains("Package: keyroll") && info.stdout.contains("Version: \(version)") && info.stdout.contains("postinst"), "\(info.stdout)")
         let contents = try await Tools.run([dpkgDeb, "--contents", deb]).stdout
-        for entry in ["-rwxr-xr-x root/root", "./usr/bin/keyroll", "./lib/systemd/system/keyroll-agent.service", "./etc/keyroll/agent.env",
+        for entry in ["-rwxr-xr-x root/root", "./usr/bin/keyroll", "./lib/systemd/system/keyroll-agent.service", "./lib/systemd/system/keyroll-agent.socket", "./etc/keyroll/agent.env",
                       "./usr/share/doc/keyroll/operations.md", "./usr/share/doc/keyroll/examples/prometheus/keyroll.rules.yml",
                       "./usr/share/doc/keyroll/examples/grafana/keyroll.json", "./usr/share/doc/keyroll/copyright"] {
             #expect(contents.contains(entry), "the .deb lacks \(entry)")
@@ -133,6 +140,7 @@ import TestSupport
         #expect(try String(contentsOfFile: control + "/conffiles", encoding: .utf8).contains("/etc/keyroll/agent.env"))
         let postinst = try String(contentsOfFile: control + "/postinst", encoding: .utf8)
         #expect(postinst.contains("install -d -m 0700 -o keyroll -g keyroll /var/lib/keyroll") && postinst.contains("adduser --system"))
+        #expect(postinst.contains("enable --now keyroll-agent.socket"), "the package binds the token endpoint's socket at install")
         #expect(!(try String(contentsOfFile: control + "/postrm", encoding: .utf8)).contains("rm -"), "purging must never delete the stores")
         // install into a fresh folder root and run it from there
         let root = try Tools.temporaryDirectory("keyroll-root")

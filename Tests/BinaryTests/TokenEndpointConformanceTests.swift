@@ -59,9 +59,11 @@ import Glibc
         }
         let early = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         try #require(FileManager.default.fileExists(atPath: envFile), "the agent wrote no environment file: \(early.suffix(1500))")
+        // object_id / principal_id name the service principal, as in App Service (the application's object id is a KeyRoll extension)
+        let principalID = try #require(try server.emulator.store.servicePrincipal(tenantID: server.provisioner.tenantID, appId: bundles[0].appId)).id
         let started = Date()
         let result = try await Task.detached {
-            try Tools.python("managed_identity.py", [envFile, server.stateDir, bundles[0].applicationObjectId, bundles[1].appId, "20"])  // the roll: ~14 s of propagation, a 1 s settle
+            try Tools.python("managed_identity.py", [envFile, server.stateDir, bundles[0].applicationObjectId, principalID, bundles[1].appId, "20"])  // the roll: ~14 s of propagation, a 1 s settle
         }.value
         let checks = try #require(result["checks"]?.objectValue)
         #expect(checks.count >= 10, "\(checks.keys.sorted())")
@@ -89,12 +91,8 @@ import Glibc
         try Binaries.require()
         let server = try await ServedEmulator.start(https: true)
         defer { Task { await server.stop() } }
-        let provisioner = LabClients(emulator: server.emulator, base: server.baseURL, tenantID: server.provisioner.tenantID)
-            .provisioner(as: server.provisioner.appId, server.provisionerCredential)
         let root = try Tools.temporaryDirectory("keyroll-squat")
-        let store = CredentialStore(path: root + "/squatted")
-        try Roller.importBundle(try await provisioner.provision(name: "squatted").bundle, into: store, now: Date())
-        #expect(try await Tools.run([Binaries.keyroll, "token-endpoint", "enable", "--store", store.path]).status == 0)
+        let store = try await Binaries.identityWithTokenEndpoint(server, name: "squatted", in: root)
         // the squatter
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }

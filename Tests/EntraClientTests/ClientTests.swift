@@ -74,6 +74,66 @@ struct ClientWorld {
         #expect(next.value == probed.value && w.transport.count("/oauth2/") == 2, "the probe's token serves later calls")
     }
 
+    /// One application's typo (a resource Entra does not know) costs Entra one request per
+    /// `refusalCacheSeconds`, however often it asks; a roll's verification (a probe), another
+    /// credential and another scope always reach Entra.
+    @Test func permanentRefusalsAreRepeatedBrieflyWithoutAskingEntra() async throws {
+        let w = try ClientWorld()
+        let unknown = "not-a-resource/.default"  // no scheme: Entra answers invalid_scope (400)
+        let badRequest: EntraError.Kind? = .badRequest
+        func refusal(_ credential: ClientCredential, _ scope: String? = nil) async -> EntraError.Kind? {
+            do {
+                _ = try await w.tokens.tokenServingCached(credential: credential, scope: scope ?? unknown, refreshAhead: 900, minimumLifetime: 600)
+                return nil
+            } catch {
+                return (error as? EntraError)?.kind ?? .protocolViolation
+            }
+        }
+        func requests() -> Int { w.transport.count("/oauth2/") }
+        for _ in 0..<50 { #expect(await refusal(.certificate(w.cred)) == badRequest) }
+        #expect(requests() == 1, "50 identical requests within 30 s cost Entra one request")
+        await #expect(throws: EntraError.self) { try await w.tokens.probe(credential: .certificate(w.cred), scope: unknown) }
+        #expect(requests() == 2, "a roll's verification is never answered from the refusal cache")
+        #expect(await refusal(.certificate(w.cred, style: .rs256)) == badRequest)
+        #expect(requests() == 3, "another credential asks Entra itself")
+        #expect(await refusal(.certificate(w.cred), "https://graph.microsoft.com/.default") == nil)
+        #expect(requests() == 4)
+        w.rig.clock.advance(by: 29)
+        #expect(await refusal(.certificate(w.cred)) == badRequest)
+        #expect(requests() == 4, "still remembered after 29 s")
+        w.rig.clock.advance(by: 2)
+        #expect(await refusal(.certificate(w.cred)) == badRequest)
+        #expect(requests() == 5, "after 31 s the request reaches Entra again")
+    }
+
+    /// The refusal cache holds at most `maximumRefusals` entries, evicting the oldest; a transient
+    /// failure is never remembered.
+    @Test func theRefusalCacheIsBoundedAndSkipsTransientFailures() async throws {
+        let w = try ClientWorld()
+        func refused(_ scope: String) async -> Bool {
+            (try? await w.tokens.tokenServingCached(credential: .certificate(w.cred), scope: scope, refreshAhead: 900, minimumLifetime: 600)) == nil
+        }
+        func requests() -> Int { w.transport.count("/oauth2/") }
+        let n = TokenProvider.maximumRefusals
+        for i in 0...n {
+            #expect(await refused("unknown-\(i)/.default"))
+            w.rig.clock.advance(by: 0.05)
+        }
+        let asked = requests()
+        #expect(asked == n + 1)
+        #expect(await refused("unknown-\(n)/.default"))
+        #expect(requests() == asked, "the newest refusal is remembered")
+        #expect(await refused("unknown-0/.default"))
+        #expect(requests() == asked + 1, "the oldest was evicted")
+        // Entra down (503): every request asks again
+        w.rig.emulator.setFaults([FaultRule(route: "token", action: .status(503, retryAfter: nil))])
+        #expect(await refused("https://vault.azure.net/.default"))
+        let afterOne = requests()
+        #expect(await refused("https://vault.azure.net/.default"))
+        #expect(requests() > afterOne, "a transient failure is not remembered")
+        w.rig.emulator.setFaults([])
+    }
+
     @Test func switchingCredentialNeverServesTheOldToken() async throws {
         let w = try ClientWorld()
         let old = try await w.tokens.token(credential: .certificate(w.cred))

@@ -263,13 +263,19 @@ import TestSupport
         let env = try String(contentsOfFile: w.a.store.tokenEndpointEnvironmentPath, encoding: .utf8)
         #expect(env == "IDENTITY_ENDPOINT=http://127.0.0.1:42356/msi/token\nIDENTITY_HEADER=\(old)\nAZURE_CLIENT_ID=\(w.a.appId)\nNO_PROXY=127.0.0.1,localhost\nno_proxy=127.0.0.1,localhost\n")
         #expect((try FileManager.default.attributesOfItem(atPath: w.a.store.tokenEndpointEnvironmentPath)[.posixPermissions] as? Int) == 0o600)
-        let new = try w.a.store.rotateTokenEndpointSecret()
+        let new = try w.a.store.rotateTokenEndpointSecret(overlap: 0, now: w.fleet.rig.clock.now()).secret
         #expect(new != old)
-        #expect(await w.ask(old).status == 401, "the old secret stops working at once")
+        #expect(await w.ask(old).status == 401, "without an overlap the old secret stops working at once")
         #expect(await w.ask(new).status == 200)
+        // disabling destroys the previous secret too
+        let newest = try w.a.store.rotateTokenEndpointSecret(overlap: 3600, now: w.fleet.rig.clock.now()).secret
+        #expect(FileManager.default.fileExists(atPath: w.a.store.tokenEndpointPreviousSecretPath))
         try w.a.store.disableTokenEndpoint()
         #expect(await w.ask(new).status == 401)
-        #expect(!FileManager.default.fileExists(atPath: w.a.store.tokenEndpointSecretPath) && !FileManager.default.fileExists(atPath: w.a.store.tokenEndpointEnvironmentPath))
+        #expect(await w.ask(newest).status == 401)
+        for file in [w.a.store.tokenEndpointSecretPath, w.a.store.tokenEndpointPreviousSecretPath, w.a.store.tokenEndpointEnvironmentPath] {
+            #expect(!FileManager.default.fileExists(atPath: file), "\(file)")
+        }
         #expect(w.endpoint.servedRollers.map(\.identity.appId) == [w.b.appId])
     }
 
@@ -284,7 +290,122 @@ import TestSupport
         #expect(parse([], []) == .failure(.missingSecret))
         if case .failure(let e) = parse(base + [("resource", "x")]) { #expect(e.status == 400) } else { Issue.record("two resources accepted") }
         if case .failure(let e) = parse(base, [("X-Identity-Header", "a"), ("x-identity-header", "b")]) { #expect(e.status == 400) } else { Issue.record("two secrets accepted") }
-        if case .failure(let e) = parse(base + [("principal_id", "p"), ("msi_res_id", "r")]) { #expect(e.status == 400) } else { Issue.record("two selectors accepted") }
+        // selectors are mutually exclusive, and none is repeated (same spelling or another)
+        for selectors in [[("principal_id", "p"), ("msi_res_id", "r")], [("client_id", "a"), ("object_id", "o")], [("client_id", "a"), ("client_id", "b")],
+                          [("object_id", "o"), ("principal_id", "p")], [("client_id", "a"), ("clientid", "a")]] {
+            if case .failure(let e) = parse(base + selectors) {
+                #expect(e.status == 400 && e.code == "invalid_request" && e.message.contains("mutually exclusive"), "\(selectors): \(e)")
+            } else {
+                Issue.record("\(selectors) accepted")
+            }
+        }
+    }
+
+    /// `object_id`/`principal_id` is the service principal's object id, as in App Service and IMDS,
+    /// checked against the `oid` of Entra's token: so it works on the first request, before the agent
+    /// has any token. The application's object id is accepted too (a KeyRoll extension); any other
+    /// is a 400 that names the right one.
+    @Test func objectIDNamesTheServicePrincipal() async throws {
+        let w = try await World()
+        let secret = try w.a.store.tokenEndpointSecret()
+        func principal(_ appId: String) throws -> String {
+            try #require(try w.fleet.rig.emulator.store.servicePrincipal(tenantID: w.fleet.rig.tenant.id, appId: appId)).id
+        }
+        let sp = try principal(w.a.appId)
+        let application = try w.a.store.identity().applicationObjectId
+        #expect(sp.lowercased() != application.lowercased())
+        let first = await w.ask(secret, resource: "api://keyroll-object-id", extra: [("object_id", sp)])
+        #expect(first.status == 200, "\(first.status) \(String(describing: first.json))")
+        #expect(try w.claims(first.json)["oid"] == .string(sp))
+        #expect(await w.ask(secret, extra: [("principal_id", sp.uppercased())]).status == 200)
+        #expect(await w.ask(secret, extra: [("object_id", application)]).status == 200, "the application's object id (a KeyRoll extension)")
+        let other = try principal(w.b.appId)
+        for wrong in [other, UUID().uuidString] {
+            let r = await w.ask(secret, extra: [("object_id", wrong)])
+            #expect(r.status == 400 && r.json?["access_token"] == nil, "\(r.status)")
+            let message = r.json?["message"]?.stringValue ?? ""
+            #expect(message.contains(sp) && message.contains("client_id=\(w.a.appId)"), "\(message)")
+        }
+    }
+
+    /// A user-assigned identity's Azure resource id selects nothing here: every spelling is a 400
+    /// with exactly the body of every other refusal, saying to select by client_id.
+    @Test func aResourceIDSelectorIsRefusedInTheAppServiceShape() async throws {
+        let w = try await World()
+        let secret = try w.a.store.tokenEndpointSecret()
+        let appServiceKeys: Set<String> = ["statusCode", "message", "error", "error_description", "correlationId"]
+        for name in ["mi_res_id", "msi_res_id", "resource_id"] {
+            let r = await w.ask(secret, extra: [(name, "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u")])
+            #expect(r.status == 400, "\(name)")
+            #expect(Set((r.json?.objectValue ?? [:]).keys) == appServiceKeys, "\(name): \(String(describing: r.json))")
+            #expect(r.json?["statusCode"] == .int(400) && r.json?["error"] == "invalid_request", "\(name)")
+            let message = r.json?["message"]?.stringValue ?? ""
+            #expect(message.contains("no Azure resource id") && message.contains("client_id=\(w.a.appId)") && r.json?["error_description"]?.stringValue == message, "\(message)")
+        }
+    }
+
+    /// An application asking again and again for a resource Entra does not know costs Entra one
+    /// request per refusal-cache period, not one per request.
+    @Test func entraRefusalsAreNotRepeatedToEntra() async throws {
+        let w = try await World()
+        let secret = try w.a.store.tokenEndpointSecret()
+        let before = w.fleet.rig.emulator.requestCounts()["token", default: 0]
+        for _ in 0..<50 { #expect(await w.ask(secret, resource: "not-a-resource").status == 400) }
+        #expect(w.fleet.rig.emulator.requestCounts()["token", default: 0] - before == 1)
+    }
+
+    /// After a rotation the previous secret is accepted until its overlap ends (on the agent's
+    /// clock), compared in constant time like the current one, counted, and logged at most once a
+    /// minute; then refused. Both secret files are 0600.
+    @Test func thePreviousSecretIsAcceptedUntilTheOverlapEnds() async throws {
+        let w = try await World()
+        let clock = w.fleet.rig.clock
+        let old = try w.a.store.tokenEndpointSecret()
+        let rotated = try w.a.store.rotateTokenEndpointSecret(overlap: 3600, now: clock.now())
+        let until = try #require(rotated.previousAcceptedUntil)
+        #expect(until.timeIntervalSince(clock.now()) > 3599 && until.timeIntervalSince(clock.now()) <= 3600)
+        #expect(try w.a.store.tokenEndpointPreviousSecret() == PreviousTokenEndpointSecret(secret: old, acceptedUntil: until))
+        for file in [w.a.store.tokenEndpointSecretPath, w.a.store.tokenEndpointPreviousSecretPath] {
+            #expect((try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int) == 0o600, "\(file)")
+        }
+        for _ in 0..<5 { #expect(await w.ask(old).status == 200) }
+        #expect(await w.ask(rotated.secret).status == 200)
+        #expect(w.metrics.value("keyroll_token_endpoint_previous_secret_requests_total", ["app_id": w.a.appId]) == 5)
+        let warnings = w.logs.lines.filter { $0.contains("still uses the previous token-endpoint secret") }
+        #expect(warnings.count == 1 && warnings[0].contains(w.a.store.tokenEndpointEnvironmentPath), "\(warnings)")
+        // near misses of the previous secret match nothing
+        var flipped = Array(old.utf8)
+        flipped[flipped.count - 1] ^= 1
+        #expect(await w.ask(String(decoding: flipped, as: UTF8.self)).status == 401)
+        #expect(await w.ask(String(old.dropLast())).status == 401)
+        #expect(await w.ask(old + "x").status == 401)
+        // accepted until the overlap ends, then refused; the new secret goes on working
+        clock.advance(by: until.timeIntervalSince(clock.now()) - 1)
+        #expect(await w.ask(old).status == 200, "a second before the overlap ends")
+        clock.advance(by: 1)
+        #expect(await w.ask(old).status == 401, "refused once the overlap ends")
+        #expect(await w.ask(rotated.secret).status == 200)
+    }
+
+    /// Rotating again keeps only the newest previous secret; an overlap of 0 (a leaked secret)
+    /// leaves none, so only the new secret works from then on.
+    @Test func rotatingAgainKeepsOnlyTheNewestPreviousSecret() async throws {
+        let w = try await World()
+        let now = w.fleet.rig.clock.now()
+        let first = try w.a.store.tokenEndpointSecret(), secretB = try w.b.store.tokenEndpointSecret()
+        let second = try w.a.store.rotateTokenEndpointSecret(overlap: 3600, now: now).secret
+        let third = try w.a.store.rotateTokenEndpointSecret(overlap: 3600, now: now).secret
+        #expect(try w.a.store.tokenEndpointPreviousSecret()?.secret == second)
+        #expect(await w.ask(first).status == 401, "only the newest previous secret is kept")
+        #expect(await w.ask(second).status == 200)
+        #expect(await w.ask(third).status == 200)
+        let fourth = try w.a.store.rotateTokenEndpointSecret(overlap: 0, now: now)
+        #expect(fourth.previousAcceptedUntil == nil)
+        #expect(!FileManager.default.fileExists(atPath: w.a.store.tokenEndpointPreviousSecretPath))
+        #expect(await w.ask(second).status == 401)
+        #expect(await w.ask(third).status == 401)
+        #expect(await w.ask(fourth.secret).status == 200)
+        #expect(await w.ask(secretB).status == 200, "another identity's secret is untouched")
     }
 }
 

@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """Microsoft's own SDKs getting tokens from the KeyRoll agent's managed-identity endpoint.
 
-  managed_identity.py ENV_FILE STATE_DIR OBJECT_ID OTHER_APP_ID [STREAM_SECONDS]
+  managed_identity.py ENV_FILE STATE_DIR OBJECT_ID PRINCIPAL_ID OTHER_APP_ID [STREAM_SECONDS]
 
 ENV_FILE is the token-endpoint.env the agent wrote (IDENTITY_ENDPOINT, IDENTITY_HEADER, AZURE_CLIENT_ID,
 NO_PROXY) and is the only configuration loaded: no key, no AZURE_CLIENT_CERTIFICATE_PATH. STATE_DIR holds
 the emulator's emulator.json and ca.pem (for msgraph-sdk's calls to the emulated Graph). OBJECT_ID is the
-app's application object id; OTHER_APP_ID is another identity the same agent serves.
+app's application object id; PRINCIPAL_ID its service principal's object id (what App Service and IMDS call
+object_id / principal_id); OTHER_APP_ID is another identity the same agent serves.
 
 Runs azure-identity ManagedIdentityCredential (sync and async) and DefaultAzureCredential, MSAL Python's
 ManagedIdentityClient, and msgraph-sdk through ManagedIdentityCredential; decodes every token and checks
-its `appid`; then the refusals (missing or wrong header, another identity's client_id), and a stream of
-requests while the agent rolls. Prints one JSON object: {"checks": {name: {"ok": bool, ...}}}. No token
+its `appid`; selection by the service principal's object id; then the refusals (missing or wrong header,
+another identity's client_id or object id, two selectors), and a stream of requests while the agent rolls. Prints one JSON object: {"checks": {name: {"ok": bool, ...}}}. No token
 or secret is printed.
 """
 import asyncio, base64, json, os, ssl, sys, time, traceback
@@ -21,8 +22,8 @@ for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "AZURE_CLIE
             "MSI_ENDPOINT", "MSI_SECRET", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
     os.environ.pop(var, None)
 
-env_file, state, object_id, other_app_id = sys.argv[1:5]
-stream_seconds = float(sys.argv[5]) if len(sys.argv) > 5 else 0
+env_file, state, object_id, principal_id, other_app_id = sys.argv[1:6]
+stream_seconds = float(sys.argv[6]) if len(sys.argv) > 6 else 0
 for line in open(env_file):
     line = line.strip()
     if line and not line.startswith("#"):
@@ -119,6 +120,30 @@ def _():
         assert app.app_id == APP_ID, f"Graph returned {app.app_id}"
         return {"displayName": app.display_name}
     return asyncio.run(go())
+
+
+@check("select_by_the_service_principals_object_id")
+def _():
+    import uuid
+    import msal
+    from azure.identity import ManagedIdentityCredential
+    t = ManagedIdentityCredential(identity_config={"object_id": principal_id}).get_token(GRAPH + "/.default")
+    oid = expect_app(t.token, GRAPH).get("oid")
+    assert oid == principal_id, f"oid {oid} is not the service principal's object id {principal_id}"
+    s = requests.Session()
+    s.trust_env = False
+    r = msal.ManagedIdentityClient(msal.UserAssignedManagedIdentity(object_id=principal_id), http_client=s).acquire_token_for_client(resource=GRAPH)
+    assert "access_token" in r, {k: v for k, v in r.items() if k != "access_token"}
+    # principal_id is App Service's spelling; the application's object id is a KeyRoll extension
+    for name, value, status in (("principal_id", principal_id, 200), ("object_id", object_id, 200), ("object_id", str(uuid.uuid4()), 400)):
+        r = raw({"api-version": "2019-08-01", "resource": GRAPH, name: value}, {"X-IDENTITY-HEADER": SECRET})
+        assert r.status_code == status, (name, r.status_code, r.text[:200])
+
+
+@check("two_selectors_are_400")
+def _():
+    r = raw([("api-version", "2019-08-01"), ("resource", GRAPH), ("client_id", APP_ID), ("object_id", principal_id)], {"X-IDENTITY-HEADER": SECRET})
+    assert r.status_code == 400 and "mutually exclusive" in r.json()["message"], (r.status_code, r.text[:200])
 
 
 @check("missing_header_is_401")

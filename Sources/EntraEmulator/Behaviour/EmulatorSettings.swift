@@ -45,6 +45,13 @@ public struct EmulatorSettings: Sendable, Codable, Equatable {
     /// `clientCredentialType` of a sign-in with a certificate's client assertion (UNCONFIRMED: Graph's
     /// enum has both `clientAssertion` and `certificate`; `clientAssertion` is assumed).
     public var certificateClientCredentialType: String = "clientAssertion"
+    /// Whether the tenant default app management policy stays in force, for the restriction types an
+    /// application's assigned policy does not name (UNCONFIRMED: Graph's docs say so since 2025;
+    /// earlier versions said an assigned policy replaces the default entirely). On.
+    public var appPolicyInheritsDefault: Bool = true
+    /// Measure a new credential's lifetime, against an app management policy's `maxLifetime`, from
+    /// its `startDateTime` (UNCONFIRMED; off: from now to its `endDateTime`).
+    public var appPolicyLifetimeFromStart: Bool = false
     /// Graph throttling modelled on the documented identity budgets.
     public var throttling: ThrottleSettings = .init()
     /// Seed for every random choice (propagation delay, fault probabilities): same seed, same run.

@@ -60,6 +60,36 @@ extension EntraEmulator {
         }
     }
 
+    /// Replaces a tenant's default app management policy (what `PATCH /policies/defaultAppManagementPolicy` changes).
+    public func setDefaultAppManagementPolicy(_ policy: TenantAppManagementPolicy, tenantID: String) throws {
+        guard let tenant = try store.tenant(tenantID) else { throw GraphError.notFound(tenantID) }
+        try store.write { try DirectoryStore.setTenantAppManagementPolicy($0, tenantID: tenant.id, policy) }
+    }
+
+    /// A tenant's default app management policy as stored.
+    public func defaultAppManagementPolicy(tenantID: String) throws -> TenantAppManagementPolicy {
+        guard let tenant = try store.tenant(tenantID) else { throw GraphError.notFound(tenantID) }
+        return try store.read { try DirectoryStore.tenantAppManagementPolicy($0, tenantID: tenant.id) }
+    }
+
+    /// Stores `policy` in the application's tenant (replacing the policy with its id) and assigns it to
+    /// the application, in place of any policy assigned before.
+    public func assignAppManagementPolicy(_ policy: AppManagementPolicy, toAppId appId: String) throws {
+        try store.write { db in
+            guard let app = try DirectoryStore.application(db, appId: appId) else { throw GraphError.notFound(appId) }
+            try DirectoryStore.saveAppManagementPolicy(db, tenantID: app.tenantID, policy)
+            try DirectoryStore.assignAppManagementPolicy(db, policyID: policy.id, to: app.id)
+        }
+    }
+
+    /// The app management policy assigned to an application, if any.
+    public func assignedAppManagementPolicy(appId: String) throws -> AppManagementPolicy? {
+        try store.read { db in
+            guard let app = try DirectoryStore.application(db, appId: appId) else { throw GraphError.notFound(appId) }
+            return try DirectoryStore.assignedAppManagementPolicy(db, ownerID: app.id)
+        }
+    }
+
     static func seededKey(_ cert: X509Certificate, now: Date) -> StoredKeyCredential {
         StoredKeyCredential(keyId: UUID().uuidString.lowercased(), key: cert.der, customKeyIdentifier: cert.sha1Thumbprint.bytes,
                             displayName: "CN=" + cert.subject, startDateTime: cert.notBefore, endDateTime: cert.notAfter,
@@ -205,9 +235,10 @@ extension EntraEmulator {
     }
 
     /// Seeds the development tenant and a provisioner app with Application.ReadWrite.All (and
-    /// AuditLog.Read.All, which `keyroll retire` and `keyroll audit` read the sign-in log with) and a
-    /// certificate valid for `validity`; returns its registration and credential. Idempotent for the
-    /// tenant; each call makes a fresh provisioner.
+    /// AuditLog.Read.All, which `keyroll retire` and `keyroll audit` read the sign-in log with, and
+    /// Policy.Read.All and Policy.ReadWrite.ApplicationConfiguration, to read and try out app
+    /// management policies) and a certificate valid for `validity`; returns its registration and
+    /// credential. Idempotent for the tenant; each call makes a fresh provisioner.
     public func seedDevelopmentTenant(provisionerName: String = "keyroll-provisioner", validity: TimeInterval = 365 * 86_400) throws
         -> (registration: Registration, credential: SigningCredential)
     {
@@ -217,7 +248,7 @@ extension EntraEmulator {
         let now = self.now
         let cred = try SigningCredential.generate(subject: .init(commonName: provisionerName), notBefore: now.addingTimeInterval(-300),
                                                   notAfter: now.addingTimeInterval(validity))
-        let reg = try register(tenantID: Self.devTenantID, displayName: provisionerName, roles: [.applicationReadWriteAll, .auditLogReadAll],
+        let reg = try register(tenantID: Self.devTenantID, displayName: provisionerName, roles: [.applicationReadWriteAll, .auditLogReadAll, .policyReadAll, .policyReadWriteApplicationConfiguration],
                                certificates: [cred.certificate])
         return (reg, cred)
     }

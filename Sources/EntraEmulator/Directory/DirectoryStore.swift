@@ -121,6 +121,17 @@ public final class DirectoryStore: Sendable {
                 CREATE INDEX sign_in_app_time ON sign_in(app_id, time, seq);
                 """)
         }
+        // App management policies: each tenant's default policy, the tenant's own policies, and
+        // which policy each application is assigned (one at most). Bodies are JSON.
+        m.registerMigration("v4-app-management-policies") { db in
+            try db.execute(sql: """
+                CREATE TABLE tenant_app_policy (tenant_id TEXT PRIMARY KEY, body TEXT NOT NULL);
+                CREATE TABLE app_policy (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, body TEXT NOT NULL);
+                CREATE INDEX app_policy_tenant ON app_policy(tenant_id);
+                CREATE TABLE app_policy_assignment (owner_id TEXT PRIMARY KEY, policy_id TEXT NOT NULL);
+                CREATE INDEX app_policy_assignment_policy ON app_policy_assignment(policy_id);
+                """)
+        }
         return m
     }
 
@@ -272,7 +283,7 @@ public final class DirectoryStore: Sendable {
     static func deleteApplication(_ db: Database, id: String) throws {
         for sql in ["DELETE FROM key_credential WHERE owner_id = ?", "DELETE FROM password_credential WHERE owner_id = ?",
                     "DELETE FROM app_owner WHERE application_id = ?", "DELETE FROM application_tag WHERE application_id = ?",
-                    "DELETE FROM application WHERE id = ?"] {
+                    "DELETE FROM app_policy_assignment WHERE owner_id = ?", "DELETE FROM application WHERE id = ?"] {
             try db.cachedStatement(sql: sql).execute(arguments: [id])
         }
     }

@@ -17,6 +17,10 @@ public enum GraphRole: String, Sendable, CaseIterable, Codable {
     case directoryReadWriteAll = "Directory.ReadWrite.All"
     /// Reads the sign-in log (`/beta/auditLogs/signIns`) and the usage reports under `/beta/reports`.
     case auditLogReadAll = "AuditLog.Read.All"
+    /// Reads app management policies (`/policies/defaultAppManagementPolicy`, `/policies/appManagementPolicies`).
+    case policyReadAll = "Policy.Read.All"
+    /// Reads and writes app management policies (and, with Application.Read.All, assigns them).
+    case policyReadWriteApplicationConfiguration = "Policy.ReadWrite.ApplicationConfiguration"
 
     public var appRoleID: String {
         switch self {
@@ -25,6 +29,8 @@ public enum GraphRole: String, Sendable, CaseIterable, Codable {
         case .applicationReadAll: return "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30"
         case .directoryReadWriteAll: return "19dbc75e-c2e2-444c-a770-ec69d8559fc7"
         case .auditLogReadAll: return "b0afded3-3588-46d8-8b3d-9842eff778da"
+        case .policyReadAll: return "246dd0d5-5bd0-4def-940b-0421030a5b68"
+        case .policyReadWriteApplicationConfiguration: return "be74164b-cff1-491c-8741-e671cb536e13"
         }
     }
 }

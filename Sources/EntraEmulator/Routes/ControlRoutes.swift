@@ -12,6 +12,10 @@ import KeyRollPrimitives
 /// - `POST /_emulator/apps {"tenant", "displayName", "roles": [...], "credential": "certificate"|"secret", "validityDays"}`
 ///   → ids plus the generated certificate + key PEM or secret (so a test rig can sign in as it)
 /// - `POST /_emulator/roles {"appId", "roles": [...]}`
+/// - `GET|PUT /_emulator/defaultAppManagementPolicy?tenant=` (Graph's `tenantAppManagementPolicy` JSON;
+///   PUT replaces the whole policy; the tenant defaults to the development tenant)
+/// - `POST /_emulator/appManagementPolicies {"appId", …appManagementPolicy JSON}`: stores the policy
+///   and assigns it to the app, in place of any policy it had
 /// - `GET /_emulator/signins?appId=&after=` · `GET /_emulator/requests`
 struct ControlRoutes {
     let emulator: EntraEmulator
@@ -107,6 +111,20 @@ struct ControlRoutes {
             guard let appId = b["appId"]?.stringValue else { throw ControlError(message: "'appId' is required") }
             try emulator.grant(try roles(b["roles"]), toAppId: appId)
             return EmulatorResponse(status: 204)
+        case ("GET", "defaultAppManagementPolicy"):
+            return .json(200, .object(AppManagementPolicyJSON.tenantPolicy(try emulator.defaultAppManagementPolicy(tenantID: policyTenant))))
+        case ("PUT", "defaultAppManagementPolicy"):
+            var p = TenantAppManagementPolicy()
+            try AppManagementPolicyJSON.patch(&p, with: try body())
+            try emulator.setDefaultAppManagementPolicy(p, tenantID: policyTenant)
+            return .json(200, .object(AppManagementPolicyJSON.tenantPolicy(p)))
+        case ("POST", "appManagementPolicies"):
+            var b = try body()
+            guard let appId = b.removeValue(forKey: "appId")?.stringValue else { throw ControlError(message: "'appId' is required") }
+            var p = AppManagementPolicy(isEnabled: false, restrictions: .init())
+            try AppManagementPolicyJSON.patch(&p, with: b)
+            try emulator.assignAppManagementPolicy(p, toAppId: appId)
+            return .json(201, .object(AppManagementPolicyJSON.policy(p)))
         case ("GET", "signins"):
             let after = Int64(request.queryValue("after") ?? "0") ?? 0
             let events = try emulator.store.signIns(appId: request.queryValue("appId"), after: after)
@@ -126,6 +144,9 @@ struct ControlRoutes {
             return .json(404, .object(["error": .object(["code": "NotFound", "message": .string("No emulator control route \(m) \(request.path).")])]))
         }
     }
+
+    /// The tenant a policy control request names (`?tenant=`), by default the development tenant.
+    private var policyTenant: String { request.queryValue("tenant") ?? EntraEmulator.devTenantID }
 
     private func roles(_ v: JSONValue?) throws -> Set<GraphRole> {
         Set(try (v?.arrayValue ?? []).map { r in

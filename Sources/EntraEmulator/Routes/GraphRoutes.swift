@@ -12,6 +12,9 @@ struct GraphCaller {
 
     var canWriteAll: Bool { roles.contains(.applicationReadWriteAll) || roles.contains(.directoryReadWriteAll) }
     var canReadAll: Bool { canWriteAll || roles.contains(.applicationReadAll) || roles.contains(.applicationReadWriteOwnedBy) }
+    /// App management policies: read with Policy.Read.All, write with Policy.ReadWrite.ApplicationConfiguration.
+    var canWritePolicies: Bool { roles.contains(.policyReadWriteApplicationConfiguration) }
+    var canReadPolicies: Bool { canWritePolicies || roles.contains(.policyReadAll) }
 
     /// Create/update/delete an application: RW.All, Directory.RW.All, or OwnedBy on an owned app.
     func mayWrite(_ app: StoredApplication) -> Bool {
@@ -38,7 +41,7 @@ struct GraphRoutes {
             let (status, body) = try dispatch(caller)
             var headers: [(String, String)] = []
             if status == 201, let id = body?["id"]?.stringValue {
-                headers.append(("Location", "\(base)/\(request.pathSegments.count > 1 ? request.pathSegments[1] : "")/\(id)"))
+                headers.append(("Location", "\(base)/\(request.pathSegments.dropFirst().joined(separator: "/"))/\(id)"))
             }
             guard let body else { return EmulatorResponse(status: status, headers: headers) }
             return .json(status, body, headers: headers + [("OData-Version", "4.0")])
@@ -93,6 +96,8 @@ struct GraphRoutes {
         // Under /beta the emulator serves the audit log and the reports only.
         guard version == "v1.0" else { throw GraphError.noRoute(method, request.path) }
         switch set {
+        case "policies":
+            return try PolicyRoutes(graph: self, caller: caller).dispatch(seg: seg)
         case "applications":
             if seg.count == 1, altKey == nil {
                 switch method {
@@ -103,8 +108,11 @@ struct GraphRoutes {
             }
             let id = altKey ?? seg[1]
             let action = altKey == nil ? (seg.count > 2 ? seg[2] : nil) : (seg.count > 1 ? seg[1] : nil)
-            guard seg.count <= (altKey == nil ? 3 : 2) else { throw GraphError.noRoute(method, request.path) }
             let lookup: AppLookup = altKey != nil ? .appId(id) : .id(id)
+            if action?.lowercased() == "appmanagementpolicies" {
+                return try PolicyRoutes(graph: self, caller: caller).dispatch(application: lookup, rest: Array(seg.dropFirst(altKey == nil ? 3 : 2)))
+            }
+            guard seg.count <= (altKey == nil ? 3 : 2) else { throw GraphError.noRoute(method, request.path) }
             if let action {
                 guard method == "POST" else { throw GraphError.methodNotAllowed() }
                 switch normalizeAction(action) {
@@ -291,7 +299,10 @@ struct GraphRoutes {
                                     displayName: name, signInAudience: audience, createdDateTime: now, extra: body,
                                     keyCredentials: keyCreds, passwordCredentials: [], owners: [])
         if !caller.canWriteAll { app.owners = [caller.servicePrincipalID] }
-        try emulator.store.write { try DirectoryStore.insert($0, application: app) }
+        try emulator.store.write { db in
+            try enforceAppPolicy(db, before: nil, after: app)
+            try DirectoryStore.insert(db, application: app)
+        }
         let tenant = try emulator.store.tenant(caller.tenantID)
         return GraphJSON.application(app, publisherDomain: tenant?.domain ?? "", select: nil, includeKey: false,
                                      context: "\(base)/$metadata#applications/$entity")
@@ -323,16 +334,31 @@ struct GraphRoutes {
 
     /// Every change to one application: loaded inside one write transaction, refused unless
     /// `allowed` says the caller may, counted against the caller's write throttle, changed by
-    /// `change`, stored. A throw anywhere leaves the application as it was.
+    /// `change`, held to the app management policy in force, stored. A throw anywhere leaves the
+    /// application as it was.
     private func mutateApplication<T>(_ caller: GraphCaller, _ lookup: AppLookup, allowed: (StoredApplication) -> Bool,
                                       _ change: (inout StoredApplication) throws -> T) throws -> T {
         try emulator.store.write { db in
             var app = try loadApplication(db, lookup, caller: caller)
             guard allowed(app) else { throw GraphError.denied }
             if let e = emulator.throttleWrite(caller: caller.appId, tenant: caller.tenantID) { throw e }
+            let before = app
             let result = try change(&app)
+            try enforceAppPolicy(db, before: before, after: app)
             try DirectoryStore.update(db, application: app)
             return result
+        }
+    }
+
+    /// Refuses, as Graph does, a write that adds a credential the application's app management
+    /// policy forbids (see ``EffectiveAppPolicy``); `before` nil for a new application.
+    private func enforceAppPolicy(_ db: Database, before: StoredApplication?, after: StoredApplication) throws {
+        let added = NewCredential.added(before: before, after: after)
+        guard !added.isEmpty else { return }
+        let settings = emulator.settings
+        let policy = try DirectoryStore.effectiveAppPolicy(db, after, inheritsDefault: settings.appPolicyInheritsDefault)
+        if let refusal = policy.refusal(adding: added, appCreatedAt: after.createdDateTime, now: now, lifetimeFromStart: settings.appPolicyLifetimeFromStart) {
+            throw refusal
         }
     }
 

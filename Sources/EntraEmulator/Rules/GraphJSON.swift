@@ -19,6 +19,9 @@ enum GraphJSON {
                              "notificationEmailAddresses", "oauth2PermissionScopes", "passwordCredentials", "preferredSingleSignOnMode",
                              "preferredTokenSigningKeyThumbprint", "replyUrls", "resourceSpecificApplicationPermissions", "samlSingleSignOnSettings",
                              "servicePrincipalNames", "servicePrincipalType", "signInAudience", "tags", "tokenEncryptionKeyId", "verifiedPublisher"],
+        "tenantAppManagementPolicy": ["applicationRestrictions", "deletedDateTime", "description", "displayName", "id", "isEnabled",
+                                      "servicePrincipalRestrictions"],
+        "appManagementPolicy": ["appliesTo", "deletedDateTime", "description", "displayName", "id", "isEnabled", "restrictions"],
     ]
 
     /// `name` in Graph's casing for `type`, nil if the type has no such property.

@@ -135,4 +135,17 @@ public struct GraphError: Error, Sendable, Equatable {
     }
     static func methodNotAllowed() -> GraphError { GraphError(405, "Request_BadRequest", "The requested HTTP method is not supported for this resource.") }
     static let throttled = GraphError(429, "TooManyRequests", "Too many requests.")
+
+    // An app management policy's refusals of a new credential, named after the policy that refuses
+    // (codes and texts as Entra's answers quoted by Azure CLI users and the Teams Toolkit show them;
+    // the status, the policy id in the type refusal, and the code for certificates are UNCONFIRMED,
+    // see docs/emulator.md).
+    /// A secret (or symmetric key) where `passwordAddition` (`symmetricKeyAddition`) forbids one.
+    static func credentialTypeNotAllowed(policyID: String) -> GraphError {
+        GraphError(400, "CredentialTypeNotAllowedAsPerAppPolicy", "Credential type not allowed as per assigned policy '\(policyID)'.")
+    }
+    /// A credential that outlives a lifetime restriction's `maxLifetime`.
+    static func credentialLifetimeExceeded(policyID: String) -> GraphError {
+        GraphError(400, "CredentialInvalidLifetimeAsPerAppPolicy", "Credential lifetime exceeds the max value allowed as per assigned policy '\(policyID)'.")
+    }
 }

@@ -8,14 +8,20 @@ import Foundation
 ///
 /// Parsing is pure. The rules it enforces: the method is GET; the secret header is present (else
 /// 401, before anything else is looked at); `api-version` is `2019-08-01`; `resource` is present,
-/// once, and not empty; at most one identity selector, once (`client_id`/`clientid`,
-/// `object_id`/`principal_id`, `mi_res_id`/`msi_res_id`/`resource_id`). Other parameters are
+/// once, and not empty; at most one identity selector, once: `client_id`/`clientid`,
+/// `object_id`/`principal_id` and `mi_res_id`/`msi_res_id`/`resource_id` are mutually exclusive, as
+/// in App Service, and a repeated one is refused whatever its values. Other parameters are
 /// ignored, as App Service does.
 public struct IdentityTokenRequest: Sendable, Equatable {
     /// How the caller names the identity it wants (none: the one its secret belongs to).
     public enum Selector: Sendable, Equatable {
+        /// The app's client id (`client_id`, `clientid`).
         case clientID(String)
+        /// The service principal's object id (`object_id`, `principal_id`), as in App Service and
+        /// IMDS; the application object's id is accepted too (a KeyRoll extension).
         case objectID(String)
+        /// A user-assigned identity's Azure resource id (`mi_res_id`, `msi_res_id`, `resource_id`),
+        /// which KeyRoll identities do not have: always refused.
         case resourceID(String)
     }
 
@@ -67,7 +73,9 @@ public struct IdentityTokenRequest: Sendable, Equatable {
             if let selector = selector(name, value) { selectors.append((name, selector)) }
         }
         guard selectors.count <= 1 else {
-            return .failure(.badRequest("Give at most one identity selector; got \(selectors.count) (\(selectors.map(\.0).joined(separator: ", ").prefix(100))).") )
+            return .failure(.badRequest("The identity selectors client_id, object_id (principal_id) and mi_res_id (msi_res_id, resource_id) are mutually exclusive "
+                                        + "and each is given once; this request has \(selectors.count) (\(selectors.map(\.0).joined(separator: ", ").prefix(100))). "
+                                        + "Give at most one, or none for the identity of the secret."))
         }
         return .success(IdentityTokenRequest(secret: secret, resource: resource, selector: selectors.first?.1))
     }

@@ -11,6 +11,9 @@ import Logging
 /// Rules it keeps:
 /// - the secret header selects the identity, compared in constant time; a selector (`client_id`,
 ///   `object_id`) must name that same identity, so one app's secret never yields another's tokens;
+/// - after `rotate-secret` an identity's previous secret is accepted too until its overlap ends
+///   (``CredentialStore/rotateTokenEndpointSecret(overlap:now:)``); each such request is counted
+///   and logged (at most once a minute per identity), so the application still to restart is named;
 /// - tokens come from the identity's active credential: the one the journal says is proven, so a
 ///   roll in progress never makes the endpoint fail, and a switch just means the next token is
 ///   fetched with the new key;
@@ -29,7 +32,9 @@ public final class TokenEndpoint: Sendable {
     /// Resource label values seen per identity (``resourceLabel``).
     let labels = Mutex<[String: Set<String>]>([:])
     /// Refusal log lines admitted per status and minute.
-    let refusalLog = RefusalLog()
+    let refusalLog = MinuteLimit<Int>(perMinute: RefusalLogLimit.perMinute)
+    /// "Previous secret in use" log lines admitted per identity and minute.
+    let previousSecretLog = MinuteLimit<String>(perMinute: 1)
     let clock: any WallClock
 
     public init(rollers: [Roller], metrics: MetricsRegistry, clock: any WallClock = SystemClock(), logger: Logger = Logger(label: "keyroll.token-endpoint")) {
@@ -38,6 +43,8 @@ public final class TokenEndpoint: Sendable {
         self.clock = clock
         self.logger = logger
         metrics.describe("keyroll_token_endpoint_requests_total", "counter", "Requests to the managed-identity endpoint, by identity, resource and HTTP status.")
+        metrics.describe("keyroll_token_endpoint_previous_secret_requests_total", "counter",
+                         "Requests authenticated with an identity's previous (rotated-out) secret during the overlap: its application still has to be restarted.")
     }
 
     /// The identities the endpoint serves now (their stores enable it).
@@ -54,6 +61,7 @@ public final class TokenEndpoint: Sendable {
         let secrets = headers.filter { $0.0.lowercased() == IdentityTokenRequest.secretHeader }.map(\.1)
         let given = secrets.count == 1 ? secrets[0] : ""
         let matched = given.isEmpty ? nil : secretOwner(given)
+        if let m = matched, let until = m.previousUntil { notePreviousSecret(m.roller, acceptedUntil: until) }
         if !given.isEmpty, matched == nil {
             result = .failure(.wrongSecret)
         } else {
@@ -63,7 +71,7 @@ public final class TokenEndpoint: Sendable {
             case .success(let request):
                 switch owner(of: request, matched: matched) {
                 case .failure(let e):
-                    if let (roller, _) = matched { appId = roller.identity.appId }
+                    if let m = matched { appId = m.roller.identity.appId }
                     result = .failure(e)
                 case .success(let (roller, settings)):
                     appId = roller.identity.appId
@@ -82,7 +90,7 @@ public final class TokenEndpoint: Sendable {
         // identity, the rest "other"; a request with no matching secret has none at all
         metrics.increment("keyroll_token_endpoint_requests_total", ["app_id": appId, "resource": resource, "status": "\(status)"])
         if case .failure(let e) = result {
-            if refusalLog.admit(status: status, now: clock.now()) {
+            if refusalLog.admit(status, now: clock.now()) {
                 logger.warning("token request refused", metadata: ["app_id": "\(appId)", "resource": "\(resource)", "status": "\(status)",
                                                                     "reason": "\(e.message.prefix(300))", "correlation_id": "\(correlationID)"])
             }
@@ -108,34 +116,59 @@ public final class TokenEndpoint: Sendable {
         }
     }
 
-    /// The served identity whose secret is `given` (compared in constant time with every one).
-    func secretOwner(_ given: String) -> (Roller, TokenEndpointSettings)? {
+    /// A served identity whose secret a request carries.
+    struct SecretMatch {
+        let roller: Roller
+        let settings: TokenEndpointSettings
+        /// Set when the request carries the identity's previous secret: until when it is accepted.
+        let previousUntil: Date?
+    }
+
+    /// The served identity whose secret is `given`: its current one, or its previous one until that
+    /// one's overlap ends (on the injected clock). Compared in constant time with every one.
+    func secretOwner(_ given: String) -> SecretMatch? {
         let bytes = Array(given.utf8)
-        var match: (Roller, TokenEndpointSettings)?
+        let now = clock.now()
+        var match: SecretMatch?
         for roller in rollers {
             guard let settings = try? roller.store.tokenEndpointSettings(), let secret = try? roller.store.tokenEndpointSecret() else { continue }
-            if Self.constantTimeEqual(bytes, Array(secret.utf8)), match == nil { match = (roller, settings) }
+            let previous = (try? roller.store.tokenEndpointPreviousSecret()).flatMap { $0.isAccepted(at: now) ? $0 : nil }
+            let isCurrent = Self.constantTimeEqual(bytes, Array(secret.utf8))
+            let isPrevious = previous.map { Self.constantTimeEqual(bytes, Array($0.secret.utf8)) } ?? false
+            if isCurrent || isPrevious, match == nil {
+                match = SecretMatch(roller: roller, settings: settings, previousUntil: isCurrent ? nil : previous?.acceptedUntil)
+            }
         }
         return match
     }
 
+    /// Counts a request made with an identity's previous secret, and logs it at most once a minute
+    /// per identity: its application has to be restarted with the new environment file before the
+    /// overlap ends.
+    func notePreviousSecret(_ roller: Roller, acceptedUntil: Date) {
+        let appId = roller.identity.appId
+        metrics.increment("keyroll_token_endpoint_previous_secret_requests_total", ["app_id": appId])
+        if previousSecretLog.admit(appId, now: clock.now()) {
+            logger.warning("an application still uses the previous token-endpoint secret; restart it with \(roller.store.tokenEndpointEnvironmentPath)",
+                           metadata: ["app_id": "\(appId)", "accepted_until": "\(UTCTime.iso(acceptedUntil))"])
+        }
+    }
+
     /// The identity whose secret the request carries (`matched`: ``secretOwner(_:)`` of that
-    /// secret, already looked up), checked against its selector.
-    func owner(of request: IdentityTokenRequest, matched: (Roller, TokenEndpointSettings)?) -> Result<(Roller, TokenEndpointSettings), TokenEndpointError> {
-        guard let (roller, settings) = matched else { return .failure(.wrongSecret) }
+    /// secret, already looked up), checked against its selector and allow-list. An `object_id` is
+    /// checked once Entra's token is in hand (``objectIDRefusal(_:token:identity:)``).
+    func owner(of request: IdentityTokenRequest, matched: SecretMatch?) -> Result<(Roller, TokenEndpointSettings), TokenEndpointError> {
+        guard let m = matched else { return .failure(.wrongSecret) }
+        let (roller, settings) = (m.roller, m.settings)
         let id = roller.identity
         switch request.selector {
-        case nil:
+        case nil, .objectID:
             break
         case .clientID(let c) where c.lowercased() == id.appId.lowercased():
-            break
-        case .objectID(let o) where o.lowercased() == id.applicationObjectId.lowercased():
             break
         case .clientID:
             // one answer whether or not the agent serves that client id: a secret tells nothing about other identities
             return .failure(.badRequest("This secret belongs to \(id.appId) and gets only its tokens. Set AZURE_CLIENT_ID to \(id.appId) (or leave client_id out)."))
-        case .objectID:
-            return .failure(.badRequest("That object_id is not the identity of this secret (\(id.appId)); leave it out or select by client_id=\(id.appId)."))
         case .resourceID:
             return .failure(.badRequest("KeyRoll identities are app registrations and have no Azure resource id; select by client_id=\(id.appId) or leave the selector out."))
         }
@@ -158,6 +191,9 @@ public final class TokenEndpoint: Sendable {
         } catch {
             return .failure(.init(status: 500, code: "server_error", message: "The agent could not get a token for \(appId): \(error)"))
         }
+        if case .objectID(let objectID) = request.selector, let refusal = Self.objectIDRefusal(objectID, token: token, identity: roller.identity) {
+            return .failure(refusal)
+        }
         let left = token.expiresOn.timeIntervalSince(clock.now())
         guard left >= Self.minimumLifetime else {
             return .failure(.init(status: 503, code: "temporarily_unavailable",
@@ -170,6 +206,24 @@ public final class TokenEndpoint: Sendable {
             "token_type": "Bearer",
             "client_id": .string(appId),
         ]).serialized())
+    }
+
+    /// Why `objectID` (the request's `object_id`/`principal_id`) does not name the identity `token`
+    /// was issued to; nil when it does.
+    ///
+    /// As in App Service and IMDS, it is the service principal's object id (the portal's "Object
+    /// (principal) ID"). The agent reads it from the `oid` claim Entra puts in every app-only token,
+    /// so checking it needs no Graph permission and no earlier token. The application's object id
+    /// is accepted too (a KeyRoll extension: it names the same identity).
+    static func objectIDRefusal(_ objectID: String, token: AccessToken, identity: CredentialStore.Identity) -> TokenEndpointError? {
+        let given = objectID.lowercased()
+        guard given != identity.applicationObjectId.lowercased() else { return nil }
+        guard let principal = (try? CompactJWS(parsing: token.value, maximumLength: 64 * 1024))?.claims.string("oid") else {
+            return .badRequest("The agent cannot check object_id for \(identity.appId): Entra's token carries no oid claim. Select by client_id=\(identity.appId) or leave the selector out.")
+        }
+        guard given != principal.lowercased() else { return nil }
+        return .badRequest("object_id \(objectID.prefix(64)) is not the identity of this secret: the service principal of \(identity.appId) has object id \(principal). "
+                           + "Set object_id to that, leave it out, or select by client_id=\(identity.appId).")
     }
 
     /// A key older than this that Entra says it does not know (AADSTS700027) is gone, not still
@@ -219,22 +273,24 @@ extension Roller {
     }
 }
 
-/// Refusals are logged at most ``perMinute`` times a minute per HTTP status, so a flood of bad
-/// requests cannot fill the journal (journald drops a unit's lines past its own rate limit, the
-/// agent's roll and cliff messages with them); the lines held back are counted in the next one.
-final class RefusalLog: @unchecked Sendable {
-    static let perMinute = RefusalLogLimit.perMinute
+/// Admits at most ``perMinute`` log lines a minute per key (a refusal's HTTP status, an identity),
+/// so a flood of requests cannot fill the journal (journald drops a unit's lines past its own rate
+/// limit, the agent's roll and cliff messages with them). The metrics still count every request.
+final class MinuteLimit<Key: Hashable>: @unchecked Sendable {
+    let perMinute: Int
     private let lock = NSLock()
     private var minute: Int64 = 0
-    private var counts: [Int: Int] = [:]
+    private var counts: [Key: Int] = [:]
 
-    /// Whether a refusal with `status` at `now` may be logged.
-    func admit(status: Int, now: Date) -> Bool {
+    init(perMinute: Int) { self.perMinute = perMinute }
+
+    /// Whether a line for `key` at `now` may be logged.
+    func admit(_ key: Key, now: Date) -> Bool {
         lock.withLock {
             let m = Int64(now.timeIntervalSince1970 / 60)
             if m != minute { minute = m; counts = [:] }
-            counts[status, default: 0] += 1
-            return counts[status]! <= Self.perMinute
+            counts[key, default: 0] += 1
+            return counts[key]! <= perMinute
         }
     }
 }

@@ -4,9 +4,10 @@ import KeyRollPrimitives
 /// One identity's token-endpoint settings, kept in its store:
 ///
 /// ```
-/// token-endpoint.json     {"allowedResources": [...] | null}: present = the endpoint serves this identity
-/// token-endpoint.secret   the X-IDENTITY-HEADER secret of this identity (0600, 43 base64url characters)
-/// token-endpoint.env      IDENTITY_ENDPOINT, IDENTITY_HEADER, AZURE_CLIENT_ID, NO_PROXY (0600; systemd EnvironmentFile=)
+/// token-endpoint.json             {"allowedResources": [...] | null}: present = the endpoint serves this identity
+/// token-endpoint.secret           the X-IDENTITY-HEADER secret of this identity (0600, 43 base64url characters)
+/// token-endpoint.previous-secret  {"secret", "acceptedUntil"}: the secret before the last rotation, accepted until then (0600)
+/// token-endpoint.env              IDENTITY_ENDPOINT, IDENTITY_HEADER, AZURE_CLIENT_ID, NO_PROXY (0600; systemd EnvironmentFile=)
 /// ```
 ///
 /// Each identity has its own secret, so one application's secret never yields another's tokens.
@@ -25,9 +26,25 @@ public struct TokenEndpointSettings: Codable, Sendable, Equatable {
     }
 }
 
+/// An identity's secret from before its last rotation, still accepted until `acceptedUntil` so
+/// that its application can be restarted with the new one without a moment of 401s.
+public struct PreviousTokenEndpointSecret: Codable, Sendable, Equatable {
+    public var secret: String
+    public var acceptedUntil: Date
+
+    public init(secret: String, acceptedUntil: Date) {
+        self.secret = secret
+        self.acceptedUntil = acceptedUntil
+    }
+
+    /// Whether the endpoint accepts it at `now`.
+    public func isAccepted(at now: Date) -> Bool { now < acceptedUntil }
+}
+
 extension CredentialStore {
     var tokenEndpointSettingsPath: String { path + "/token-endpoint.json" }
     public var tokenEndpointSecretPath: String { path + "/token-endpoint.secret" }
+    public var tokenEndpointPreviousSecretPath: String { path + "/token-endpoint.previous-secret" }
     public var tokenEndpointEnvironmentPath: String { path + "/token-endpoint.env" }
 
     /// The identity's token-endpoint settings; nil when the endpoint does not serve it.
@@ -41,13 +58,14 @@ extension CredentialStore {
     /// Lets the agent's token endpoint serve this identity (with a new secret, unless it has one).
     public func enableTokenEndpoint(_ settings: TokenEndpointSettings) throws {
         // never rotate implicitly: only a store without a secret gets one (an unreadable one is an error)
-        if !FileManager.default.fileExists(atPath: tokenEndpointSecretPath) { try rotateTokenEndpointSecret() } else { _ = try tokenEndpointSecret() }
+        if !FileManager.default.fileExists(atPath: tokenEndpointSecretPath) { try writeNewTokenEndpointSecret() } else { _ = try tokenEndpointSecret() }
         try SecureFiles.writeAtomically(Array(try JSONEncoder.readable().encode(settings)), to: tokenEndpointSettingsPath, hook: hook)
     }
 
-    /// Stops serving this identity and destroys its secret and environment file.
+    /// Stops serving this identity and destroys its secrets (current and previous) and environment file.
     public func disableTokenEndpoint() throws {
-        for file in [tokenEndpointSettingsPath, tokenEndpointSecretPath, tokenEndpointEnvironmentPath] where FileManager.default.fileExists(atPath: file) {
+        for file in [tokenEndpointSettingsPath, tokenEndpointSecretPath, tokenEndpointPreviousSecretPath, tokenEndpointEnvironmentPath]
+        where FileManager.default.fileExists(atPath: file) {
             try SecureFiles.shred(file, hook: hook)
         }
     }
@@ -59,10 +77,45 @@ extension CredentialStore {
         return text
     }
 
-    /// Replaces the secret with 256 fresh random bits. The application keeps working until it is
-    /// restarted with the new environment file; from then on only the new secret is accepted.
+    /// The secret from before the last rotation, whether or not it is still accepted; nil when there is none.
+    public func tokenEndpointPreviousSecret() throws -> PreviousTokenEndpointSecret? {
+        guard FileManager.default.fileExists(atPath: tokenEndpointPreviousSecretPath) else { return nil }
+        do {
+            return try JSONDecoder.utcDates().decode(PreviousTokenEndpointSecret.self, from: Data(try SecureFiles.readSecret(tokenEndpointPreviousSecretPath, limit: 4096)))
+        } catch {
+            throw StoreError.corrupted("token-endpoint.previous-secret cannot be read (\(error)); run keyroll token-endpoint rotate-secret --overlap-minutes 0")
+        }
+    }
+
+    /// How long a rotated-out secret is accepted by default: time to restart the application.
+    public static let defaultTokenEndpointSecretOverlap: TimeInterval = 3600
+
+    /// Replaces the secret with 256 fresh random bits. The old one stays accepted until `now +
+    /// overlap` (kept in `token-endpoint.previous-secret`, replacing any older one), so the
+    /// application keeps working until it is restarted with the new environment file. With an
+    /// overlap of 0 (a leaked secret) no secret but the new one is accepted from now on.
+    /// Returns the new secret and until when the old one is accepted (nil: it no longer is).
     @discardableResult
-    public func rotateTokenEndpointSecret() throws -> String {
+    public func rotateTokenEndpointSecret(overlap: TimeInterval, now: Date) throws -> (secret: String, previousAcceptedUntil: Date?) {
+        var until: Date?
+        // the previous secret first: a crash before the new one is written leaves the old secret
+        // current (and also previous), never unaccepted
+        if overlap > 0, let old = try? tokenEndpointSecret() {
+            // whole seconds, as the file records it
+            let end = Date(timeIntervalSince1970: now.addingTimeInterval(overlap).timeIntervalSince1970.rounded(.down))
+            let previous = PreviousTokenEndpointSecret(secret: old, acceptedUntil: end)
+            try SecureFiles.writeAtomically(Array(try JSONEncoder.readable().encode(previous)), to: tokenEndpointPreviousSecretPath, hook: hook)
+            until = end
+        } else {
+            try SecureFiles.shred(tokenEndpointPreviousSecretPath, hook: hook)
+        }
+        let secret = try writeNewTokenEndpointSecret()
+        return (secret, until)
+    }
+
+    /// Writes a new current secret of 256 fresh random bits.
+    @discardableResult
+    func writeNewTokenEndpointSecret() throws -> String {
         var rng = SystemRandomNumberGenerator()
         let secret = Base64URL.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
         try SecureFiles.writeAtomically(secret + "\n", to: tokenEndpointSecretPath, hook: hook)

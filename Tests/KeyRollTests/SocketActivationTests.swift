@@ -1,0 +1,32 @@
+import KeyRoll
+import Testing
+
+/// Reading the descriptors a service manager passed (sd_listen_fds(3)), purely.
+@Suite struct SocketActivationTests {
+    @Test func theNamedTokenEndpointSocketIsFound() throws {
+        let a = try SocketActivation.parse(environment: ["LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "metrics:token-endpoint"], pid: 42)
+        #expect(a?.descriptors.map(\.descriptor) == [3, 4])
+        #expect(a?.tokenEndpoint == 4)
+    }
+
+    @Test func oneUnnamedSocketIsTheTokenEndpoint() throws {
+        #expect(try SocketActivation.parse(environment: ["LISTEN_PID": "7", "LISTEN_FDS": "1"], pid: 7)?.tokenEndpoint == 3)
+        // two unnamed ones: which is which cannot be told
+        #expect(try SocketActivation.parse(environment: ["LISTEN_PID": "7", "LISTEN_FDS": "2"], pid: 7)?.tokenEndpoint == nil)
+    }
+
+    @Test func variablesMeantForAnotherProcessOrAbsentPassNothing() throws {
+        #expect(try SocketActivation.parse(environment: [:], pid: 7) == nil)
+        // a parent's variables inherited by a child
+        #expect(try SocketActivation.parse(environment: ["LISTEN_PID": "6", "LISTEN_FDS": "1"], pid: 7) == nil)
+    }
+
+    @Test func malformedVariablesAreAnErrorThatNamesThem() {
+        for env in [["LISTEN_FDS": "1"], ["LISTEN_PID": "x", "LISTEN_FDS": "1"], ["LISTEN_PID": "7", "LISTEN_FDS": "-1"],
+                    ["LISTEN_PID": "7", "LISTEN_FDS": "many"], ["LISTEN_PID": "7", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "a"]] {
+            #expect(throws: SocketActivationError.self, "\(env)") { try SocketActivation.parse(environment: env, pid: 7) }
+        }
+        let e = SocketActivationError.malformed("LISTEN_FDS=x is not a count from 0 to 64")
+        #expect(e.description.contains("LISTEN_FDS") && e.description.contains(".socket unit"))
+    }
+}
