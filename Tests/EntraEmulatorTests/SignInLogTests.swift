@@ -56,9 +56,33 @@ struct SignInWorld {
 
     /// The app's service-principal sign-ins as the log serves them now.
     func log(_ extra: [(String, String)] = [], filter: String? = nil, token: String) async throws -> [JSONValue] {
-        let r = await get("/beta/auditLogs/signIns", [("$filter", filter ?? "\(Self.servicePrincipals) and appId eq '\(app.appId)'")] + extra, token: token)
+        try await entries([("$filter", filter ?? "\(Self.servicePrincipals) and appId eq '\(app.appId)'")] + extra, token: token)
+    }
+
+    /// The sign-in log's entries for `query` as served now (without a `$filter`, Graph lists
+    /// interactive user sign-ins).
+    func entries(_ query: [(String, String)] = [], token: String) async throws -> [JSONValue] {
+        let r = await get("/beta/auditLogs/signIns", query, token: token)
         guard r.status == 200 else { throw LabError("sign-in log: \(r.status) \(String(decoding: r.body, as: UTF8.self))") }
         return r.json?["value"]?.arrayValue ?? []
+    }
+
+    /// The ids of the entries `filter` lists (nil: no `$filter`).
+    func ids(_ filter: String?, token: String) async throws -> [String] {
+        try await entries(filter.map { [("$filter", $0)] } ?? [], token: token).compactMap { $0["id"]?.stringValue }
+    }
+
+    /// A delegated sign-in of `user` to the app (or `appId`), now or `at`.
+    @discardableResult
+    func delegated(_ user: String, appId: String? = nil, interactive: Bool = true, credentialKeyId: String? = nil,
+                   resource: String? = "https://graph.microsoft.com", at: Date? = nil) throws -> SignInEvent {
+        try rig.emulator.recordDelegatedSignIn(appId: appId ?? app.appId, userPrincipalName: user, interactive: interactive,
+                                               credentialKeyId: credentialKeyId, resource: resource, at: at)
+    }
+
+    /// The service-principal report's row for `appId`.
+    func servicePrincipalActivity(_ appId: String, token: String) async -> JSONValue? {
+        await get("/beta/reports/servicePrincipalSignInActivities", [("$filter", "appId eq '\(appId)'")], token: token).json?["value"]?.arrayValue?.first
     }
 }
 
@@ -281,7 +305,7 @@ struct SignInWorld {
             "\(sp) and createdDateTime ne 2027-01-01T00:00:00Z",
             "signInEventTypes/any(t: t eq 'robot')",
             "signInEventTypes/any(t: x eq 'servicePrincipal')",
-            "\(sp) and userPrincipalName eq 'a@contoso.com'",
+            "\(sp) and userPrincipalName ne 'a@contoso.com'",
             "\(sp) and appId eq 'unterminated",
             "\(sp) and (appId eq 'a'",
             "\(sp) and status/errorCode eq '0'",
@@ -300,8 +324,8 @@ struct SignInWorld {
                              "Invalid page size specified: '\(top)'. Must be between 1 and 1000 inclusive.", top)
         }
         expectGraphError(await w.get("/beta/auditLogs/signIns", [("$filter", sp), ("$orderby", "appId")], token: token), 400, "BadRequest", "Invalid orderby clause")
-        expectGraphError(await w.get("/beta/auditLogs/signIns", [("$filter", sp), ("$select", "id,userPrincipalName")], token: token), 400, "BadRequest",
-                         "Could not find a property named 'userPrincipalName' on type 'microsoft.graph.signIn'.")
+        expectGraphError(await w.get("/beta/auditLogs/signIns", [("$filter", sp), ("$select", "id,displayName")], token: token), 400, "BadRequest",
+                         "Could not find a property named 'displayName' on type 'microsoft.graph.signIn'.")
         expectGraphError(await w.get("/beta/auditLogs/signIns", [("$filter", sp), ("$skiptoken", "garbage")], token: token), 400, "BadRequest", "Invalid skip token.")
         expectGraphError(await w.rig.graph("POST", "/beta/auditLogs/signIns", token: token, json: .object([:])), 405, "Request_BadRequest",
                          "The requested HTTP method is not supported for this resource.")
@@ -520,6 +544,181 @@ struct SignInWorld {
         }
     }
 
+    // MARK: delegated (user) sign-ins
+
+    @Test func delegatedSignInsAreListedByEventTypeInteractiveOnesWithoutAFilter() async throws {
+        let w = try SignInWorld()
+        let t0 = w.rig.clock.now()
+        try await w.signIn(w.certA)                                              // app-only, t0
+        w.rig.clock.advance(by: 60)
+        let alice = try w.delegated("alice@contoso.com")                         // interactive, t0+60
+        w.rig.clock.advance(by: 60)
+        let bob = try w.delegated("bob@contoso.com", interactive: false)         // non-interactive, t0+120
+        let token = try await w.readerToken()
+        // without an event type: interactive user sign-ins only, as Graph lists them
+        #expect(try await w.ids(nil, token: token) == [alice.id])
+        #expect(try await w.ids("appId eq '\(w.app.appId)'", token: token) == [alice.id])
+        #expect(try await w.ids("signInEventTypes/any(t: t eq 'interactiveUser')", token: token) == [alice.id])
+        // the other kinds only under their own filter
+        #expect(try await w.ids("signInEventTypes/any(t: t eq 'nonInteractiveUser')", token: token) == [bob.id])
+        #expect(try await w.ids("signInEventTypes/any(t: t eq 'interactiveUser' or t eq 'nonInteractiveUser')", token: token) == [bob.id, alice.id])
+        #expect(try await w.ids("signInEventTypes/any(t: t eq 'managedIdentity')", token: token).isEmpty)
+        let appOnly = try await w.log(token: token)
+        #expect(appOnly.map { $0["createdDateTime"] } == [iso(t0)], "the servicePrincipal filter lists no user sign-in")
+        // an entry names the user and the app the user signed in to
+        let a = try #require(try await w.entries(token: token).first)
+        #expect(a["userPrincipalName"] == "alice@contoso.com")
+        #expect(a["userId"]?.stringValue == alice.userId)
+        #expect(UUID(uuidString: alice.userId ?? "") != nil)
+        #expect(a["isInteractive"] == true)
+        #expect(a["signInEventTypes"] == .array(["interactiveUser"]))
+        #expect(a["appId"]?.stringValue == w.app.appId)
+        #expect(a["appDisplayName"] == "payroll-export")
+        #expect(a["createdDateTime"] == iso(t0 + 60))
+        #expect(a["resourceDisplayName"] == "Microsoft Graph")
+        #expect(a["status"]?["errorCode"] == 0)
+        #expect(a["clientCredentialType"] == "none", "a public client")
+        #expect(a["servicePrincipalCredentialKeyId"] == .null)
+        #expect(a["servicePrincipalId"] == .null)
+        let b = try #require(await w.get("/beta/auditLogs/signIns/\(bob.id)", token: token).json)
+        #expect(b["userPrincipalName"] == "bob@contoso.com")
+        #expect(b["isInteractive"] == false)
+        #expect(b["signInEventTypes"] == .array(["nonInteractiveUser"]))
+        // app-only entries name no user; one user keeps one id; $select names the user's properties
+        #expect(appOnly.first?["userPrincipalName"] == .null)
+        #expect(try w.delegated("ALICE@contoso.com").userId == alice.userId)
+        let selected = try await w.entries([("$select", "id,userPrincipalName")], token: token)
+        #expect(selected.first?.objectValue?.keys.sorted() == ["id", "userPrincipalName"])
+    }
+
+    @Test func delegatedSignInsFilterByAppUserAndTime() async throws {
+        let w = try SignInWorld()
+        let other = try w.rig.emulator.register(tenantID: w.rig.tenant.id, displayName: "other-web")
+        let t0 = w.rig.clock.now()
+        try w.delegated("alice@contoso.com")                                     // t0
+        try w.delegated("alice@contoso.com", appId: other.appId, at: t0 + 3600)  // t0+1h
+        try w.delegated("bob@contoso.com", at: t0 + 7200)                        // t0+2h
+        w.rig.clock.advance(by: 3 * 3600)
+        let token = try await w.readerToken()
+        func times(_ filter: String) async throws -> [JSONValue?] {
+            try await w.entries([("$filter", filter)], token: token).map { $0["createdDateTime"] }
+        }
+        #expect(try await times("appId eq '\(w.app.appId)'") == [iso(t0 + 7200), iso(t0)])
+        #expect(try await times("appId eq '\(other.appId.uppercased())'") == [iso(t0 + 3600)])
+        #expect(try await times("appId eq '\(w.app.appId)' and createdDateTime ge \(UTCTime.iso(t0 + 1))") == [iso(t0 + 7200)])
+        #expect(try await times("createdDateTime ge \(UTCTime.iso(t0 + 3600)) and createdDateTime lt \(UTCTime.iso(t0 + 7200))") == [iso(t0 + 3600)])
+        #expect(try await times("userPrincipalName eq 'ALICE@contoso.com'") == [iso(t0 + 3600), iso(t0)])
+        #expect(try await times("signInEventTypes/any(t: t eq 'interactiveUser') and appId eq '\(w.app.appId)' and createdDateTime le \(UTCTime.iso(t0))")
+                == [iso(t0)])
+    }
+
+    @Test func retentionAndLatencyApplyToDelegatedSignIns() async throws {
+        var settings = EmulatorSettings()
+        settings.signInLogLatency = 600
+        let w = try SignInWorld(settings)
+        let alice = try w.delegated("alice@contoso.com")
+        w.rig.clock.advance(by: 599)
+        var token = try await w.readerToken()
+        #expect(try await w.ids(nil, token: token).isEmpty, "599 s: not yet")
+        w.rig.clock.advance(by: 1)
+        #expect(try await w.ids(nil, token: token) == [alice.id], "600 s: served")
+        w.rig.clock.advance(by: 30 * 86_400)
+        token = try await w.readerToken()
+        #expect(try await w.ids(nil, token: token).isEmpty, "past 30 days: gone")
+        #expect(await w.get("/beta/auditLogs/signIns/\(alice.id)", token: token).status == 404)
+        w.rig.emulator.settings.signInLogRetentionDays = 40
+        #expect(try await w.ids(nil, token: token) == [alice.id], "kept, and served under a longer retention")
+    }
+
+    @Test func theServicePrincipalReportShowsTheLastDelegatedSignIn() async throws {
+        let w = try SignInWorld()
+        let api = try w.rig.emulator.register(tenantID: w.rig.tenant.id, displayName: "payroll-api")
+        let t0 = w.rig.clock.now()
+        try await w.signIn(w.certA)                                              // app-only, t0
+        let token = try await w.readerToken()
+        #expect(await w.servicePrincipalActivity(w.app.appId, token: token)?["delegatedClientSignInActivity"] == .null, "no delegated sign-in yet")
+        w.rig.clock.advance(by: 60)
+        try w.delegated("alice@contoso.com", interactive: false)                 // t0+60
+        w.rig.clock.advance(by: 60)
+        let last = try w.delegated("bob@contoso.com", resource: api.appId)       // t0+120, a token for payroll-api
+        w.rig.clock.advance(by: 60)
+        let delegated = JSONValue.object(["lastSignInDateTime": iso(t0 + 120), "lastSignInRequestId": .string(last.id)])
+        let row = try #require(await w.servicePrincipalActivity(w.app.appId, token: token))
+        #expect(row["delegatedClientSignInActivity"] == delegated)
+        #expect(row["applicationAuthenticationClientSignInActivity"]?["lastSignInDateTime"] == iso(t0), "app-only activity stays apart")
+        #expect(row["lastSignInActivity"] == delegated)
+        #expect(row["delegatedResourceSignInActivity"] == .null)
+        let apiRow = try #require(await w.servicePrincipalActivity(api.appId, token: token))
+        #expect(apiRow["delegatedResourceSignInActivity"] == delegated)
+        #expect(apiRow["applicationAuthenticationResourceSignInActivity"] == .null)
+        // an app with delegated use only is listed as well
+        let web = try w.rig.emulator.register(tenantID: w.rig.tenant.id, displayName: "web-only")
+        try w.delegated("carol@contoso.com", appId: web.appId)
+        let webRow = try #require(await w.servicePrincipalActivity(web.appId, token: token))
+        #expect(webRow["delegatedClientSignInActivity"]?["lastSignInDateTime"] == iso(t0 + 180))
+        #expect(webRow["applicationAuthenticationClientSignInActivity"] == .null)
+        // the report's latency applies as to app-only sign-ins
+        w.rig.emulator.settings.reportLatency = 120
+        #expect(await w.servicePrincipalActivity(w.app.appId, token: token)?["delegatedClientSignInActivity"]?["lastSignInDateTime"] == iso(t0 + 60))
+    }
+
+    @Test func aDelegatedSignInWithACredentialShowsItsKeyIdPerTheSetting() async throws {
+        let w = try SignInWorld()
+        let keySecret = try w.secretKeyId(), keyA = try w.keyId(w.certA)
+        let t0 = w.rig.clock.now()
+        let viaSecret = try w.delegated("alice@contoso.com", credentialKeyId: keySecret)  // a web app redeeming a code with its secret
+        w.rig.clock.advance(by: 60)
+        let viaCert = try w.delegated("bob@contoso.com", credentialKeyId: keyA)
+        let token = try await w.readerToken()
+        func entry(_ e: SignInEvent) async -> JSONValue? { await w.get("/beta/auditLogs/signIns/\(e.id)", token: token).json }
+        let byKey = "signInEventTypes/any(t: t eq 'interactiveUser') and servicePrincipalCredentialKeyId eq '\(keySecret)'"
+        // off by default (UNCONFIRMED): the credential's type, not which credential
+        #expect(await entry(viaSecret)?["clientCredentialType"] == "clientSecret")
+        #expect(await entry(viaSecret)?["servicePrincipalCredentialKeyId"] == .null)
+        #expect(await entry(viaCert)?["clientCredentialType"] == "clientAssertion")
+        #expect(await entry(viaCert)?["servicePrincipalCredentialThumbprint"] == .null)
+        #expect(try await w.ids(byKey, token: token).isEmpty)
+        // the credential report counts it either way ("the sign-in activity of the credential across all flows")
+        let secretRow = await w.get("/beta/reports/appCredentialSignInActivities", [("$filter", "keyId eq '\(keySecret)'")], token: token)
+        #expect(secretRow.json?["value"]?.arrayValue?.first?["signInActivity"]
+                == .object(["lastSignInDateTime": iso(t0), "lastSignInRequestId": .string(viaSecret.id)]))
+        // on: the keyId (and a certificate's thumbprint), as on app-only sign-ins
+        w.rig.emulator.settings.delegatedSignInsCarryCredentialKeyId = true
+        #expect(await entry(viaSecret)?["servicePrincipalCredentialKeyId"]?.stringValue == keySecret)
+        #expect(await entry(viaSecret)?["servicePrincipalCredentialThumbprint"] == .null)
+        #expect(await entry(viaCert)?["servicePrincipalCredentialKeyId"]?.stringValue == keyA)
+        #expect(await entry(viaCert)?["servicePrincipalCredentialThumbprint"]?.stringValue == w.certA.certificate.sha1Thumbprint.hex)
+        #expect(try await w.ids(byKey, token: token) == [viaSecret.id])
+        // a keyId the application does not have is refused
+        #expect(throws: GraphError.self) { try w.delegated("mallory@contoso.com", credentialKeyId: UUID().uuidString) }
+    }
+
+    @Test func theControlAPIRecordsADelegatedSignIn() async throws {
+        let w = try SignInWorld()
+        let keySecret = try w.secretKeyId()
+        let at = w.rig.clock.now().addingTimeInterval(-30)
+        func post(_ body: JSONValue) async -> EmulatorResponse {
+            await w.rig.request("POST", "/_emulator/signins", headers: ["content-type": "application/json"], body: body.serialized())
+        }
+        let r = await post(.object(["appId": .string(w.app.appId), "userPrincipalName": "carol@contoso.com", "interactive": false,
+                                    "credentialKeyId": .string(keySecret), "at": .string(UTCTime.iso(at))]))
+        #expect(r.status == 201)
+        #expect(r.json?["eventType"] == "nonInteractiveUser")
+        #expect(r.json?["userPrincipalName"] == "carol@contoso.com")
+        #expect(r.json?["credentialType"] == "secret")
+        #expect(r.json?["keyId"]?.stringValue == keySecret)
+        let id = try #require(r.json?["id"]?.stringValue)
+        let token = try await w.readerToken()
+        let listed = try await w.entries([("$filter", "signInEventTypes/any(t: t eq 'nonInteractiveUser')")], token: token)
+        #expect(listed.map { $0["id"]?.stringValue } == [id])
+        #expect(listed.first?["createdDateTime"] == iso(at))
+        #expect(await w.rig.request("GET", "/_emulator/signins?appId=\(w.app.appId)").json?.arrayValue?.last?["userId"] == r.json?["userId"])
+        // interactive by default; an unknown app or a missing user is refused
+        #expect(await post(.object(["appId": .string(w.app.appId), "userPrincipalName": "dave@contoso.com"])).json?["eventType"] == "interactiveUser")
+        #expect(await post(.object(["appId": .string(UUID().uuidString), "userPrincipalName": "dave@contoso.com"])).status == 404)
+        #expect(await post(.object(["appId": .string(w.app.appId)])).status == 400)
+    }
+
     /// A directory written before the sign-in log carried Graph's fields gets them when it is opened.
     @Test func anOlderStoreIsMigratedWithItsSignIns() async throws {
         let dir = try Tools.temporaryDirectory()
@@ -556,6 +755,7 @@ struct SignInWorld {
         #expect(log.allSatisfy { UUID(uuidString: $0.id) != nil })
         #expect(Set(log.map(\.id)).count == 2)
         #expect(log.map { $0.clientCredentialType(certificate: "clientAssertion") } == ["clientAssertion", "clientSecret"])
+        #expect(log.allSatisfy { $0.eventType == .servicePrincipal && $0.userPrincipalName == nil }, "older sign-ins are app-only")
         #expect(try store.integrityCheck() == "ok")
     }
 }

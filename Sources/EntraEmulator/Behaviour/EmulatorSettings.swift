@@ -45,6 +45,11 @@ public struct EmulatorSettings: Sendable, Codable, Equatable {
     /// `clientCredentialType` of a sign-in with a certificate's client assertion (UNCONFIRMED: Graph's
     /// enum has both `clientAssertion` and `certificate`; `clientAssertion` is assumed).
     public var certificateClientCredentialType: String = "clientAssertion"
+    /// Whether a delegated (user) sign-in in which a confidential client redeemed the code with a
+    /// secret or certificate shows that credential's `servicePrincipalCredentialKeyId` and
+    /// `servicePrincipalCredentialThumbprint` (UNCONFIRMED: Graph documents them for "the service
+    /// principal"; off: null, and a keyId filter does not match such sign-ins).
+    public var delegatedSignInsCarryCredentialKeyId: Bool = false
     /// Whether the tenant default app management policy stays in force, for the restriction types an
     /// application's assigned policy does not name (UNCONFIRMED: Graph's docs say so since 2025;
     /// earlier versions said an assigned policy replaces the default entirely). On.

@@ -60,6 +60,44 @@ extension EntraEmulator {
         }
     }
 
+    /// Records a successful delegated sign-in: `userPrincipalName` signed in to the app, as Entra logs
+    /// a user's sign-in (the emulator has no user login flow). `interactive` makes it an
+    /// `interactiveUser` sign-in, else a `nonInteractiveUser` one (a refresh token, on-behalf-of, …).
+    /// `credentialKeyId` names the application's secret or certificate a confidential client redeemed
+    /// the code with (nil: a public client). The sign-in happens `at` (the emulator's clock by
+    /// default); the log's retention and latency and the reports' latency apply as to app-only ones.
+    @discardableResult
+    public func recordDelegatedSignIn(appId: String, userPrincipalName: String, interactive: Bool = true, credentialKeyId: String? = nil,
+                                      resource: String? = "https://graph.microsoft.com", at time: Date? = nil) throws -> SignInEvent {
+        guard let app = try store.application(appId: appId) else { throw GraphError.notFound(appId) }
+        let keyId = credentialKeyId?.lowercased()
+        var credential: (type: String, thumbprint: String?) = ("none", nil)
+        if let keyId {
+            if app.passwordCredentials.contains(where: { $0.keyId.lowercased() == keyId }) {
+                credential = ("secret", nil)
+            } else if let key = app.keyCredentials.first(where: { $0.keyId.lowercased() == keyId }) {
+                credential = ("certificate", key.sha1.hex)
+            } else {
+                throw GraphError.badRequest("The application \(app.appId) has no credential with keyId '\(keyId)'.")
+            }
+        }
+        let event = SignInEvent(sequence: 0, time: time ?? now, tenantID: app.tenantID, appId: app.appId, keyId: keyId,
+                                thumbprint: credential.thumbprint, result: "success", errorCode: nil, credentialType: credential.type,
+                                id: UUID().uuidString.lowercased(), appDisplayName: app.displayName, resource: resource,
+                                eventType: interactive ? .interactiveUser : .nonInteractiveUser, userPrincipalName: userPrincipalName,
+                                userId: Self.userId(tenantID: app.tenantID, userPrincipalName: userPrincipalName))
+        try store.logSignIn(event)
+        return event
+    }
+
+    /// The object id the emulator gives a user it has only a name for: a GUID derived from the tenant
+    /// and the user principal name (case-insensitively), so one user keeps one id.
+    static func userId(tenantID: String, userPrincipalName: String) -> String {
+        let h = Array(Thumbprint.sha256(of: Array("\(tenantID)|\(userPrincipalName.lowercased())".utf8)).hex.lowercased())
+        func part(_ r: Range<Int>) -> String { String(h[r]) }
+        return "\(part(0..<8))-\(part(8..<12))-8\(part(13..<16))-a\(part(17..<20))-\(part(20..<32))"
+    }
+
     /// Replaces a tenant's default app management policy (what `PATCH /policies/defaultAppManagementPolicy` changes).
     public func setDefaultAppManagementPolicy(_ policy: TenantAppManagementPolicy, tenantID: String) throws {
         guard let tenant = try store.tenant(tenantID) else { throw GraphError.notFound(tenantID) }

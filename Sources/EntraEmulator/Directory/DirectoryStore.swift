@@ -132,6 +132,15 @@ public final class DirectoryStore: Sendable {
                 CREATE INDEX app_policy_assignment_policy ON app_policy_assignment(policy_id);
                 """)
         }
+        // Delegated (user) sign-ins beside the app-only ones: each sign-in's Graph event type and,
+        // for a user's, who signed in. Rows logged before are app-only.
+        m.registerMigration("v5-delegated-sign-ins") { db in
+            try db.execute(sql: """
+                ALTER TABLE sign_in ADD COLUMN event_type TEXT NOT NULL DEFAULT 'servicePrincipal';
+                ALTER TABLE sign_in ADD COLUMN user_principal_name TEXT;
+                ALTER TABLE sign_in ADD COLUMN user_id TEXT;
+                """)
+        }
         return m
     }
 
@@ -382,11 +391,11 @@ public final class DirectoryStore: Sendable {
         try db.write { db in
             try db.cachedStatement(sql: """
                 INSERT INTO sign_in (time, tenant_id, app_id, key_id, thumbprint, result, error_code, credential_type,
-                                     id, sp_id, app_display_name, resource, failure_reason)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                     id, sp_id, app_display_name, resource, failure_reason, event_type, user_principal_name, user_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [e.time.timeIntervalSinceReferenceDate, e.tenantID, e.appId, e.keyId, e.thumbprint, e.result, e.errorCode,
                                          e.credentialType, e.id.isEmpty ? UUID().uuidString.lowercased() : e.id, e.servicePrincipalID,
-                                         e.appDisplayName, e.resource, e.failureReason])
+                                         e.appDisplayName, e.resource, e.failureReason, e.eventType.rawValue, e.userPrincipalName, e.userId])
         }
     }
 
@@ -402,7 +411,9 @@ public final class DirectoryStore: Sendable {
         SignInEvent(sequence: row["seq"], time: Date(timeIntervalSinceReferenceDate: row["time"]), tenantID: row["tenant_id"], appId: row["app_id"],
                     keyId: row["key_id"], thumbprint: row["thumbprint"], result: row["result"], errorCode: row["error_code"],
                     credentialType: row["credential_type"], id: row["id"] ?? "", servicePrincipalID: row["sp_id"],
-                    appDisplayName: row["app_display_name"], resource: row["resource"], failureReason: row["failure_reason"])
+                    appDisplayName: row["app_display_name"], resource: row["resource"], failureReason: row["failure_reason"],
+                    eventType: SignInEventType(rawValue: row["event_type"] ?? "") ?? .servicePrincipal,
+                    userPrincipalName: row["user_principal_name"], userId: row["user_id"])
     }
 
     /// Records `jti`; returns false if it was already seen and has not expired (strict replay mode).

@@ -97,9 +97,19 @@ public struct StoredServicePrincipal: Sendable, Equatable {
     public var extra: [String: JSONValue]
 }
 
-/// One entry of the sign-in log: every token request that named a client. Graph serves it as a
-/// `signIn` of event type `servicePrincipal` (`GET /beta/auditLogs/signIns`), and the usage reports
-/// under `/beta/reports` are computed from it.
+/// Graph's `signInEventType` of a logged sign-in.
+public enum SignInEventType: String, Sendable, CaseIterable {
+    /// App-only: a token request of the emulator's token endpoint.
+    case servicePrincipal
+    /// Delegated: a user signed in to the app (recorded with ``EntraEmulator/recordDelegatedSignIn(appId:userPrincipalName:interactive:credentialKeyId:resource:at:)``).
+    case interactiveUser
+    /// Delegated without the user at hand: a refresh-token redemption, on-behalf-of, …
+    case nonInteractiveUser
+}
+
+/// One entry of the sign-in log: every token request that named a client, and the delegated (user)
+/// sign-ins a test recorded. Graph serves it as a `signIn` (`GET /beta/auditLogs/signIns`), and the
+/// usage reports under `/beta/reports` are computed from it.
 public struct SignInEvent: Sendable, Equatable {
     public var sequence: Int64
     public var time: Date
@@ -126,6 +136,13 @@ public struct SignInEvent: Sendable, Equatable {
     public var resource: String? = nil
     /// The failure's message (Graph's `status.failureReason`).
     public var failureReason: String? = nil
+    /// App-only (`servicePrincipal`) or delegated (a user's sign-in).
+    public var eventType: SignInEventType = .servicePrincipal
+    /// The user of a delegated sign-in (nil for app-only ones).
+    public var userPrincipalName: String? = nil
+    public var userId: String? = nil
+
+    public var isDelegated: Bool { eventType != .servicePrincipal }
 
     /// Graph's `clientCredentialType`: `clientSecret`, `none`, or for a certificate assertion
     /// `certificate` (``EmulatorSettings/certificateClientCredentialType``).

@@ -4,7 +4,7 @@ import KeyRollPrimitives
 
 /// The sign-in log as Graph's audit-log and report endpoints read it: pages in `createdDateTime`
 /// order with a keyset cursor, single entries by id, and the newest successful sign-in per app,
-/// per credential and per resource.
+/// per credential and per resource (app-only and delegated apart).
 extension DirectoryStore {
     /// Where a page of the sign-in log continues: after the entry at (`time`, `seq`) in the
     /// listing's order. Times are `timeIntervalSinceReferenceDate`, written with Swift's shortest
@@ -68,14 +68,28 @@ extension DirectoryStore {
         var resource: String?
     }
 
-    /// The newest successful sign-in at or before `until` of each app of the tenant (or of `appId`),
-    /// keyed by appId.
-    static func lastSignInByApp(_ db: Database, tenantID: String, appId: String?, until: Date) throws -> [String: LastSignIn] {
+    /// The flows the service-principal report tells apart: app-only sign-ins (client credentials)
+    /// and delegated ones (a user's sign-in to the app).
+    enum Flow {
+        case appOnly, delegated
+
+        /// The condition on `sign_in.event_type` (constant SQL).
+        var sql: String {
+            switch self {
+            case .appOnly: return "event_type = 'servicePrincipal'"
+            case .delegated: return "event_type IN ('interactiveUser', 'nonInteractiveUser')"
+            }
+        }
+    }
+
+    /// The newest successful sign-in of `flow` at or before `until` of each app of the tenant (or of
+    /// `appId`) as the client, keyed by appId.
+    static func lastSignInByApp(_ db: Database, tenantID: String, appId: String?, flow: Flow, until: Date) throws -> [String: LastSignIn] {
         var out: [String: LastSignIn] = [:]
         // SQLite takes the bare columns of an aggregate query with one MAX() from the row holding the maximum.
         for row in try Row.fetchAll(db, sql: """
             SELECT app_id, MAX(time) AS last, id, resource FROM sign_in
-            WHERE tenant_id = ? AND result = 'success' AND time <= ? AND (? IS NULL OR app_id = ?) GROUP BY app_id
+            WHERE tenant_id = ? AND result = 'success' AND \(flow.sql) AND time <= ? AND (? IS NULL OR app_id = ?) GROUP BY app_id
             """, arguments: [tenantID, until.timeIntervalSinceReferenceDate, appId?.lowercased(), appId?.lowercased()]) {
             out[row["app_id"]] = LastSignIn(time: Date(timeIntervalSinceReferenceDate: row["last"]), signInID: row["id"] ?? "", resource: row["resource"])
         }
@@ -83,7 +97,8 @@ extension DirectoryStore {
     }
 
     /// The newest successful sign-in at or before `until` with each credential of the tenant's apps
-    /// (or of `appId`), keyed by ``credentialKey(appId:keyId:)``.
+    /// (or of `appId`), app-only or delegated (a confidential client redeeming a code with it), keyed
+    /// by ``credentialKey(appId:keyId:)``.
     static func lastSignInByCredential(_ db: Database, tenantID: String, appId: String?, until: Date) throws -> [String: LastSignIn] {
         var out: [String: LastSignIn] = [:]
         for row in try Row.fetchAll(db, sql: """
@@ -99,13 +114,13 @@ extension DirectoryStore {
 
     static func credentialKey(appId: String, keyId: String) -> String { "\(appId.lowercased())|\(keyId.lowercased())" }
 
-    /// The newest successful sign-in at or before `until` for each resource tokens were asked for,
-    /// keyed by ``resourceKey(_:)``.
-    static func lastSignInByResource(_ db: Database, tenantID: String, until: Date) throws -> [String: LastSignIn] {
+    /// The newest successful sign-in of `flow` at or before `until` for each resource tokens were
+    /// asked for, keyed by ``resourceKey(_:)``.
+    static func lastSignInByResource(_ db: Database, tenantID: String, flow: Flow, until: Date) throws -> [String: LastSignIn] {
         var out: [String: LastSignIn] = [:]
         for row in try Row.fetchAll(db, sql: """
             SELECT resource, MAX(time) AS last, id FROM sign_in
-            WHERE tenant_id = ? AND result = 'success' AND resource IS NOT NULL AND time <= ? GROUP BY resource
+            WHERE tenant_id = ? AND result = 'success' AND \(flow.sql) AND resource IS NOT NULL AND time <= ? GROUP BY resource
             """, arguments: [tenantID, until.timeIntervalSinceReferenceDate]) {
             let key = resourceKey(row["resource"])
             let last = LastSignIn(time: Date(timeIntervalSinceReferenceDate: row["last"]), signInID: row["id"] ?? "", resource: row["resource"])

@@ -4,14 +4,14 @@ import GRDB
 import KeyRollPrimitives
 
 /// Graph's sign-in log and credential-usage reports, served from the emulator's own sign-in log
-/// (every token request that named a client):
+/// (every token request that named a client, and the delegated sign-ins tests record):
 ///
-/// - `GET /beta/auditLogs/signIns` and `/beta/auditLogs/signIns/{id}`: service-principal sign-ins,
-///   newest first, with `$filter`, `$top` (≤ 1000), `$orderby=createdDateTime`, `$select` and
-///   `@odata.nextLink`. Without `signInEventTypes/any(t: t eq 'servicePrincipal')` the list is empty:
-///   Graph then returns interactive user sign-ins, which the emulator has none of.
-/// - `GET /v1.0/auditLogs/signIns`: always empty (v1.0 lists interactive user sign-ins only); the
-///   beta-only properties in a `$filter` are a 400.
+/// - `GET /beta/auditLogs/signIns` and `/beta/auditLogs/signIns/{id}`: sign-ins newest first, with
+///   `$filter`, `$top` (≤ 1000), `$orderby=createdDateTime`, `$select` and `@odata.nextLink`. The
+///   event types listed are those `signInEventTypes/any(…)` names, or interactive user sign-ins
+///   without it, as Graph does.
+/// - `GET /v1.0/auditLogs/signIns`: always empty (v1.0 lists interactive user sign-ins only, which
+///   the emulator serves on beta only); the beta-only properties in a `$filter` are a 400.
 /// - `GET /beta/reports/servicePrincipalSignInActivities` and `/beta/reports/appCredentialSignInActivities`:
 ///   the newest successful sign-in per service principal and per credential.
 ///
@@ -37,7 +37,8 @@ struct AuditLogRoutes {
     /// The properties the emulator writes on a signIn, in Graph's casing (what `$select` may name).
     static let signInProperties = ["id", "createdDateTime", "appId", "appDisplayName", "servicePrincipalId", "servicePrincipalName",
                                    "resourceId", "resourceDisplayName", "ipAddress", "status", "signInEventTypes", "clientCredentialType",
-                                   "servicePrincipalCredentialKeyId", "servicePrincipalCredentialThumbprint", "federatedCredentialId", "isInteractive"]
+                                   "servicePrincipalCredentialKeyId", "servicePrincipalCredentialThumbprint", "federatedCredentialId", "isInteractive",
+                                   "userPrincipalName", "userId"]
 
     private enum Route {
         case signIns, signIn(String), v1SignIns, servicePrincipalActivities, credentialActivities
@@ -86,24 +87,26 @@ struct AuditLogRoutes {
             guard let c = DirectoryStore.SignInCursor(token: token) else { throw GraphError(400, "BadRequest", "Invalid skip token.") }
             cursor = c
         }
-        // Graph lists interactive user sign-ins unless the filter asks for an event type; every
-        // entry of the emulator's log is a service-principal sign-in.
         let visible = window(settings)
         var conditions: [DirectoryStore.SignInCondition] = [.init(sql: "time >= ? AND time <= ?", arguments: [visible.oldest, visible.newest])]
-        var typeClauses = 0
-        var servicePrincipalEvents = true
+        var typeClauses: [[String]] = []
         for clause in try request.queryValue("$filter").map({ try AuditLogFilter(parsing: $0).clauses }) ?? [] {
             switch clause {
             case .any("signineventtypes", let values):
                 guard values.allSatisfy(Self.eventTypes.contains) else { throw AuditLogFilter.invalid }
-                typeClauses += 1
-                servicePrincipalEvents = servicePrincipalEvents && values.contains("servicePrincipal")
+                typeClauses.append(values)
             case .compare("appid", .eq, .string(let v)):
                 conditions.append(.init(sql: "app_id = ?", arguments: [v.lowercased()]))
             case .compare("serviceprincipalid", .eq, .string(let v)):
                 conditions.append(.init(sql: "sp_id = ? COLLATE NOCASE", arguments: [v]))
             case .compare("serviceprincipalcredentialkeyid", .eq, .string(let v)):
-                conditions.append(.init(sql: "key_id = ? COLLATE NOCASE", arguments: [v]))
+                // Only entries that show the keyId match it.
+                conditions.append(.init(sql: "key_id = ? COLLATE NOCASE AND (event_type = 'servicePrincipal' OR ?)",
+                                        arguments: [v, settings.delegatedSignInsCarryCredentialKeyId]))
+            case .compare("userprincipalname", .eq, .string(let v)):
+                conditions.append(.init(sql: "user_principal_name = ? COLLATE NOCASE", arguments: [v]))
+            case .compare("userid", .eq, .string(let v)):
+                conditions.append(.init(sql: "user_id = ? COLLATE NOCASE", arguments: [v]))
             case .compare("status/errorcode", .eq, .int(let n)):
                 conditions.append(n == 0 ? .init(sql: "result = 'success'", arguments: []) : .init(sql: "error_code = ?", arguments: [n]))
             case .compare("createddatetime", let op, .date(let d)) where op != .ne:
@@ -120,9 +123,12 @@ struct AuditLogRoutes {
                 throw AuditLogFilter.invalid
             }
         }
+        let types = Self.listedEventTypes(typeClauses).sorted()
+        conditions.append(.init(sql: "event_type IN (\(types.map { _ in "?" }.joined(separator: ", ")))",
+                                arguments: types.map { $0 as (any DatabaseValueConvertible)? }))
         var items: [JSONValue] = []
         var next: DirectoryStore.SignInCursor?
-        if typeClauses > 0, servicePrincipalEvents {
+        if !types.isEmpty {
             try emulator.store.read { db in
                 let rows = try DirectoryStore.signInPage(db, tenantID: caller.tenantID, conditions: conditions, descending: descending,
                                                          after: cursor, limit: top + 1)
@@ -134,6 +140,12 @@ struct AuditLogRoutes {
         var body: [String: JSONValue] = ["@odata.context": .string(signInContext(select)), "value": .array(items)]
         if let next { body["@odata.nextLink"] = .string(graph.nextLink(token: next.token)) }
         return .object(body)
+    }
+
+    /// The event types a list shows: those every `signInEventTypes/any(…)` clause names (an entry has
+    /// one type), or without such a clause interactive user sign-ins, Graph's default.
+    static func listedEventTypes(_ clauses: [[String]]) -> Set<String> {
+        clauses.dropFirst().reduce(Set(clauses.first ?? [SignInEventType.interactiveUser.rawValue])) { $0.intersection($1) }
     }
 
     private func getSignIn(_ id: String) throws -> JSONValue {
@@ -150,8 +162,8 @@ struct AuditLogRoutes {
         }
     }
 
-    /// v1.0 lists interactive user sign-ins only (the emulator has none); the properties that
-    /// single out service-principal sign-ins do not exist there.
+    /// v1.0 lists interactive user sign-ins only (the emulator serves them on beta only); the
+    /// properties that single out service-principal sign-ins do not exist there.
     private func listV1SignIns() throws -> JSONValue {
         _ = try signInPageSize()
         for clause in try request.queryValue("$filter").map({ try AuditLogFilter(parsing: $0).clauses }) ?? [] {
@@ -202,28 +214,32 @@ struct AuditLogRoutes {
         }
     }
 
-    /// A logged sign-in as Graph's beta `signIn` of event type `servicePrincipal`.
+    /// A logged sign-in as Graph's beta `signIn`. A delegated one names its user, not a service
+    /// principal, and shows the credential a confidential client used per the settings.
     private func signInJSON(_ e: SignInEvent, settings: EmulatorSettings, select: [String]?, _ db: Database) throws -> JSONValue {
         func text(_ s: String?) -> JSONValue { s.map(JSONValue.string) ?? .null }
         let resource = try resourceIdentity(e.resource, db)
+        let showsKey = !e.isDelegated || settings.delegatedSignInsCarryCredentialKeyId
         var o: [String: JSONValue] = [
             "id": .string(e.id),
             "createdDateTime": .string(WireTime.iso(e.time)),
             "appId": .string(e.appId),
             "appDisplayName": text(e.appDisplayName),
             "servicePrincipalId": text(e.servicePrincipalID),
-            "servicePrincipalName": text(e.appDisplayName),
+            "servicePrincipalName": text(e.isDelegated ? nil : e.appDisplayName),
             "resourceId": text(resource.id),
             "resourceDisplayName": text(resource.name),
             "ipAddress": "127.0.0.1",
             "status": .object(["errorCode": .int(Int64(e.result == "success" ? 0 : e.errorCode ?? 0)),
                                "failureReason": text(e.result == "success" ? nil : e.failureReason), "additionalDetails": .null]),
-            "signInEventTypes": .array(["servicePrincipal"]),
+            "signInEventTypes": .array([.string(e.eventType.rawValue)]),
             "clientCredentialType": .string(e.clientCredentialType(certificate: settings.certificateClientCredentialType)),
-            "servicePrincipalCredentialKeyId": text(e.keyId),
-            "servicePrincipalCredentialThumbprint": text(e.thumbprint),
+            "servicePrincipalCredentialKeyId": text(showsKey ? e.keyId : nil),
+            "servicePrincipalCredentialThumbprint": text(showsKey ? e.thumbprint : nil),
             "federatedCredentialId": .null,
-            "isInteractive": false,
+            "isInteractive": .bool(e.eventType == .interactiveUser),
+            "userPrincipalName": text(e.userPrincipalName),
+            "userId": text(e.userId),
         ]
         if let select {
             let wanted = Set(select)
@@ -289,9 +305,8 @@ struct AuditLogRoutes {
     }
 
     /// Per service principal of the tenant with any activity the report shows yet: its newest
-    /// successful app-only sign-in as a client, as a resource (tokens asked for its appId or one of
-    /// its application's identifierUris), and the newer of the two. Delegated activity is null: the
-    /// emulator issues app-only tokens only.
+    /// successful sign-in as a client and as a resource (tokens asked for its appId or one of its
+    /// application's identifierUris), app-only and delegated apart, and the newest of the four.
     private func servicePrincipalActivities() throws -> JSONValue {
         let filter = try reportFilter(keyId: false)
         let until = graph.now.addingTimeInterval(-emulator.settings.reportLatency)
@@ -303,29 +318,32 @@ struct AuditLogRoutes {
             } else {
                 principals = try DirectoryStore.servicePrincipals(db, tenantID: caller.tenantID, after: 0, limit: Int.max).map(\.sp)
             }
-            let asClient = try DirectoryStore.lastSignInByApp(db, tenantID: caller.tenantID, appId: appId, until: until)
-            let asResource = try DirectoryStore.lastSignInByResource(db, tenantID: caller.tenantID, until: until)
+            let tenant = caller.tenantID
+            let appOnlyClient = try DirectoryStore.lastSignInByApp(db, tenantID: tenant, appId: appId, flow: .appOnly, until: until)
+            let delegatedClient = try DirectoryStore.lastSignInByApp(db, tenantID: tenant, appId: appId, flow: .delegated, until: until)
+            let appOnlyResource = try DirectoryStore.lastSignInByResource(db, tenantID: tenant, flow: .appOnly, until: until)
+            let delegatedResource = try DirectoryStore.lastSignInByResource(db, tenantID: tenant, flow: .delegated, until: until)
             return try principals.compactMap { sp -> JSONValue? in
-                let client = asClient[sp.appId.lowercased()]
-                var resource: DirectoryStore.LastSignIn?
-                if !asResource.isEmpty {
-                    var names = [sp.appId]
-                    if let app = try DirectoryStore.application(db, appId: sp.appId) {
-                        names += (app.extra["identifierUris"]?.arrayValue ?? []).compactMap(\.stringValue)
-                    }
-                    resource = names.compactMap { asResource[DirectoryStore.resourceKey($0)] }.max { $0.time < $1.time }
+                var names: [String] = []
+                if !appOnlyResource.isEmpty || !delegatedResource.isEmpty {
+                    let app = try DirectoryStore.application(db, appId: sp.appId)
+                    names = [sp.appId] + (app?.extra["identifierUris"]?.arrayValue ?? []).compactMap(\.stringValue)
                 }
-                guard client != nil || resource != nil else { return nil }
-                let last = [client, resource].compactMap { $0 }.max { $0.time < $1.time }
-                return .object([
-                    "id": .string(Base64.encode(Array(sp.appId.utf8))),
-                    "appId": .string(sp.appId),
-                    "applicationAuthenticationClientSignInActivity": activity(client),
-                    "applicationAuthenticationResourceSignInActivity": activity(resource),
-                    "delegatedClientSignInActivity": .null,
-                    "delegatedResourceSignInActivity": .null,
-                    "lastSignInActivity": activity(last),
-                ])
+                func asResource(_ byResource: [String: DirectoryStore.LastSignIn]) -> DirectoryStore.LastSignIn? {
+                    names.compactMap { byResource[DirectoryStore.resourceKey($0)] }.max { $0.time < $1.time }
+                }
+                let activities = [
+                    "applicationAuthenticationClientSignInActivity": appOnlyClient[sp.appId.lowercased()],
+                    "applicationAuthenticationResourceSignInActivity": asResource(appOnlyResource),
+                    "delegatedClientSignInActivity": delegatedClient[sp.appId.lowercased()],
+                    "delegatedResourceSignInActivity": asResource(delegatedResource),
+                ]
+                guard let last = activities.values.compactMap({ $0 }).max(by: { $0.time < $1.time }) else { return nil }
+                var row = activities.mapValues(activity)
+                row["id"] = .string(Base64.encode(Array(sp.appId.utf8)))
+                row["appId"] = .string(sp.appId)
+                row["lastSignInActivity"] = activity(last)
+                return .object(row)
             }
         }
         return try reportPage(rows, context: "reports/servicePrincipalSignInActivities")
@@ -363,7 +381,9 @@ struct AuditLogRoutes {
     }
 
     /// Per current credential of the tenant's applications (and their service principals): its
-    /// newest successful sign-in the report shows yet, or null when it has none.
+    /// newest successful sign-in the report shows yet, in any flow ("the sign-in activity of the
+    /// credential across all flows": app-only, or delegated with the credential redeeming the code),
+    /// or null when it has none.
     private func credentialActivities() throws -> JSONValue {
         let filter = try reportFilter(keyId: true)
         let until = graph.now.addingTimeInterval(-emulator.settings.reportLatency)

@@ -17,6 +17,9 @@ import KeyRollPrimitives
 /// - `POST /_emulator/appManagementPolicies {"appId", …appManagementPolicy JSON}`: stores the policy
 ///   and assigns it to the app, in place of any policy it had
 /// - `GET /_emulator/signins?appId=&after=` · `GET /_emulator/requests`
+/// - `POST /_emulator/signins {"appId", "userPrincipalName", "interactive"?: true, "credentialKeyId"?, "resource"?, "at"?}`:
+///   records a delegated (user) sign-in (``EntraEmulator/recordDelegatedSignIn(appId:userPrincipalName:interactive:credentialKeyId:resource:at:)``)
+///   → 201 with the entry as `GET /_emulator/signins` lists it
 struct ControlRoutes {
     let emulator: EntraEmulator
     let request: EmulatorRequest
@@ -127,14 +130,9 @@ struct ControlRoutes {
             return .json(201, .object(AppManagementPolicyJSON.policy(p)))
         case ("GET", "signins"):
             let after = Int64(request.queryValue("after") ?? "0") ?? 0
-            let events = try emulator.store.signIns(appId: request.queryValue("appId"), after: after)
-            return .json(200, .array(events.map { e in .object([
-                "sequence": .int(e.sequence), "time": .string(WireTime.isoFraction(e.time)), "tenantId": .string(e.tenantID),
-                "appId": .string(e.appId), "keyId": e.keyId.map(JSONValue.string) ?? .null, "thumbprint": e.thumbprint.map(JSONValue.string) ?? .null,
-                "result": .string(e.result), "errorCode": e.errorCode.map { .int(Int64($0)) } ?? .null, "credentialType": .string(e.credentialType),
-                "id": .string(e.id), "servicePrincipalId": e.servicePrincipalID.map(JSONValue.string) ?? .null,
-                "resource": e.resource.map(JSONValue.string) ?? .null, "failureReason": e.failureReason.map(JSONValue.string) ?? .null,
-            ]) }))
+            return .json(200, .array(try emulator.store.signIns(appId: request.queryValue("appId"), after: after).map(Self.signInJSON)))
+        case ("POST", "signins"):
+            return .json(201, Self.signInJSON(try recordDelegatedSignIn(try body())))
         case ("GET", "requests"):
             return .json(200, .array(emulator.requestLog().suffix(1000).map { e in .object([
                 "time": .string(WireTime.isoFraction(e.time)), "method": .string(e.method), "path": .string(e.path),
@@ -143,6 +141,30 @@ struct ControlRoutes {
         default:
             return .json(404, .object(["error": .object(["code": "NotFound", "message": .string("No emulator control route \(m) \(request.path).")])]))
         }
+    }
+
+    /// An entry of the sign-in log as the control API shows it: everything that was logged.
+    static func signInJSON(_ e: SignInEvent) -> JSONValue {
+        func text(_ s: String?) -> JSONValue { s.map(JSONValue.string) ?? .null }
+        return .object([
+            "sequence": .int(e.sequence), "time": .string(WireTime.isoFraction(e.time)), "tenantId": .string(e.tenantID),
+            "appId": .string(e.appId), "keyId": text(e.keyId), "thumbprint": text(e.thumbprint),
+            "result": .string(e.result), "errorCode": e.errorCode.map { .int(Int64($0)) } ?? .null, "credentialType": .string(e.credentialType),
+            "id": .string(e.id), "servicePrincipalId": text(e.servicePrincipalID), "resource": text(e.resource), "failureReason": text(e.failureReason),
+            "eventType": .string(e.eventType.rawValue), "userPrincipalName": text(e.userPrincipalName), "userId": text(e.userId),
+        ])
+    }
+
+    private func recordDelegatedSignIn(_ b: [String: JSONValue]) throws -> SignInEvent {
+        guard let appId = b["appId"]?.stringValue, let upn = b["userPrincipalName"]?.stringValue else {
+            throw ControlError(message: "'appId' and 'userPrincipalName' are required")
+        }
+        var at: Date?
+        if let s = b["at"]?.stringValue { guard let d = WireTime.parse(s) else { throw ControlError(message: "'at' is not ISO 8601") }; at = d }
+        // Interactive unless `false`; Microsoft Graph as the resource unless named (or null: none).
+        return try emulator.recordDelegatedSignIn(appId: appId, userPrincipalName: upn, interactive: b["interactive"] != .bool(false),
+                                                  credentialKeyId: b["credentialKeyId"]?.stringValue,
+                                                  resource: b["resource"].map { $0.stringValue } ?? "https://graph.microsoft.com", at: at)
     }
 
     /// The tenant a policy control request names (`?tenant=`), by default the development tenant.
