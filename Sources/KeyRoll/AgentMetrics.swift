@@ -10,9 +10,14 @@ import Prometheus
 /// reports there instead.
 ///
 /// Rules it keeps, whatever the backend:
-/// - a family has at most ``maximumSeriesPerFamily`` label sets; a later label set is counted in
-///   the family's one overflow series, whose every label value is `other` (a flood of requests
-///   cannot grow the registry: the token endpoint bounds its own labels earlier, this is the floor);
+/// - a family whose labels come from requests (described with `fromRequests: true`) has at most
+///   ``maximumSeriesPerFamily`` label sets; a later label set is counted in the family's one
+///   overflow series, whose every label value is `other` (a flood of requests cannot grow the
+///   registry: the token endpoint bounds its own labels earlier, this is the floor). Families
+///   labelled by the agent's own identities and states are never folded: folding `keyroll_alarm`
+///   at a few hundred identities would hide an app past its cliff;
+/// - a counter only grows (a negative or non-finite increment is dropped), and a gauge holds a
+///   finite value;
 /// - label values are cut to ``maximumLabelLength`` characters;
 /// - a family's help text is fixed by its first series (swift-prometheus requires one text per name).
 ///
@@ -32,6 +37,7 @@ public final class MetricsRegistry: @unchecked Sendable {
     private var counters: [String: [LabelSet: CoreMetrics.FloatingPointCounter]] = [:]
     private var gauges: [String: [LabelSet: CoreMetrics.Gauge]] = [:]
     private var values: [String: [LabelSet: Double]] = [:]
+    private var fromRequests: Set<String> = []
 
     /// Metrics kept in a swift-prometheus registry, served by ``exposition()``.
     public convenience init() {
@@ -51,13 +57,19 @@ public final class MetricsRegistry: @unchecked Sendable {
         self.help = help
     }
 
-    /// Describes a family (its help text; `type` documents intent: counter or gauge).
-    public func describe(_ name: String, _ type: String, _ text: String) { help.describe(name, text) }
+    /// Describes a family (its help text; `type` documents intent: counter or gauge). A family
+    /// whose label values come from requests (`fromRequests`) is bounded to
+    /// ``maximumSeriesPerFamily`` series.
+    public func describe(_ name: String, _ type: String, _ text: String, fromRequests: Bool = false) {
+        help.describe(name, text)
+        if fromRequests { lock.withLock { _ = self.fromRequests.insert(name) } }
+    }
 
     /// The metric families described so far (exported once they have a value).
     public var describedFamilies: Set<String> { help.described }
 
     public func set(_ name: String, _ labels: [String: String] = [:], _ value: Double) {
+        guard value.isFinite else { return }
         lock.withLock {
             let key = admitted(name, labels)
             let gauge = gauges[name, default: [:]][key] ?? CoreMetrics.Gauge(label: name, dimensions: key.dimensions, factory: factory)
@@ -68,6 +80,7 @@ public final class MetricsRegistry: @unchecked Sendable {
     }
 
     public func increment(_ name: String, _ labels: [String: String] = [:], by v: Double = 1) {
+        guard v.isFinite, v >= 0 else { return }
         lock.withLock {
             let key = admitted(name, labels)
             let counter = counters[name, default: [:]][key] ?? CoreMetrics.FloatingPointCounter(label: name, dimensions: key.dimensions, factory: factory)
@@ -95,10 +108,11 @@ public final class MetricsRegistry: @unchecked Sendable {
     /// embedder's factory.
     public func exposition() -> String { prometheus?.emitToString() ?? "" }
 
-    /// The label set a series is kept under: its own while the family has room, else the
-    /// family's overflow series. Called with the lock held.
+    /// The label set a series is kept under: its own while the family has room (or is not
+    /// request-derived), else the family's overflow series. Called with the lock held.
     private func admitted(_ name: String, _ labels: [String: String]) -> LabelSet {
         let key = LabelSet(labels)
+        guard fromRequests.contains(name) else { return key }
         let known = (counters[name]?.count ?? 0) + (gauges[name]?.count ?? 0)
         if counters[name]?[key] != nil || gauges[name]?[key] != nil || known < Self.maximumSeriesPerFamily { return key }
         return LabelSet(labels.mapValues { _ in "other" })

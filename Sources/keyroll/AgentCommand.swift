@@ -60,6 +60,8 @@ struct AgentCommand: AsyncParsableCommand {
                                   + "serves travel unencrypted, so it binds 127.0.0.1 (or ::1, localhost) only.")
         }
         let metrics = MetricsRegistry.agent()
+        // the passed sockets are checked before the HTTP client exists (a client must be shut down)
+        let tokenListener = try tokenEndpointListener(logger: logger)
         let transport = try trust.transport()
         let daemon: AgentDaemon
         var rollers: [Roller] = []
@@ -93,7 +95,10 @@ struct AgentCommand: AsyncParsableCommand {
         }
         let endpoint = TokenEndpoint(rollers: rollers, metrics: metrics, logger: Logger(label: "keyroll.token-endpoint"))
         let served = endpoint.servedRollers
-        if let listener = try tokenEndpointListener(logger: logger), !served.isEmpty {
+        if tokenListener == nil, !served.isEmpty {
+            logger.error("the token endpoint is enabled for \(served.count) identit\(served.count == 1 ? "y" : "ies"), but no socket was passed and --token-endpoint-port is -1: applications cannot get tokens until keyroll-agent.socket runs (systemctl start keyroll-agent.socket; systemctl restart keyroll-agent)")
+        }
+        if let listener = tokenListener, !served.isEmpty {
             let limits = ConnectionLimits(maximumConnections: tokenEndpointMaxConnections, headTimeout: .seconds(10)) { reason in
                 metrics.increment("keyroll_token_endpoint_connections_closed_total", ["reason": reason])
             }
@@ -108,7 +113,11 @@ struct AgentCommand: AsyncParsableCommand {
                                                     logger.info("managed-identity token endpoint on \(url) for \(served.count) identit\(served.count == 1 ? "y" : "ies"); environment files: STORE/token-endpoint.env")
                                                 }, logger: logger))
         }
-        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var configuration = ServiceGroupConfiguration(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A stop never waits on a slow client or on Entra beyond this: an interrupted roll resumes
+        // from the journal at the next start (every step is crash-safe), so cancelling is safe.
+        configuration.maximumGracefulShutdownDuration = .seconds(10)
+        let group = ServiceGroup(configuration: configuration)
         // A service that fails (a port already taken by another process) stops the agent with a
         // non-zero status, so the service manager restarts it and the failure is seen: an agent
         // never stays up without the endpoint applications rely on, nor exits 0 with rolling stopped.
@@ -130,12 +139,46 @@ struct AgentCommand: AsyncParsableCommand {
         let activation = try SocketActivation.parse(environment: ProcessInfo.processInfo.environment, pid: getpid())
         // a reload hook started later must see neither the variables nor the listening socket
         for name in SocketActivation.variables { unsetenv(name) }
-        if let descriptor = activation?.tokenEndpoint {
-            _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-            logger.info("token endpoint: using the socket the service manager passed (socket activation); --token-endpoint-host/--token-endpoint-port are not used")
-            return .inherited(descriptor: descriptor)
+        if let descriptors = activation?.tokenEndpoints, !descriptors.isEmpty {
+            for d in descriptors {
+                _ = fcntl(d, F_SETFD, FD_CLOEXEC)
+                try Self.checkPassedSocket(d)
+            }
+            logger.info("token endpoint: using the \(descriptors.count) socket(s) the service manager passed (socket activation); --token-endpoint-host/--token-endpoint-port are not used")
+            return .inherited(descriptors: descriptors)
         }
         return tokenEndpointPort >= 0 ? .address(host: tokenEndpointHost, port: tokenEndpointPort) : nil
+    }
+
+    /// A passed descriptor must be a listening TCP socket on a loopback address: the secret header
+    /// travels in the clear, so a unit edited to listen on another address is refused, by name.
+    static func checkPassedSocket(_ d: Int32) throws {
+        var type: Int32 = 0, listening: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(d, SOL_SOCKET, SO_TYPE, &type, &length) == 0, type == Int32(SOCK_STREAM.rawValue) else {
+            throw UserFacingError("The socket passed as the token endpoint (descriptor \(d)) is not a stream socket. Check keyroll-agent.socket: ListenStream= takes a loopback address and port.")
+        }
+        length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(d, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0, listening != 0 else {
+            throw UserFacingError("The socket passed as the token endpoint (descriptor \(d)) is not listening. Check keyroll-agent.socket (Accept=no, ListenStream=).")
+        }
+        var storage = sockaddr_storage()
+        var size = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(d, $0, &size) } }
+        guard named == 0 else { throw UserFacingError("Cannot read the address of the socket passed as the token endpoint (descriptor \(d)).") }
+        let loopback: Bool
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            loopback = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) >> 24 == 127 } }
+        case AF_INET6:
+            loopback = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                withUnsafeBytes(of: p.pointee.sin6_addr) { b in b.prefix(15).allSatisfy { $0 == 0 } && b[15] == 1 } } }
+        default:
+            loopback = false
+        }
+        guard loopback else {
+            throw UserFacingError("The socket passed as the token endpoint (descriptor \(d)) is not on a loopback address; applications' secrets would travel the network in the clear. Set ListenStream=127.0.0.1:PORT in keyroll-agent.socket (a drop-in needs an empty ListenStream= first).")
+        }
     }
 
     /// One token-endpoint request answered: the managed-identity path goes to the endpoint,

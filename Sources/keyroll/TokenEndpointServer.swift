@@ -12,8 +12,9 @@ import Synchronization
 enum TokenEndpointListener: Sendable {
     /// Bind this loopback address (development, tests, hosts without systemd).
     case address(host: String, port: Int)
-    /// A listening socket the service manager bound and passed (socket activation).
-    case inherited(descriptor: Int32)
+    /// Listening sockets the service manager bound and passed (socket activation); the first is
+    /// the endpoint's address.
+    case inherited(descriptors: [Int32])
 }
 
 /// Bounds on the token endpoint's connections, shared by all of them.
@@ -61,24 +62,39 @@ struct TokenEndpointServer: Service {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
-        let server: NIOAsyncChannel<HTTP1Channel.Value, Never>
+        let servers: [NIOAsyncChannel<HTTP1Channel.Value, Never>]
         switch listener {
         case .address(let host, let port):
-            server = try await bootstrap.bind(host: host, port: port) { http1.setup(channel: $0, logger: logger) }
-        case .inherited(let descriptor):
-            server = try await bootstrap.bind(descriptor) { http1.setup(channel: $0, logger: logger) }
+            servers = [try await bootstrap.bind(host: host, port: port) { http1.setup(channel: $0, logger: logger) }]
+        case .inherited(let descriptors):
+            var bound: [NIOAsyncChannel<HTTP1Channel.Value, Never>] = []
+            do {
+                for d in descriptors { bound.append(try await bootstrap.bind(d) { http1.setup(channel: $0, logger: logger) }) }
+            } catch {
+                for b in bound { try? await b.channel.close() }
+                throw error
+            }
+            servers = bound
         }
-        onListening(server.channel.localAddress)
+        onListening(servers.first?.channel.localAddress)
+        // Graceful shutdown closes the listeners; connections finish their answer (Hummingbird
+        // closes idle ones) and the service group's shutdown deadline bounds the rest.
         try await withGracefulShutdownHandler {
-            try await server.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in inbound {
-                        group.addTask { await http1.handle(value: connection, logger: logger) }
+            try await withThrowingDiscardingTaskGroup { listeners in
+                for server in servers {
+                    listeners.addTask {
+                        try await server.executeThenClose { inbound in
+                            try await withThrowingDiscardingTaskGroup { group in
+                                for try await connection in inbound {
+                                    group.addTask { await http1.handle(value: connection, logger: logger) }
+                                }
+                            }
+                        }
                     }
                 }
             }
         } onGracefulShutdown: {
-            server.channel.close(promise: nil)
+            for server in servers { server.channel.close(promise: nil) }
         }
     }
 }

@@ -106,7 +106,11 @@ import TestSupport
         let listen = try #require(socketText.split(separator: "\n").first { $0.hasPrefix("ListenStream=") }.map { String($0.dropFirst(13)) })
         let port = try #require(Int(listen.split(separator: ":").last ?? ""))
         #expect(listen.hasPrefix("127.0.0.1:") && port < 1024, "ListenStream=\(listen): a port ≥ 1024 can be bound by any local user")
-        #expect(socketText.contains("FileDescriptorName=token-endpoint") && text.contains("Requires=keyroll-agent.socket"))
+        #expect(socketText.contains("FileDescriptorName=token-endpoint") && text.contains("Wants=keyroll-agent.socket"))
+        // the earlier version's port is held too (applications not yet restarted still send their secrets there)
+        #expect(socketText.contains("\nListenStream=127.0.0.1:42356\n"), "the transition listener is missing")
+        // stopping the socket never stops rolling, and without the socket the agent binds no port another user could hold
+        #expect(!text.contains("Requires=keyroll-agent.socket") && text.contains("--token-endpoint-port -1"))
         #expect(text.contains("AmbientCapabilities=\n") && text.contains("PrivateUsers=yes"), "the agent needs no capability for the endpoint")
         let s = try await Tools.run([analyze, "security", "--offline=true", agent])
         let line = try #require(s.stdout.split(separator: "\n").last { $0.contains("Overall exposure level") }, "\(s.stdout) \(s.stderr)")

@@ -34,7 +34,10 @@ import Glibc
         try Tools.write("#!/bin/sh\n{ env; ls -l /proc/self/fd/; echo TCP-TABLE; cat /proc/net/tcp /proc/net/tcp6; } > \(hookOut).tmp 2>&1; mv \(hookOut).tmp \(hookOut)\n", to: hook)
         chmod(hook, 0o700)
         let log = root + "/agent.log"
-        let agent = try Binaries.start(["/usr/bin/systemd-socket-activate", "-l", "127.0.0.1:\(port)", "--fdname=token-endpoint",
+        // a second address under the same name, as the packaged unit holds the port of earlier versions
+        let transition = try #require(Self.freeUnprivilegedPort())
+        let agent = try Binaries.start(["/usr/bin/systemd-socket-activate", "-l", "127.0.0.1:\(port)", "-l", "127.0.0.1:\(transition)",
+                                        "--fdname=token-endpoint:token-endpoint",
                                         "-E", "KEYROLL_CA_FILE=\(server.stateDir)/ca.pem", "-E", "KEYROLL_POLICY_FILE=\(Binaries.realTimePolicy)", "-E", "KEYROLL_LOG_FORMAT=json",
                                         // no port of its own: a token can only come through the passed socket
                                         Binaries.keyroll, "agent", "--store", store.path, "--metrics-port", "-1", "--token-endpoint-port", "-1", "--reload-command", hook],
@@ -52,7 +55,11 @@ import Glibc
                                                   headers: [("X-IDENTITY-HEADER", secret)]), timeout: 30)
             if answer?.status != 200 { try await Task.sleep(nanoseconds: 500_000_000) }
         }
+        // the transition address serves too
+        let second = try? await client.send(.init(method: "GET", url: "http://127.0.0.1:\(transition)/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fmanagement.azure.com",
+                                                  headers: [("X-IDENTITY-HEADER", secret)]), timeout: 30)
         try await client.shutdown()
+        #expect(second?.status == 200, "the second passed socket (the transition address) does not serve: \(second?.status ?? 0)")
         let agentLog = { (try? String(contentsOfFile: log, encoding: .utf8)).map { String($0.suffix(1500)) } ?? "" }
         let appId = try store.identity().appId
         let body = try answer.map { try JSONValue.parse($0.body, maxDepth: 8) }
@@ -78,6 +85,20 @@ import Glibc
         #expect(tcpInodes.count > 1, "the hook could not read the TCP tables")
         #expect(inodes.filter(tcpInodes.contains).isEmpty, "the hook inherited TCP sockets: \(inodes.filter(tcpInodes.contains))")
         #expect(inherited.contains("KEYROLL_CERTIFICATE_PATH"), "not the hook's environment: \(inherited.prefix(400))")
+    }
+
+    /// A loopback port at or above 1024 that nothing listens on (the kernel's pick).
+    static func freeUnprivilegedPort() -> Int? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var size = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 && getsockname(fd, $0, &size) == 0 } }
+        return ok ? Int(UInt16(bigEndian: addr.sin_port)) : nil
     }
 
     /// A loopback port below 1024 that nothing listens on.

@@ -27,7 +27,7 @@ import Testing
 
     @Test func aFamilyHoldsABoundedNumberOfSeriesAndFoldsTheRestIntoOther() {
         let m = MetricsRegistry()
-        m.describe("x_total", "counter", "X.")
+        m.describe("x_total", "counter", "X.", fromRequests: true)
         let n = MetricsRegistry.maximumSeriesPerFamily
         for i in 0..<(n + 300) { m.increment("x_total", ["resource": "r\(i)", "status": "400"]) }
         let series = m.exposition().split(separator: "\n").filter { $0.hasPrefix("x_total{") }
@@ -39,6 +39,29 @@ import Testing
         // label values are cut
         m.set("y", ["v": String(repeating: "z", count: 5000)], 1)
         #expect(m.exposition().split(separator: "\n").first { $0.hasPrefix("y{") }.map { $0.count < 300 } == true)
+    }
+
+    /// The agent's own families (one series per identity and alarm level) are never folded: at a
+    /// few hundred identities, folding `keyroll_alarm` would hide an app past its cliff in `other`.
+    @Test func familiesOfTheAgentsOwnIdentitiesAreNeverFolded() {
+        let m = MetricsRegistry()
+        m.describe("keyroll_alarm", "gauge", "Alarm level.")
+        let identities = MetricsRegistry.maximumSeriesPerFamily / 5 + 50
+        for i in 0..<identities {
+            for level in ["ok", "warning", "critical", "pastCliff", "unknown"] { m.set("keyroll_alarm", ["app_id": "app-\(i)", "level": level], level == "ok" ? 1 : 0) }
+        }
+        m.set("keyroll_alarm", ["app_id": "app-\(identities - 1)", "level": "pastCliff"], 1)
+        #expect(m.value("keyroll_alarm", ["app_id": "app-\(identities - 1)", "level": "pastCliff"]) == 1)
+        #expect(m.exposition().contains("keyroll_alarm{app_id=\"app-\(identities - 1)\",level=\"pastCliff\"} 1"))
+        #expect(m.value("keyroll_alarm", ["app_id": "other", "level": "other"]) == nil)
+        // a counter only grows; a gauge holds a finite value
+        m.increment("keyroll_rolls_total", ["app_id": "a"], by: 2)
+        m.increment("keyroll_rolls_total", ["app_id": "a"], by: -5)
+        m.increment("keyroll_rolls_total", ["app_id": "a"], by: .nan)
+        m.set("keyroll_time_to_cliff_seconds", ["app_id": "a"], 7)
+        m.set("keyroll_time_to_cliff_seconds", ["app_id": "a"], .infinity)
+        #expect(m.value("keyroll_rolls_total", ["app_id": "a"]) == 2)
+        #expect(m.value("keyroll_time_to_cliff_seconds", ["app_id": "a"]) == 7)
     }
 
     @Test func anEmbeddersBackendReceivesEveryValue() throws {

@@ -6,13 +6,17 @@ import Testing
     @Test func theNamedTokenEndpointSocketIsFound() throws {
         let a = try SocketActivation.parse(environment: ["LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "metrics:token-endpoint"], pid: 42)
         #expect(a?.descriptors.map(\.descriptor) == [3, 4])
-        #expect(a?.tokenEndpoint == 4)
+        #expect(a?.tokenEndpoints == [4])
+        // the packaged unit's two addresses (the privileged port, and an earlier version's port held
+        // for applications not yet restarted) share the name: both are served, the first is the address
+        let two = try SocketActivation.parse(environment: ["LISTEN_PID": "42", "LISTEN_FDS": "3", "LISTEN_FDNAMES": "token-endpoint:token-endpoint:metrics"], pid: 42)
+        #expect(two?.tokenEndpoints == [3, 4])
     }
 
     @Test func oneUnnamedSocketIsTheTokenEndpoint() throws {
-        #expect(try SocketActivation.parse(environment: ["LISTEN_PID": "7", "LISTEN_FDS": "1"], pid: 7)?.tokenEndpoint == 3)
+        #expect(try SocketActivation.parse(environment: ["LISTEN_PID": "7", "LISTEN_FDS": "1"], pid: 7)?.tokenEndpoints == [3])
         // two unnamed ones: which is which cannot be told
-        #expect(try SocketActivation.parse(environment: ["LISTEN_PID": "7", "LISTEN_FDS": "2"], pid: 7)?.tokenEndpoint == nil)
+        #expect(try SocketActivation.parse(environment: ["LISTEN_PID": "7", "LISTEN_FDS": "2"], pid: 7)?.tokenEndpoints == [])
     }
 
     @Test func variablesMeantForAnotherProcessOrAbsentPassNothing() throws {

@@ -28,9 +28,12 @@ public struct SocketActivation: Equatable, Sendable {
         return SocketActivation(descriptors: (0..<n).map { i in (names.isEmpty ? "unknown" : names[Int(i)], firstDescriptor + i) })
     }
 
-    /// The token endpoint's descriptor: the one named ``tokenEndpointName``, or the only one passed.
-    public var tokenEndpoint: Int32? {
-        descriptors.first { $0.name == Self.tokenEndpointName }?.descriptor ?? (descriptors.count == 1 ? descriptors[0].descriptor : nil)
+    /// The token endpoint's descriptors: every one named ``tokenEndpointName`` (the packaged unit
+    /// passes the privileged port and, for applications still configured with an earlier
+    /// version's port, that one too), or the only one passed. The first is the endpoint's address.
+    public var tokenEndpoints: [Int32] {
+        let named = descriptors.filter { $0.name == Self.tokenEndpointName }.map(\.descriptor)
+        return named.isEmpty && descriptors.count == 1 ? [descriptors[0].descriptor] : named
     }
 
     /// The variables to remove once the descriptors are taken, so no child (a reload hook) sees them.

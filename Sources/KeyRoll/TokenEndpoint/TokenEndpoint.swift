@@ -42,7 +42,8 @@ public final class TokenEndpoint: Sendable {
         self.metrics = metrics
         self.clock = clock
         self.logger = logger
-        metrics.describe("keyroll_token_endpoint_requests_total", "counter", "Requests to the managed-identity endpoint, by identity, resource and HTTP status.")
+        metrics.describe("keyroll_token_endpoint_requests_total", "counter", "Requests to the managed-identity endpoint, by identity, resource and HTTP status.",
+                         fromRequests: true)
         metrics.describe("keyroll_token_endpoint_previous_secret_requests_total", "counter",
                          "Requests authenticated with an identity's previous (rotated-out) secret during the overlap: its application still has to be restarted.")
     }
