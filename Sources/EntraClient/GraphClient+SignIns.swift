@@ -96,19 +96,6 @@ extension GraphClient {
                        "createdDateTime ge \(UTCTime.iso(since))"]
         if let until { clauses.append("createdDateTime le \(UTCTime.iso(Date(timeIntervalSince1970: until.timeIntervalSince1970.rounded(.up))))") }
         if let credentialKeyId { clauses.append("servicePrincipalCredentialKeyId eq \(OData.quote(credentialKeyId))") }
-        let items = [("$filter", clauses.joined(separator: " and ")), ("$top", String(max(1, min(pageSize, 1000))))]
-        var next: String? = Self.betaBaseURL(endpoints.graphBaseURL) + "/auditLogs/signIns?"
-            + items.map { "\($0.0)=\(Self.encodeQuery($0.1))" }.joined(separator: "&")
-        var out: [ServicePrincipalSignIn] = []
-        while let url = next {
-            let page = try await call("listSignIns", "GET", url)
-            for item in page["value"]?.arrayValue ?? [] { out.append(try decode(item)) }
-            next = page["@odata.nextLink"]?.stringValue
-            if let link = next, !SecureURL.sameOrigin(link, endpoints.graphBaseURL) {
-                throw EntraError(kind: .protocolViolation, operation: "listSignIns",
-                                 message: "Graph's @odata.nextLink points to another origin (\(Redaction.url(link))); refusing to send the bearer token there")
-            }
-        }
-        return out
+        return try await signInLog(clauses, pageSize: pageSize)
     }
 }

@@ -34,11 +34,17 @@ public final class CredentialStore: @unchecked Sendable {
         /// This host's replica of the app (nil: the app runs on one host). Every certificate the
         /// agent makes carries it (``CredentialName``); it never changes for a store.
         public var replica: ReplicaName?
+        /// The longest lifetime, in seconds, Entra accepts for this app's certificates (from the
+        /// bundle: the app management policy the provisioner read). nil: no such limit is known.
+        /// The agent caps its roll policy with it (``RollPolicy/capped(by:)``). Absent from stores
+        /// written before it existed, which read as nil.
+        public var maximumCertificateValidity: TimeInterval?
 
         /// Who a bootstrap bundle says this is.
         public init(bundle b: BootstrapBundle) {
             self.init(tenantId: b.tenantId, authorityHost: b.authorityHost, graphBaseURL: b.graphBaseURL,
-                      applicationObjectId: b.applicationObjectId, appId: b.appId, displayName: b.displayName, replica: b.replica)
+                      applicationObjectId: b.applicationObjectId, appId: b.appId, displayName: b.displayName, replica: b.replica,
+                      maximumCertificateValidity: b.maximumCertificateValidity)
         }
 
         /// Checks everything KeyRoll will put into a URL: endpoints must not carry this identity's
@@ -50,11 +56,17 @@ public final class CredentialStore: @unchecked Sendable {
             try EntraIdentifier.checkTenant(tenantId, what: "The identity's tenantId")
             try EntraIdentifier.checkGUID(applicationObjectId, what: "The identity's applicationObjectId")
             try EntraIdentifier.checkGUID(appId, what: "The identity's appId")
+            if let cap = maximumCertificateValidity {
+                guard cap.isFinite, cap > 0 else {
+                    throw BootstrapBundle.BundleError.unreadable("its maximumCertificateValidity (\(cap)) is not a positive number of seconds")
+                }
+            }
         }
 
         public init(tenantId: String, authorityHost: String, graphBaseURL: String, applicationObjectId: String, appId: String, displayName: String?,
-                    replica: ReplicaName? = nil) {
+                    replica: ReplicaName? = nil, maximumCertificateValidity: TimeInterval? = nil) {
             self.replica = replica
+            self.maximumCertificateValidity = maximumCertificateValidity
             self.tenantId = tenantId
             self.authorityHost = authorityHost
             self.graphBaseURL = graphBaseURL

@@ -117,6 +117,27 @@ public struct RollPolicy: Codable, Sendable, Equatable {
     /// The validity to use for a new certificate: the configured one, clipped to the tenant maximum.
     public var effectiveValidity: TimeInterval { min(validity, tenantMaximumValidity ?? .infinity) }
 
+    /// This policy with its tenant maximum lowered to `cap` (the app's own limit, recorded in its
+    /// store from the bundle; nil changes nothing): the lower of the two applies.
+    public func capped(by cap: TimeInterval?) -> RollPolicy {
+        guard let cap else { return self }
+        var p = self
+        p.tenantMaximumValidity = min(tenantMaximumValidity ?? .infinity, cap)
+        return p
+    }
+
+    /// ``capped(by:)`` and validated, for the identity whose store holds `cap`. A cap that leaves no
+    /// room to roll is refused with what to change, naming where the cap came from.
+    public func validated(cappedBy cap: TimeInterval?, identity: String) throws -> RollPolicy {
+        let base = try validated()
+        guard let cap, cap < (base.tenantMaximumValidity ?? .infinity) else { return base }
+        do { return try base.capped(by: cap).validated() } catch let e as Invalid {
+            let days = cap / 86_400
+            let needed = minimumRollMargin / max(0.01, 1 - rollAtFraction - jitterFraction) / 86_400
+            throw Invalid(field: "maximumCertificateValidity", description: "\(identity): Entra accepts certificates of at most \(String(format: "%.2f", days)) days for this app (its app management policy, recorded by the provisioner in the bootstrap bundle and the store's identity.json), and with that limit the roll policy does not work: \(e.description). With rollAtFraction \(rollAtFraction), jitterFraction \(jitterFraction) and minimumRollMarginDays \(minimumRollMargin / 86_400), rolling needs certificates of at least \(String(format: "%.2f", needed)) days: lower rollAtFraction or minimumRollMarginDays in the agent's policy file, or ask the tenant's administrator for a longer asymmetricKeyLifetime. Nothing was changed in Entra.")
+        }
+    }
+
     /// When to roll away from `credential`. A bootstrap credential is rolled at once.
     public func rollDate(for credential: CredentialRecord, random: Double) -> Date {
         if credential.origin == .bootstrap { return credential.notBefore }

@@ -85,11 +85,13 @@ public final class Roller: @unchecked Sendable {
         self.store = store
         // a virtual clock is the monotonic clock of a virtual run; a real one uses the machine's
         self.monotonic = monotonic ?? (clock as? ManualClock) ?? SystemMonotonicClock()
-        self.policy = try policy.validated()
+        try policy.validated()
         try store.checkPermissions()
         self.storeLock = try store.lock()
         self.identity = try store.identity()
         try identity.validate()
+        // the app's own certificate limit (its app management policy, from the bundle) caps the policy
+        self.policy = try policy.validated(cappedBy: identity.maximumCertificateValidity, identity: store.path)
         let subject = CredentialName.cn(policy.subject.replacingOccurrences(of: "{appId}", with: identity.appId), replica: identity.replica)
         guard subject.count <= 64 else {
             throw RollPolicy.Invalid(field: "subject", description: "subject: '\(subject)' is \(subject.count) characters with the app id and replica name filled in; a certificate CN holds at most 64. Shorten the policy's subject")

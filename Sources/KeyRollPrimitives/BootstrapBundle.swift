@@ -21,6 +21,11 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
     public var bootstrap: Credential
     public var createdAt: Date
     public var createdBy: String?
+    /// The longest lifetime, in seconds, Entra accepts for this app's certificates (its app
+    /// management policy's `asymmetricKeyLifetime`, as the provisioner read it when it adopted the
+    /// app). Optional: absent, the agent's own roll policy alone decides. The agent makes every
+    /// certificate, backdate included, fit inside it.
+    public var maximumCertificateValidity: TimeInterval?
 
     public struct Credential: Codable, Sendable, Equatable {
         /// Graph's keyId of the bootstrap certificate, when the provisioner knows it.
@@ -36,7 +41,8 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
     }
 
     public init(tenantId: String, authorityHost: String, graphBaseURL: String, applicationObjectId: String, appId: String,
-                displayName: String?, replica: ReplicaName? = nil, bootstrap: Credential, createdAt: Date, createdBy: String?) {
+                displayName: String?, replica: ReplicaName? = nil, bootstrap: Credential, createdAt: Date, createdBy: String?,
+                maximumCertificateValidity: TimeInterval? = nil) {
         self.format = Self.formatV1
         self.tenantId = tenantId
         self.authorityHost = authorityHost
@@ -48,6 +54,7 @@ public struct BootstrapBundle: Codable, Sendable, Equatable {
         self.bootstrap = bootstrap
         self.createdAt = createdAt
         self.createdBy = createdBy
+        self.maximumCertificateValidity = maximumCertificateValidity
     }
 
     public func encoded() throws -> [UInt8] {

@@ -14,6 +14,11 @@ public enum CredentialFinding: String, Codable, Sendable, CaseIterable {
     case drift
     /// On an application KeyRoll does not manage.
     case unmanaged
+    /// A credential KeyRoll did not make, on an app KeyRoll adopted (a client secret, a certificate
+    /// from elsewhere): the app had it before, so it is the migration's to retire on evidence
+    /// (`keyroll secrets retire` for secrets), not drift. Drift on an adopted app is therefore
+    /// seen only by comparing with the adoption's audit record.
+    case legacy
 }
 
 /// An application's overall state, worst first in `severity`.
@@ -56,6 +61,8 @@ public struct AppAudit: Codable, Sendable, Equatable {
     public var appId: String
     public var objectId: String
     public var managed: Bool
+    /// KeyRoll adopted it (tag `keyroll:adopted`): an existing app brought under management.
+    public var adopted: Bool = false
     public var credentials: [CredentialAudit]
     /// The app's state, from its live replicas (a stale replica does not make it unhealthy; it
     /// has its own row, with the command that retires it).
@@ -135,6 +142,7 @@ public enum AuditRules {
     public static func classify(_ app: Application, now: Date, expiringWithin: TimeInterval,
                                 staleAfterFraction: Double = defaultStaleAfterFraction) -> AppAudit {
         let managed = app.tags?.contains(Provisioner.managedTag) ?? false
+        let adopted = app.tags?.contains(Provisioner.adoptedTag) ?? false
         let replicas = managed ? replicaAudits(app, now: now, expiringWithin: expiringWithin, staleAfterFraction: staleAfterFraction) : []
         let staleKeys = Set(replicas.filter { $0.condition == .stale }.flatMap(\.keyIds))
         var creds: [CredentialAudit] = []
@@ -148,15 +156,17 @@ public enum AuditRules {
             else if marker.isBootstrap { finding = .bootstrapNotRolled }
             else if marker.isKeyRoll {
                 finding = (k.endDateTime.map { $0.timeIntervalSince(now) } ?? 0) < expiringWithin ? .expiringSoon : .healthy
-            } else { finding = .drift }
+            } else { finding = adopted ? .legacy : .drift }
             let audit = CredentialAudit(keyId: k.keyId, kind: k.type ?? "?", displayName: k.displayName, start: k.startDateTime, end: k.endDateTime, finding: finding)
             creds.append(audit)
             if !staleKeys.contains(k.keyId) || finding == .drift { live.append(audit) }
         }
         for p in app.passwordCredentials ?? [] {
             let expired = (p.endDateTime ?? .distantFuture) < now
+            // a secret on an adopted app was there before KeyRoll: the migration retires it on evidence
+            let live: CredentialFinding = managed ? (adopted ? .legacy : .drift) : .unmanaged
             creds.append(CredentialAudit(keyId: p.keyId, kind: "Password", displayName: p.displayName, start: p.startDateTime, end: p.endDateTime,
-                                         finding: expired ? .expiredLeftover : (managed ? .drift : .unmanaged)))
+                                         finding: expired ? .expiredLeftover : live))
         }
         let validCerts = (app.keyCredentials ?? []).filter { $0.isValidCertificate(at: now) }
         let cliff = validCerts.compactMap(\.endDateTime).max()
@@ -169,13 +179,15 @@ public enum AuditRules {
             case .bootstrapNotRolled: conditions.insert(.bootstrapNotRolled)
             case .expiringSoon: conditions.insert(.expiringSoon)
             case .expiredLeftover: conditions.insert(.leftovers)
-            case .healthy, .notYetValid, .unmanaged: break
+            case .healthy, .notYetValid, .unmanaged, .legacy: break
             }
         }
         if managed, let cliff, cliff.timeIntervalSince(now) < expiringWithin { conditions.insert(.expiringSoon) }
         if conditions.isEmpty { conditions.insert(.healthy) }
-        return AppAudit(name: app.displayName ?? app.appId, appId: app.appId, objectId: app.id, managed: managed,
-                        credentials: creds, conditions: conditions.sorted(by: >), cliff: cliff, replicas: replicas)
+        var audit = AppAudit(name: app.displayName ?? app.appId, appId: app.appId, objectId: app.id, managed: managed,
+                             credentials: creds, conditions: conditions.sorted(by: >), cliff: cliff, replicas: replicas)
+        audit.adopted = adopted
+        return audit
     }
 
     /// One row per replica marker found on the app's keys (``CredentialName``); none when no key

@@ -192,7 +192,9 @@ public struct ProvisionRun: Sendable {
 
     /// Whether the bundle at `path` was written for `key`: its keyId and its certificate are the ones
     /// Graph lists. (Any other content, or no file, is no evidence.)
-    func bundleHolds(_ path: String, _ key: KeyCredential) -> Bool {
+    func bundleHolds(_ path: String, _ key: KeyCredential) -> Bool { Self.bundleHolds(path, key) }
+
+    static func bundleHolds(_ path: String, _ key: KeyCredential) -> Bool {
         guard let data = FileManager.default.contents(atPath: path), let bundle = try? BootstrapBundle.decode(Array(data)),
               bundle.bootstrap.keyId == key.keyId, let cert = try? bundle.signingCredential().certificate else { return false }
         return key.matches(cert)

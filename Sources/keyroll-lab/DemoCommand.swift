@@ -42,7 +42,22 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Also write the final fleet audit as a self-contained HTML report to this file.")
     var html: String?
 
+    @Option(name: .long, help: "fleet (default): provision apps and roll them for years. brownfield: adopt two legacy apps that sign in with client secrets, and retire each secret only on evidence.")
+    var scenario = "fleet"
+
+    @Option(name: .long, help: "With --scenario brownfield: simulated days after adoption.")
+    var days = 75
+
     func run() async throws {
+        switch scenario {
+        case "fleet": break
+        case "brownfield":
+            guard (20...400).contains(days) else { throw ValidationError("--days must be between 20 and 400 (the secret's evidence window is 14 days)") }
+            LoggingSystem.bootstrap { label in var h = StreamLogHandler.standardError(label: label); h.logLevel = .critical; return h }
+            if try await !BrownfieldDemo(days: days).run() { throw ExitCode(1) }
+            return
+        default: throw ValidationError("--scenario \(scenario) is not known: fleet or brownfield")
+        }
         guard (1...50).contains(apps) else { throw ValidationError("--apps must be between 1 and 50") }
         guard years > 0, years <= 10 else { throw ValidationError("--years must be between 0 and 10") }
         guard (0...20).contains(replicas) else { throw ValidationError("--replicas must be between 0 and 20") }

@@ -34,6 +34,9 @@ struct ImportCommand: AsyncParsableCommand {
         let journal = try Roller.importBundle(b, into: CredentialStore(path: store), now: SystemClock().now())
         if !keepBundle { try SecureFiles.shred(bundle) }
         print("Imported \(b.displayName ?? b.appId)\(b.replica.map { " replica \($0)" } ?? "") (appId \(b.appId)) into \(store); active: bootstrap certificate \(journal.active).")
+        if let cap = b.maximumCertificateValidity {
+            print(String(format: "Entra accepts certificates of at most %.2f days for this app (its app management policy); the agent makes them within that.", cap / 86_400))
+        }
         print("Run `keyroll roll --store \(store)` (or the agent) now: the bootstrap certificate is short-lived.")
     }
 }

@@ -122,6 +122,17 @@ import Glibc
             .init(description: "retire: a replica name that is a path", argv: ["retire", "--app", "bad-input-app", "--replica", "../r1", "--reason", "x"], says: "is not a replica name"),
             .init(description: "retire: a replica the app does not have", argv: ["retire", "--app", "bad-input-app", "--replica", "r7", "--reason", "x", "--audit-log", w.dir + "/a.log"], says: "holds no key of replica r7"),
             .init(description: "rebootstrap: a bad replica name", argv: ["rebootstrap", "--app", "bad-input-app", "--replica", "R1", "--out", w.dir + "/x.json", "--reason", "x"], says: "is not a replica name"),
+            // adopt, secrets retire, audit --credentials
+            .init(description: "adopt: nothing named", argv: ["adopt", "--out-dir", w.dir + "/adopted", "--reason", "x"], says: "Name the apps to adopt"),
+            .init(description: "adopt: no replicas", argv: ["adopt", "--app", "bad-input-app", "--replicas", "0", "--out-dir", w.dir + "/adopted", "--reason", "x"], says: "give 1 or more"),
+            .init(description: "adopt: an app that does not exist", argv: ["adopt", "--app", "no-such-app", "--out-dir", w.dir + "/adopted", "--reason", "x"], says: "No application 'no-such-app'"),
+            .init(description: "adopt: an empty name prefix", argv: ["adopt", "--name-prefix", "", "--out-dir", w.dir + "/adopted", "--reason", "x"], says: "--name-prefix is empty"),
+            .init(description: "secrets retire: a zero window", argv: ["secrets", "retire", "--app", "bad-input-app", "--window-days", "0"], says: "--window-days 0 must be"),
+            .init(description: "secrets retire: apply without a reason", argv: ["secrets", "retire", "--app", "bad-input-app", "--apply"], says: "--apply needs --reason"),
+            .init(description: "secrets retire: a secret id that is a path", argv: ["secrets", "retire", "--app", "bad-input-app", "--secret", "../x"], says: "is not a keyId"),
+            .init(description: "secrets retire: a secret the app does not hold", argv: ["secrets", "retire", "--app", "bad-input-app", "--secret", "0f0f0f0f-1111-4222-8333-444455556666"], says: "has no client secret"),
+            .init(description: "audit: a zero credentials window", argv: ["audit", "--credentials", "--window-days", "0"], says: "--window-days 0"),
+            .init(description: "audit: metrics without credentials", argv: ["audit", "--metrics-file", w.dir + "/m.prom"], says: "--metrics-file needs --credentials"),
             // provision: environment
             .init(description: "provision: no tenant", argv: ["provision", w.write("ok.csv", "name\nnever-made\n")], env: ["AZURE_TENANT_ID": ""], says: "AZURE_TENANT_ID"),
             .init(description: "provision: plain http authority", argv: ["provision", w.dir + "/ok.csv"], env: ["AZURE_AUTHORITY_HOST": "http://10.255.255.1"], says: "plain http"),

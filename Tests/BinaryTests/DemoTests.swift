@@ -34,4 +34,25 @@ import TestSupport
         func timeline(_ s: String) -> [Substring] { s.split(separator: "\n").filter { $0.contains("→") }.map { $0.split(separator: "→")[0] } }
         #expect(timeline(again.stdout) == timeline(r.stdout))
     }
+
+    /// The brownfield scenario: a legacy app moves to KeyRoll and its secret is removed only after
+    /// the evidence window; the app that keeps using its secret keeps it; rolls stay inside the
+    /// tenant's 90-day policy.
+    @Test
+    func brownfieldDemoRetiresASecretOnlyOnEvidence() throws {
+        try Binaries.require()
+        let r = try Tools.run([Binaries.lab, "demo", "--scenario", "brownfield"])
+        #expect(r.status == 0, "\(r.stdout.suffix(3000)) \(r.stderr.suffix(1000))")
+        for line in ["✔ legacy-orders' secret was removed 14 days after the app moved to KeyRoll", "✔ legacy-reports still uses its secret, so it was never removed.",
+                     "✔ No app was ever without a registered, valid, proven key.", "secret retirement: intent → completed"] {
+            #expect(r.stdout.contains(line), "missing: \(line)")
+        }
+        // refused first, with the date the evidence would suffice; removed once it did
+        let timeline = r.stdout.split(separator: "\n")
+        let refused = try #require(timeline.firstIndex { $0.contains("legacy-orders") && $0.contains("refused") && $0.contains("evidence would suffice on") })
+        let removed = try #require(timeline.firstIndex { $0.contains("legacy-orders") && $0.contains("secrets retire --apply: removed") })
+        #expect(refused < removed)
+        #expect(!timeline.contains { $0.contains("legacy-reports") && $0.contains("secrets retire --apply") })
+        #expect(timeline.contains { $0.contains("rolled (inside the policy)") }, "a roll after adoption")
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import KeyRoll
 import KeyRollPrimitives
+import Provisioning
 import Testing
 import TestSupport
 
@@ -19,7 +20,15 @@ import TestSupport
     static var exportedMetrics: Set<String> {
         let registry = MetricsRegistry.agent()
         _ = TokenEndpoint(rollers: [], metrics: registry, clock: SystemClock(), logger: .init(label: "t"))
-        return registry.describedFamilies
+        return registry.describedFamilies.union(fleetAuditMetrics)
+    }
+
+    /// The families `keyroll audit --credentials --metrics-file` writes (the fleet's migration).
+    static var fleetAuditMetrics: Set<String> {
+        let now = Date()
+        let empty = MigrationProgress.of(FleetAudit(generatedAt: now, expiringWithinDays: 30, apps: []),
+                                         view: CredentialReport.View(generatedAt: now, windowDays: 14, retentionDays: 30, credentials: []), expiringWithinDays: 30)
+        return Set(empty.prometheusText.split(separator: "\n").compactMap { $0.hasPrefix("# TYPE ") ? $0.split(separator: " ")[2].description : nil })
     }
 
     /// `keyroll_…` names used in a text (PromQL).
@@ -144,7 +153,7 @@ import TestSupport
         #expect(try String(contentsOfFile: control + "/conffiles", encoding: .utf8).contains("/etc/keyroll/agent.env"))
         let postinst = try String(contentsOfFile: control + "/postinst", encoding: .utf8)
         #expect(postinst.contains("install -d -m 0700 -o keyroll -g keyroll /var/lib/keyroll") && postinst.contains("adduser --system"))
-        #expect(postinst.contains("enable --now keyroll-agent.socket"), "the package binds the token endpoint's socket at install")
+        #expect(postinst.contains("deb-systemd-helper enable keyroll-agent.socket"), "the package binds the token endpoint's socket at install")
         #expect(!(try String(contentsOfFile: control + "/postrm", encoding: .utf8)).contains("rm -"), "purging must never delete the stores")
         // install into a fresh folder root and run it from there
         let root = try Tools.temporaryDirectory("keyroll-root")
@@ -156,7 +165,7 @@ import TestSupport
         #expect(help.stdout.contains("Scale in"), "the packaged binary is this build")
         // the tarball holds the same binary and unit
         let list = try await Tools.run(["tar", "-tzf", tarball]).stdout
-        for entry in ["keyroll-\(version)/bin/keyroll", "keyroll-\(version)/systemd/keyroll-agent.service", "keyroll-\(version)/share/operations.md"] {
+        for entry in ["keyroll-\(version)/bin/keyroll", "keyroll-\(version)/systemd/keyroll-agent.service", "keyroll-\(version)/systemd/keyroll-agent.socket", "keyroll-\(version)/share/operations.md"] {
             #expect(list.contains(entry), "the tarball lacks \(entry)")
         }
         // lintian, when installed: no errors beyond the documented ones
@@ -164,6 +173,8 @@ import TestSupport
             let l = try await Tools.run([lintian, "--no-tag-display-limit", deb])
             let errors = l.stdout.split(separator: "\n").filter { $0.hasPrefix("E:") }.filter { line in !Self.acceptedLintianErrors.contains { line.contains($0) } }
             #expect(errors.isEmpty, "lintian: \(errors)")
+            // the maintainer scripts go through deb-systemd-helper/-invoke, as debhelper's do
+            #expect(!l.stdout.contains("maintainer-script-calls-systemctl"), "\(l.stdout)")
             print("lintian: \(l.stdout.split(separator: "\n").count) tags, \(errors.count) unexpected errors")
         }
     }
