@@ -223,7 +223,9 @@ public enum ISO8601Duration {
             fields += 1
             if inTime { timeFields += 1 }
         }
-        guard number.isEmpty, fields > 0, !inTime || timeFields > 0, total.isFinite else { return nil }
+        // a limit beyond 100 years limits nothing a certificate needs, and is not read as a number
+        // of days any later arithmetic could overflow on
+        guard number.isEmpty, fields > 0, !inTime || timeFields > 0, total.isFinite, total <= 100 * 365 * 86_400 else { return nil }
         return total
     }
 }

@@ -57,8 +57,9 @@ public struct ServicePrincipalSignIn: Sendable, Codable, Equatable {
         self.isInteractive = isInteractive
     }
 
-    /// Entra accepted the credential (`status.errorCode` 0).
-    public var succeeded: Bool { (status?.errorCode ?? 0) == 0 }
+    /// Entra accepted the credential: `status.errorCode` is 0 (an entry without a status is not
+    /// counted as a success: it can prove nothing).
+    public var succeeded: Bool { status?.errorCode == 0 }
 
     /// The app signed in with a secret.
     public var usedSecret: Bool { clientCredentialType == "clientSecret" }

@@ -42,9 +42,19 @@ public struct Rebootstrap: Sendable {
             let latest = valid.compactMap(\.endDateTime).max().map { UTCTime.iso($0) } ?? "?"
             throw Refused(description: "\(app.displayName ?? app.appId)\(replica.map { " replica \($0)" } ?? "") still has \(valid.count) valid certificate(s) (until \(latest)); its agent can roll by itself. Use --force to issue a bootstrap anyway.")
         }
+        // The app's management policy may cap certificate lifetimes (an adopted app's usually does):
+        // the new bootstrap and every certificate its agent makes stay inside it, or the agent's
+        // first roll would be refused and the bootstrap run out. Best effort: without
+        // Policy.Read.All the cap is unknown, and the recovery is not withheld for it.
+        let cap = await certificateCap(app)
+        let bootstrapValidity = cap.map { min(validity, $0 - 360) } ?? validity
+        guard bootstrapValidity >= 3600 else {
+            throw Refused(description: "\(app.displayName ?? app.appId)'s management policy limits certificates to \(Int(cap ?? 0)) s, too short for a bootstrap; raise the policy's asymmetricKeyLifetime.")
+        }
         // Intent first (who, why, which key), then the bundle, then the privileged write, then the
         // outcome: a run that dies midway leaves an audit trail that says so.
-        let bundle = try await provisioner.prepareBootstrap(application: app, validity: validity, replica: replica)
+        var bundle = try await provisioner.prepareBootstrap(application: app, validity: bootstrapValidity, replica: replica)
+        bundle.maximumCertificateValidity = cap
         let thumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
         let graph = provisioner.graph
         var trail = AuditTrail(path: auditLogPath, hook: hook, now: { graph.correctedNow }, record: [
@@ -54,6 +64,7 @@ public struct Rebootstrap: Sendable {
             "forced": .bool(force), "validCertificatesBefore": .int(Int64(valid.count)), "reason": .string(reason), "bundle": .string(bundlePath),
         ])
         if let replica { trail.set("replica", .string(replica.rawValue)) }
+        if let cap { trail.set("maximumCertificateValiditySeconds", .int(Int64(cap.rounded(.down)))) }
         // a bundle folder others can read is refused before anything is recorded or written
         try SecureFiles.ensurePrivateDirectory((bundlePath as NSString).deletingLastPathComponent)
         try trail.intent()
@@ -65,6 +76,17 @@ public struct Rebootstrap: Sendable {
         }
         try trail.completed()
         return bundle
+    }
+}
+
+extension Rebootstrap {
+    /// The app's certificate lifetime limit from its management policy, or nil when it has none or
+    /// it cannot be read.
+    func certificateCap(_ app: Application) async -> TimeInterval? {
+        let graph = provisioner.graph
+        guard let full = try? await graph.application(id: app.id, select: ["id", "appId", "displayName", "createdDateTime"]),
+              let limits = try? await graph.credentialLimits(for: full) else { return nil }
+        return limits.maxCertificateLifetime
     }
 }
 

@@ -53,7 +53,7 @@ public struct SecretRetirement: Sendable {
         case settled(keyId: String)
     }
 
-    static let select = ["id", "appId", "displayName", "tags", "keyCredentials", "passwordCredentials"]
+    static let select = ["id", "appId", "displayName", "signInAudience", "tags", "keyCredentials", "passwordCredentials"]
 
     /// The decision for each client secret of the app (or only `secretKeyId`), from a fresh read.
     public func plan(application app: Application, secretKeyId: String? = nil, acknowledgeDelegated: Bool = false) async throws -> Plan {

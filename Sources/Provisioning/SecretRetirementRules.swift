@@ -130,6 +130,31 @@ public enum SecretRetirementRules {
                 dates.append(now.addingTimeInterval(Double(w - unbroken) * day))
             }
         }
+        // (b) needs W days in which the secret *existed* and went unused: a secret younger than the
+        // window (or not yet valid) has no such history, however quiet the log
+        if Double(w) <= retentionDays, lastUseInWindow == nil {
+            if let start = secret.startDateTime {
+                if start > windowStart {
+                    reasons.append("(b) the secret exists only since \(UTCTime.iso(start)): the log cannot show \(w) days in which it went unused (a new secret may be someone's rollout or rollback plan).")
+                    dates.append(start.addingTimeInterval(Double(w) * day))
+                }
+            } else {
+                reasons.append("(b) Graph shows no start date for the secret: how long it has gone unused cannot be told.")
+                dates.append(nil)
+            }
+        }
+        // a secret sign-in that names no credential of the app may be a use of this one
+        let secretKeys = Set((app.passwordCredentials ?? []).map { $0.keyId.lowercased() })
+        let unattributed = mine.filter { $0.usedSecret && inWindow($0.createdDateTime)
+            && ($0.servicePrincipalCredentialKeyId.map { !secretKeys.contains($0.lowercased()) } ?? true) }
+        if let last = unattributed.map(\.createdDateTime).max() {
+            reasons.append("(b) \(unattributed.count) client-secret sign-in(s) in the window name no secret of the app (the last at \(UTCTime.iso(last))): something presented a secret, and it may be this one.")
+            dates.append(last.addingTimeInterval(Double(w) * day))
+        }
+        if let audience = app.signInAudience, audience != "AzureADMyOrg" {
+            reasons.append("the app is multi-tenant (signInAudience \(audience)): its sign-ins in other tenants are logged there, so this tenant's log cannot show the secret unused. Retire it by hand once every tenant's log agrees.")
+            dates.append(nil)
+        }
         if Double(w) > retentionDays {
             reasons.append("(b) a window of \(w) days does not fit in the \(formatDays(retentionDays)) days the sign-in log keeps: it cannot show the secret unused that long. Use --window-days \(Int(retentionDays.rounded(.down))) or less.")
             dates.append(nil)

@@ -80,8 +80,8 @@ struct AdoptCommand: AsyncParsableCommand {
             throw ValidationError("Name the apps to adopt: --app, --manifest, --tag or --name-prefix.")
         }
         if let n = replicas, n < 1 { throw ValidationError("--replicas \(n): give 1 or more (leave it out for one host).") }
-        if let d = maxCertificateDays, !(d.isFinite && d >= 1) {
-            throw ValidationError("--max-certificate-days \(d): give the number of days (1 or more) Entra allows certificates of these apps to live.")
+        if let d = maxCertificateDays, !(d.isFinite && d >= 1 && d <= 36_500) {
+            throw ValidationError("--max-certificate-days \(d): give the number of days (1 to 36500) Entra allows certificates of these apps to live.")
         }
         if concurrency < 1 || concurrency > 32 { throw ValidationError("--concurrency must be 1 to 32.") }
         if reason.trimmingCharacters(in: .whitespaces).isEmpty { throw ValidationError("--reason is empty; say why (it is recorded in the audit log).") }

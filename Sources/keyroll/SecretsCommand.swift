@@ -132,7 +132,7 @@ enum SecretsOutput {
 
     static func describe(_ d: SecretDecision) -> String {
         let e = d.evidence
-        var lines = ["Secret \(e.keyId) (\(e.displayName ?? "unnamed")\(e.hint.map { ", hint \($0)…" } ?? "")\(e.end.map { ", expires \(UTCTime.iso($0))" } ?? "")) of \(e.app):"]
+        var lines = ["Secret \(e.keyId) (\(e.displayName ?? "unnamed")\(e.end.map { ", expires \(UTCTime.iso($0))" } ?? "")) of \(e.app):"]
         if let failure = e.log {
             lines.append("  evidence: the sign-in log could not be read (\(failure.rawValue))")
         } else {

@@ -14,6 +14,7 @@ private let day: TimeInterval = 86_400
 @Suite struct PolicyDurationTests {
     @Test func isoDurationsAsPoliciesWriteThem() {
         #expect(ISO8601Duration.seconds("P90D") == 90 * day)
+        #expect(ISO8601Duration.seconds("P99999999999999999999999D") == nil, "beyond 100 years is not a limit anyone can mean")
         #expect(ISO8601Duration.seconds("PT12H") == 12 * 3600.0)
         #expect(ISO8601Duration.seconds("P4DT12H30M5S") == 4 * day + 12 * 3600 + 30 * 60 + 5)
         #expect(ISO8601Duration.seconds("PT0.5S") == 0.5)
@@ -275,6 +276,23 @@ struct LegacyTenant {
 }
 
 @Suite struct AdoptionTests {
+    /// A re-bootstrap (the recovery path for an adopted app) keeps the app's policy: the new bundle
+    /// carries the certificate limit and its bootstrap fits inside it.
+    @Test func aRebootstrapCarriesTheAppsCertificateLimit() async throws {
+        let c = try Central()
+        let tenant = try await LegacyTenant(c, foreign: try c.rig.credential("partner-integration", days: 365))
+        let short = tenant.apps["legacy-short"]!
+        let bundle = try await Rebootstrap(provisioner: c.provisioner, auditLogPath: c.dir + "/audit.log")
+            .run(application: short, bundlePath: c.dir + "/reboot.json", force: true, reason: "test", operator: "t")
+        #expect(bundle.maximumCertificateValidity == 30 * day)
+        let cert = try bundle.signingCredential().certificate
+        #expect(cert.notAfter.timeIntervalSince(cert.notBefore) <= 30 * day)
+        // an app under the tenant default only: its 200-day limit
+        let daemon = try await Rebootstrap(provisioner: c.provisioner, auditLogPath: c.dir + "/audit.log")
+            .run(application: tenant.apps["legacy-daemon"]!, bundlePath: c.dir + "/reboot2.json", force: true, reason: "test", operator: "t")
+        #expect(daemon.maximumCertificateValidity == 200 * day)
+    }
+
     func adoption(_ c: Central, provisioner: Provisioner? = nil, hook: SideEffectHook = .none) throws -> Adoption {
         Adoption(provisioner: provisioner ?? c.provisioner, auditLogPath: c.dir + "/audit.log", log: try ProvisionLog(path: c.dir + "/adopt.log", hook: hook),
                  bundleDir: c.dir + "/bundles", reason: "bring legacy apps under rolling", operator: "ops", hook: hook)

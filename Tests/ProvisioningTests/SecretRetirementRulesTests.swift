@@ -69,6 +69,49 @@ extension SecretDecision {
         #expect(d.evidence.lastSecretUse == w.now - 20 * day && d.evidence.secretSignInsInWindow == 0)
     }
 
+    /// A secret younger than the window has no W days of disuse to show: refused until it has.
+    @Test func aSecretYoungerThanTheWindowStays() {
+        var young = w
+        young.secret.startDateTime = w.now - 3 * day
+        young.app.passwordCredentials = [young.secret]
+        let d = young.decide(w.daily(0..<14))
+        #expect(d.reasons.count == 1 && d.reasons[0].hasPrefix("(b) the secret exists only since"), "\(d.reasons)")
+        #expect(d.sufficientAt == .some(w.now + 11 * day))
+        #expect(young.decide(young.daily(0..<14) + [], at: w.now).retires == false)
+        // not yet valid: the same
+        young.secret.startDateTime = w.now + day
+        young.app.passwordCredentials = [young.secret]
+        #expect(!young.decide(w.daily(0..<14)).retires)
+    }
+
+    /// A client-secret sign-in that names no secret of the app may be this secret's use.
+    @Test func anUnattributedSecretSignInRefuses() {
+        let stray = ServicePrincipalSignIn(id: "s", createdDateTime: w.now - 2 * day, appId: w.appId, status: .init(errorCode: 7000215),
+                                           signInEventTypes: ["servicePrincipal"], clientCredentialType: "clientSecret", servicePrincipalCredentialKeyId: nil)
+        let d = w.decide(w.daily(0..<14) + [stray])
+        #expect(d.reasons.count == 1 && d.reasons[0].contains("name no secret of the app"), "\(d.reasons)")
+        #expect(d.sufficientAt == .some(w.now + 12 * day))
+    }
+
+    /// A multi-tenant app's use elsewhere is logged elsewhere: never retired on this tenant's log.
+    @Test func aMultiTenantAppsSecretStays() {
+        var multi = w
+        multi.app.signInAudience = "AzureADMultipleOrgs"
+        let d = multi.decide(w.daily(0..<14))
+        #expect(d.reasons.count == 1 && d.reasons[0].contains("multi-tenant") && d.sufficientAt == .some(nil), "\(d.reasons)")
+        multi.app.signInAudience = "AzureADMyOrg"
+        #expect(multi.decide(w.daily(0..<14)).retires)
+    }
+
+    /// A sign-in without a status proves nothing (it is not counted as a KeyRoll success).
+    @Test func aSignInWithoutStatusIsNoSuccess() {
+        let noStatus = ServicePrincipalSignIn(id: "n", createdDateTime: w.now - 3600, appId: w.appId, signInEventTypes: ["servicePrincipal"],
+                                              clientCredentialType: "clientAssertion", servicePrincipalCredentialKeyId: w.keyRoll.keyId)
+        #expect(!noStatus.succeeded)
+        let d = w.decide(w.daily(1..<14) + [noStatus])
+        #expect(d.reasons.first?.hasPrefix("(a)") == true, "\(d.reasons)")
+    }
+
     // (a)
 
     @Test func aDayWithoutAKeyRollSignInRefusesUntilTheRunIsLongEnough() {

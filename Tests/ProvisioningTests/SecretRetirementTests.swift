@@ -121,6 +121,23 @@ struct SecretRig {
         #expect(try s.secretListed)
     }
 
+    /// A tenant without a P1/P2 licence: Graph serves no sign-in log, the verdict is unknown
+    /// (no-licence), and nothing goes however long the app has been on KeyRoll.
+    @Test func withoutTheLicenceNothingGoes() async throws {
+        let s = try await SecretRig()
+        try await s.signInWithKeyRoll()
+        try await s.days(14)
+        s.c.rig.emulator.settings.signInLogLicensed = false
+        let d = try await s.plan()
+        #expect(d.evidence.log == .noLicence && d.sufficientAt == .some(nil), "\(d.reasons)")
+        _ = try await s.retirement.apply(application: s.app, reason: "test", operator: "t")
+        #expect(try s.secretListed)
+        let view = await EvidenceCollector(graph: s.c.provisioner.graph).view(
+            for: try await Auditor(graph: s.c.provisioner.graph).scan(now: s.c.rig.clock.now(), expiringWithinDays: 30))
+        let secret = try #require(view.credentials.first { $0.keyId == s.secret.credential.keyId })
+        #expect(secret.verdict == .unknown(.noLicence), "\(secret.verdict)")
+    }
+
     /// A lost answer to removePassword: the retry reads first, finds the secret gone, and completes.
     @Test func aLostAnswerIsSettledByReading() async throws {
         let s = try await SecretRig()

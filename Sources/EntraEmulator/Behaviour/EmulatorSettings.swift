@@ -36,6 +36,11 @@ public struct EmulatorSettings: Sendable, Codable, Equatable {
     /// Days the sign-in log serves an entry (`/beta/auditLogs/signIns`): Entra keeps sign-ins 30 days
     /// with a P1/P2 licence, 7 without. Older entries are kept but not served.
     public var signInLogRetentionDays: Double = 30
+    /// Whether the tenant has an Entra ID P1/P2 licence. Without one Graph serves neither the
+    /// sign-in log nor the usage reports through its API: every audit-log and report route answers
+    /// 403 `Authentication_RequestFromNonPremiumTenantOrB2CTenant` (the code and message seen from
+    /// Graph; UNCONFIRMED that every route answers alike).
+    public var signInLogLicensed: Bool = true
     /// Seconds before a sign-in appears in the sign-in log (UNCONFIRMED: Entra documents no figure;
     /// minutes to hours are seen). 0: at once.
     public var signInLogLatency: TimeInterval = 0

@@ -27,6 +27,8 @@ struct AuditLogRoutes {
     /// microsoft-graph-explorer-v4 issues #2731 and #3165).
     static let permissionMissing = GraphError(403, "Authentication_MSGraphPermissionMissing",
                                               "Calling principal does not have required MSGraph permissions AuditLog.Read.All")
+    static let licenceMissing = GraphError(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                                           "Neither tenant is B2C or tenant doesn't have premium license")
     static let graphAppId = "00000003-0000-0000-c000-000000000000"
     /// `signInEventType` members a filter may name.
     static let eventTypes: Set<String> = ["interactiveUser", "nonInteractiveUser", "servicePrincipal", "managedIdentity", "unknownFutureValue"]
@@ -57,6 +59,7 @@ struct AuditLogRoutes {
         }
         guard request.method == "GET" else { throw GraphError.methodNotAllowed() }
         guard caller.roles.contains(.auditLogReadAll) else { throw Self.permissionMissing }
+        guard emulator.settings.signInLogLicensed else { throw Self.licenceMissing }
         if let e = emulator.throttleAuditLog(caller: caller.appId, tenant: caller.tenantID) { throw e }
         switch route {
         case .signIns: return (200, try listSignIns())
