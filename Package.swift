@@ -50,6 +50,14 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        // The PKCS#11 interface's types (a header only): the module is loaded at run time, never linked.
+        .target(name: "CPKCS11"),
+        // Keys inside a PKCS#11 token (HSM, TPM): RFC 7512 URIs, sessions that recover, key pairs
+        // generated non-extractable, signing by the token.
+        .target(
+            name: "PKCS11",
+            dependencies: ["CPKCS11", "EntraCrypto", "KeyRollPrimitives", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // Talks to Entra (real or emulated): tokens, Graph calls, retries, typed errors.
         .target(
             name: "EntraClient",
@@ -62,7 +70,7 @@ let package = Package(
         // The rolling agent: store, policy, state machine, journal.
         .target(
             name: "KeyRoll",
-            dependencies: ["EntraCrypto", "EntraClient", "KeyRollPrimitives", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["EntraCrypto", "EntraClient", "KeyRollPrimitives", "PKCS11", .product(name: "Logging", package: "swift-log"),
                            .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         // The central side: bulk provisioning, audit, re-bootstrap.
@@ -84,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "keyroll",
             dependencies: [
-                "EntraCrypto", "EntraClient", "KeyRoll", "KeyRollCLI", "KeyRollPrimitives", "Provisioning",
+                "EntraCrypto", "EntraClient", "KeyRoll", "KeyRollCLI", "KeyRollPrimitives", "PKCS11", "Provisioning",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -125,7 +133,7 @@ let package = Package(
         .executableTarget(
             name: "keyroll-lab",
             dependencies: [
-                "EntraCrypto", "EntraClient", "EntraEmulator", "KeyRoll", "KeyRollCLI", "KeyRollPrimitives", "LabHarness", "Provisioning",
+                "EntraCrypto", "EntraClient", "EntraEmulator", "KeyRoll", "KeyRollCLI", "KeyRollPrimitives", "LabHarness", "PKCS11", "Provisioning",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -152,14 +160,14 @@ let package = Package(
         ),
         .testTarget(
             name: "KeyRollTests",
-            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "Provisioning", "TestSupport",
+            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "PKCS11", "Provisioning", "TestSupport",
                            .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),
         // Tests that drive the built executables (crashes by SIGKILL, the demo, the benchmarks'
         // smoke run, bad command lines). They fail, never skip, when a binary is missing.
         .testTarget(
             name: "BinaryTests",
-            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "Provisioning", "TestSupport"]
+            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "PKCS11", "Provisioning", "TestSupport"]
         ),
     ]
 )

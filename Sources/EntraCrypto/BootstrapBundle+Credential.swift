@@ -5,10 +5,10 @@ import KeyRollPrimitives
 /// format meets the key and certificate types.
 extension BootstrapBundle {
     public init(tenantId: String, authorityHost: String, graphBaseURL: String, applicationObjectId: String, appId: String,
-                displayName: String?, replica: ReplicaName? = nil, credential: SigningCredential, keyId: String?, createdAt: Date, createdBy: String?) {
+                displayName: String?, replica: ReplicaName? = nil, credential: SigningCredential, keyId: String?, createdAt: Date, createdBy: String?) throws {
         self.init(tenantId: tenantId, authorityHost: authorityHost, graphBaseURL: graphBaseURL, applicationObjectId: applicationObjectId, appId: appId,
                   displayName: displayName, replica: replica,
-                  bootstrap: Credential(keyId: keyId, certificatePEM: credential.certificate.pem, privateKeyPEM: credential.privateKey.pkcs8PEM),
+                  bootstrap: Credential(keyId: keyId, certificatePEM: credential.certificate.pem, privateKeyPEM: try credential.privateKey.pkcs8PEM),
                   createdAt: createdAt, createdBy: createdBy)
     }
 

@@ -40,6 +40,6 @@ public enum ClientAssertion {
             "exp": NumericDate.value(now.addingTimeInterval(lifetime)),
         ]
         return try CompactJWS.sign(header: header, claims: claims, algorithm: style == .ps256 ? .ps256 : .rs256,
-                                   key: credential.privateKey)
+                                   key: credential.signer)
     }
 }

@@ -7,10 +7,10 @@ public enum JWSAlgorithm: String, Sendable, CaseIterable, Hashable {
     case rs256 = "RS256", rs384 = "RS384", rs512 = "RS512"
     case ps256 = "PS256", ps384 = "PS384", ps512 = "PS512"
 
-    enum Digest { case sha256, sha384, sha512 }
+    public enum Digest: Sendable { case sha256, sha384, sha512 }
 
-    var usesPSS: Bool { self == .ps256 || self == .ps384 || self == .ps512 }
-    var digest: Digest {
+    public var usesPSS: Bool { self == .ps256 || self == .ps384 || self == .ps512 }
+    public var digest: Digest {
         switch self {
         case .rs256, .ps256: return .sha256
         case .rs384, .ps384: return .sha384
@@ -101,11 +101,11 @@ public struct CompactJWS: Sendable {
     /// Signs `claims` with `key` and returns the compact serialization (unpadded base64url).
     /// `header` must not contain `alg`: it is set from `algorithm`.
     public static func sign(header: [String: JSONValue], claims: [String: JSONValue], algorithm: JWSAlgorithm,
-                            key: RSAPrivateKey) throws -> String {
+                            key: any RSASigner) throws -> String {
         var h = header
         h["alg"] = .string(algorithm.rawValue)
         let input = Base64URL.encode(JSONValue.object(h).serialized()) + "." + Base64URL.encode(JSONValue.object(claims).serialized())
-        let sig = try key.sign(Array(input.utf8), algorithm: algorithm)
+        let sig = try key.signature(for: Array(input.utf8), algorithm: algorithm)
         return input + "." + Base64URL.encode(sig)
     }
 }

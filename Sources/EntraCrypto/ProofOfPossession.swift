@@ -30,6 +30,6 @@ public enum ProofOfPossession {
             "iat": NumericDate.value(now),
             "exp": NumericDate.value(now.addingTimeInterval(lifetime)),
         ]
-        return try CompactJWS.sign(header: header, claims: claims, algorithm: .rs256, key: credential.privateKey)
+        return try CompactJWS.sign(header: header, claims: claims, algorithm: .rs256, key: credential.signer)
     }
 }

@@ -98,6 +98,14 @@ public struct RSAPublicKey: Sendable {
 
     /// Reads a SubjectPublicKeyInfo DER. RSA keys of any size ≥ 1024 are read so callers can report
     /// the size; use ``bits`` to enforce policy.
+    /// An RSA public key from its modulus and public exponent (big-endian), as a PKCS#11 token
+    /// reports them (`CKA_MODULUS`, `CKA_PUBLIC_EXPONENT`).
+    public init(modulus: [UInt8], exponent: [UInt8]) throws {
+        do { self.key = try _RSA.Signing.PublicKey(n: modulus, e: exponent) } catch {
+            throw EntraCryptoError.malformedKey("not an RSA public key (modulus of \(modulus.count) bytes, exponent of \(exponent.count) bytes)")
+        }
+    }
+
     public init(spkiDER: [UInt8]) throws {
         if let k = try? _RSA.Signing.PublicKey(unsafeDERRepresentation: spkiDER) {
             self.key = k

@@ -3,18 +3,40 @@ import NIOCore
 import NIOSSL
 
 /// A private key together with the certificate registered for it in Entra: what an app signs
-/// client assertions and proofs with.
+/// client assertions and proofs with. The key is a ``RSASigner``: in memory (a file store), or in
+/// a token that signs and never reveals it.
 public struct SigningCredential: Sendable {
-    public let privateKey: RSAPrivateKey
+    /// What signs: everything KeyRoll signs with this credential goes through it.
+    public let signer: any RSASigner
     public let certificate: X509Certificate
+
+    /// The private key, when it is one KeyRoll holds in memory (a file store); nil for a key that
+    /// lives in a token and cannot be exported.
+    public var exportableKey: RSAPrivateKey? { signer as? RSAPrivateKey }
+
+    /// The private key held in memory. Only for credentials KeyRoll made in software (the
+    /// provisioner's bootstrap, `keyroll cert`); a token's key has none.
+    public var privateKey: RSAPrivateKey {
+        get throws {
+            guard let key = exportableKey else {
+                throw EntraCryptoError.invalidParameter("the private key of \(certificate.sha1Thumbprint.hex) lives in a token and cannot be exported")
+            }
+            return key
+        }
+    }
 
     /// Pairs `privateKey` with `certificate`, refusing a certificate that belongs to another key.
     public init(privateKey: RSAPrivateKey, certificate: X509Certificate) throws {
+        try self.init(signer: privateKey, certificate: certificate)
+    }
+
+    /// Pairs `signer` with `certificate`, refusing a certificate that belongs to another key.
+    public init(signer: any RSASigner, certificate: X509Certificate) throws {
         let certKey = try certificate.rsaPublicKey()
-        guard certKey.spkiDER == privateKey.publicKey.spkiDER else {
+        guard certKey.spkiDER == signer.publicKey.spkiDER else {
             throw EntraCryptoError.invalidParameter("the certificate (\(certificate.sha1Thumbprint.hex)) does not belong to the private key")
         }
-        self.privateKey = privateKey
+        self.signer = signer
         self.certificate = certificate
     }
 
@@ -27,8 +49,8 @@ public struct SigningCredential: Sendable {
     }
 
     /// The combined PEM that azure-identity's `CertificateCredential`, MSAL and the Azure CLI read:
-    /// a PKCS#8 `PRIVATE KEY` block followed by the `CERTIFICATE` block.
-    public var combinedPEM: String { privateKey.pkcs8PEM + certificate.pem }
+    /// a PKCS#8 `PRIVATE KEY` block followed by the `CERTIFICATE` block. A token's key has none.
+    public var combinedPEM: String { get throws { try privateKey.pkcs8PEM + certificate.pem } }
 
     /// Reads a combined PEM (key and certificate in either order; extra chain certificates are
     /// ignored; the leaf is the one matching the key).
@@ -75,7 +97,7 @@ public struct SigningCredential: Sendable {
     public func pkcs12(passphrase: String) throws -> [UInt8] {
         do {
             let cert = try NIOSSLCertificate(bytes: certificate.der, format: .der)
-            let key = try NIOSSLPrivateKey(bytes: privateKey.pkcs8DER, format: .der)
+            let key = try NIOSSLPrivateKey(bytes: try privateKey.pkcs8DER, format: .der)
             return try NIOSSLPKCS12Bundle(certificateChain: [cert], privateKey: key).serialize(passphrase: Array(passphrase.utf8))
         } catch { throw EntraCryptoError.pkcs12("cannot serialize: \(error)") }
     }

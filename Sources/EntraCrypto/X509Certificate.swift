@@ -117,7 +117,7 @@ public struct CertificateSubject: Sendable, Equatable {
 public enum CertificateIssuer {
     /// A self-signed certificate for `key`, valid from `notBefore` to `notAfter` (the caller's clock),
     /// with a random 20-byte serial.
-    public static func selfSigned(key: RSAPrivateKey, subject: CertificateSubject, notBefore: Date, notAfter: Date,
+    public static func selfSigned(key: any RSASigner, subject: CertificateSubject, notBefore: Date, notAfter: Date,
                                   profile: CertificateProfile = .clientCredential) throws -> X509Certificate {
         try issue(publicKey: key.publicKey, subject: subject, notBefore: notBefore, notAfter: notAfter,
                   profile: profile, issuerKey: key, issuer: nil)
@@ -125,7 +125,7 @@ public enum CertificateIssuer {
 
     /// A certificate for `publicKey` signed by `issuerKey`, whose certificate is `issuer`.
     public static func issue(publicKey: RSAPublicKey, subject: CertificateSubject, notBefore: Date, notAfter: Date,
-                             profile: CertificateProfile, issuerKey: RSAPrivateKey, issuer: X509Certificate?) throws -> X509Certificate {
+                             profile: CertificateProfile, issuerKey: any RSASigner, issuer: X509Certificate?) throws -> X509Certificate {
         guard notBefore < notAfter else { throw EntraCryptoError.invalidParameter("notBefore must be earlier than notAfter") }
         guard !subject.commonName.isEmpty else { throw EntraCryptoError.invalidParameter("the subject common name is empty") }
         let certPublicKey = Certificate.PublicKey(publicKey.key)
@@ -163,7 +163,7 @@ public enum CertificateIssuer {
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: certPublicKey,
             notValidBefore: notBefore, notValidAfter: notAfter, issuer: issuerName, subject: subjectName,
             signatureAlgorithm: .sha256WithRSAEncryption, extensions: extensions,
-            issuerPrivateKey: Certificate.PrivateKey(issuerKey.key))
+            issuerPrivateKey: (issuerKey as? RSAPrivateKey).map { Certificate.PrivateKey($0.key) } ?? Certificate.PrivateKey(CertificateSigningKey(issuerKey)))
         return try X509Certificate(certificate: cert)
     }
 }

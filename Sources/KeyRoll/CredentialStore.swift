@@ -1,9 +1,10 @@
 import EntraClient
 import EntraCrypto
 import Foundation
+import KeyRollPrimitives
+import PKCS11
 #if canImport(Glibc)
 import Glibc
-import KeyRollPrimitives
 #endif
 
 /// One identity's private folder (0700):
@@ -11,12 +12,18 @@ import KeyRollPrimitives
 /// ```
 /// identity.json          who this is: tenant, endpoints, object id, appId
 /// journal.json           the roll state machine's durable state
-/// keys/<SHA1>.key.pem    private keys (0600), one per held certificate
+/// keys/<SHA1>.key.pem    private keys (0600), one per held certificate (file key store)
+/// keys/<SHA1>.key.p11    or: where the key lives in the PKCS#11 token (CKA_ID, CKA_LABEL; no key material)
 /// keys/<SHA1>.cert.pem   their certificates
-/// current.pem            the active credential, key + certificate (AZURE_CLIENT_CERTIFICATE_PATH)
-/// current-cert.pem, current-key.pem
+/// current.pem            the active credential, key + certificate (AZURE_CLIENT_CERTIFICATE_PATH); file keys only
+/// current-cert.pem, current-key.pem (file keys only)
 /// lock                   held (flock) by the one agent rolling this identity
 /// ```
+///
+/// The identity's ``KeyStoreSetting`` says where new keys are made: files (the default), or a
+/// PKCS#11 token, where they are generated non-extractable and every signature is made. A store
+/// may hold both kinds at once: the bootstrap key arrives as a file and lives only until the
+/// first roll replaces it with a token key.
 /// Every write is atomic and fsynced; the store refuses to open if group or others can read it.
 /// Every file-system call passes `hook` first (see ``SideEffect``): the crash-point tests stop or
 /// fail the process there.
@@ -39,6 +46,8 @@ public final class CredentialStore: @unchecked Sendable {
         /// The agent caps its roll policy with it (``RollPolicy/capped(by:)``). Absent from stores
         /// written before it existed, which read as nil.
         public var maximumCertificateValidity: TimeInterval?
+        /// Where new keys are generated (nil: files). Absent from older stores, which read as files.
+        public var keyStore: KeyStoreSetting?
 
         /// Who a bootstrap bundle says this is.
         public init(bundle b: BootstrapBundle) {
@@ -56,6 +65,7 @@ public final class CredentialStore: @unchecked Sendable {
             try EntraIdentifier.checkTenant(tenantId, what: "The identity's tenantId")
             try EntraIdentifier.checkGUID(applicationObjectId, what: "The identity's applicationObjectId")
             try EntraIdentifier.checkGUID(appId, what: "The identity's appId")
+            try keyStore?.validate()
             if let cap = maximumCertificateValidity {
                 guard cap.isFinite, cap > 0 else {
                     throw BootstrapBundle.BundleError.unreadable("its maximumCertificateValidity (\(cap)) is not a positive number of seconds")
@@ -97,9 +107,28 @@ public final class CredentialStore: @unchecked Sendable {
         }
     }
 
-    public init(path: String, hook: SideEffectHook = .none) {
+    /// Where the PIN of a PKCS#11 token is looked for when its URI names no `pin-source`
+    /// (`KEYROLL_PKCS11_PIN`).
+    public let environment: [String: String]
+    private let tokenCache = TokenCache()
+
+    public init(path: String, hook: SideEffectHook = .none, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.path = path.hasSuffix("/") ? String(path.dropLast()) : path
         self.hook = hook
+        self.environment = environment
+    }
+
+    /// Where this identity's new keys are generated.
+    public var keyStoreKind: KeyStoreKind { ((try? identity())?.keyStore?.kind) ?? .file }
+
+    /// The identity's PKCS#11 token, opened (and logged in) on first use; nil for a file store.
+    public func token() throws -> (token: PKCS11Token, labelPrefix: String)? {
+        guard let setting = try identity().keyStore, setting.kind == .pkcs11 else { return nil }
+        let (uri, prefix) = try setting.pkcs11()
+        if let t = tokenCache.token { return (t, prefix) }
+        let t = try PKCS11Token.open(uri, environment: environment)
+        tokenCache.token = t
+        return (t, prefix)
     }
 
     var keysDir: String { path + "/keys" }
@@ -151,6 +180,8 @@ public final class CredentialStore: @unchecked Sendable {
     // MARK: keys
 
     public func keyPath(_ thumbprint: String) -> String { "\(keysDir)/\(thumbprint).key.pem" }
+    /// Where a token key is recorded (CKA_ID and label; no key material).
+    public func tokenKeyPath(_ thumbprint: String) -> String { "\(keysDir)/\(thumbprint).key.p11" }
     public func certPath(_ thumbprint: String) -> String { "\(keysDir)/\(thumbprint).cert.pem" }
 
     /// Writes a new key and its certificate. Until the journal records them they are untracked:
@@ -168,8 +199,40 @@ public final class CredentialStore: @unchecked Sendable {
         }
     }
 
+    /// Generates a key where this identity keeps its keys and a self-signed certificate for it,
+    /// and stores them, untracked until the journal records them (a crash before that leaves what
+    /// the next ``sweep(keeping:)`` destroys, files and token objects alike). In a PKCS#11 token the
+    /// key is generated inside it, non-extractable, and the token signs the certificate.
+    public func generateCredential(size: RSAKeySize, subject: String, notBefore: Date, notAfter: Date) throws -> SigningCredential {
+        guard let (token, prefix) = try token() else {
+            let c = try SigningCredential.generate(size: size, subject: .init(commonName: subject), notBefore: notBefore, notAfter: notAfter)
+            try storeCredential(c)
+            return c
+        }
+        var id = [UInt8](repeating: 0, count: 16)
+        var rng = SystemRandomNumberGenerator()
+        for i in id.indices { id[i] = UInt8.random(in: 0...255, using: &rng) }
+        let ref = TokenKeyReference(id: id, label: prefix + TokenKeyReference.hex(id))
+        try SecureFiles.ensurePrivateDirectory(keysDir)
+        let key = try token.generateRSAKeyPair(bits: size.rawValue, id: id, label: ref.label, hook: hook)
+        do {
+            let cert = try CertificateIssuer.selfSigned(key: key, subject: .init(commonName: subject, organizationalUnit: KeyStoreSetting.tokenCertificateOU),
+                                                        notBefore: notBefore, notAfter: notAfter)
+            let c = try SigningCredential(signer: key, certificate: cert)
+            let t = cert.sha1Thumbprint.hex
+            try SecureFiles.writeAtomically(cert.pem, to: certPath(t), mode: 0o600, hook: hook)
+            try SecureFiles.writeAtomically(Array(try JSONEncoder.readable().encode(ref)), to: tokenKeyPath(t), hook: hook)
+            return c
+        } catch {
+            // nothing records this key: destroy it now (what a crash leaves, the sweep destroys)
+            try? token.destroyKeys(id: id, hook: hook)
+            throw error
+        }
+    }
+
     public func credential(_ thumbprint: String) throws -> SigningCredential {
         guard hasCredential(thumbprint) else { throw StoreError.missingKey(thumbprint: thumbprint, path: keysDir) }
+        if !FileManager.default.fileExists(atPath: keyPath(thumbprint)) { return try tokenCredential(thumbprint) }
         // never through a link, only files this user owns; the key must be private
         let keyText = String(decoding: try SecureFiles.readSecret(keyPath(thumbprint), limit: 64 * 1024), as: UTF8.self)
         let certText = String(decoding: try SecureFiles.readSecret(certPath(thumbprint), limit: 64 * 1024, requirePrivate: false), as: UTF8.self)
@@ -182,34 +245,85 @@ public final class CredentialStore: @unchecked Sendable {
         }
     }
 
-    public func hasCredential(_ thumbprint: String) -> Bool { FileManager.default.fileExists(atPath: keyPath(thumbprint)) }
+    /// A token key: its record, the key pair with that CKA_ID on the token, and its certificate.
+    private func tokenCredential(_ thumbprint: String) throws -> SigningCredential {
+        let ref = try tokenKeyReference(thumbprint)
+        guard let (token, _) = try token() else {
+            throw StoreError.corrupted("keys/\(thumbprint).key.p11 names a PKCS#11 key, but identity.json configures no token (keyStore)")
+        }
+        guard let key = try token.key(id: ref.id) else {
+            throw StoreError.missingKey(thumbprint: thumbprint, path: "the token \(token.uri) (CKA_ID \(TokenKeyReference.hex(ref.id)))")
+        }
+        let certText = String(decoding: try SecureFiles.readSecret(certPath(thumbprint), limit: 64 * 1024, requirePrivate: false), as: UTF8.self)
+        do {
+            let c = try SigningCredential(signer: key, certificate: try X509Certificate(pem: certText))
+            guard c.certificate.sha1Thumbprint.hex == thumbprint else { throw StoreError.corrupted("keys/\(thumbprint).cert.pem holds another certificate") }
+            return c
+        } catch let e as StoreError { throw e } catch {
+            throw StoreError.corrupted("keys/\(thumbprint): \(error)")
+        }
+    }
 
-    /// Destroys a private key and its certificate. Call it only once the journal no longer lists
-    /// the key: until then a crash must find it (see docs/design.md, "Crash points").
+    func tokenKeyReference(_ thumbprint: String) throws -> TokenKeyReference {
+        try readJSON(TokenKeyReference.self, from: tokenKeyPath(thumbprint))
+    }
+
+    /// Whether the store holds the key of `thumbprint`: its file, or its record of a token key.
+    public func hasCredential(_ thumbprint: String) -> Bool {
+        FileManager.default.fileExists(atPath: keyPath(thumbprint)) || FileManager.default.fileExists(atPath: tokenKeyPath(thumbprint))
+    }
+
+    /// Where the key of `thumbprint` lives (nil: not held).
+    public func keyStoreKind(of thumbprint: String) -> KeyStoreKind? {
+        if FileManager.default.fileExists(atPath: keyPath(thumbprint)) { return .file }
+        if FileManager.default.fileExists(atPath: tokenKeyPath(thumbprint)) { return .pkcs11 }
+        return nil
+    }
+
+    /// Destroys a private key and its certificate: a token key with `C_DestroyObject` first, then
+    /// its record. Call it only once the journal no longer lists the key: until then a crash must
+    /// find it (see docs/design.md, "Crash points").
     public func destroyCredential(_ thumbprint: String) throws {
+        if FileManager.default.fileExists(atPath: tokenKeyPath(thumbprint)) {
+            let ref = try tokenKeyReference(thumbprint)
+            if let (token, _) = try token() { try token.destroyKeys(id: ref.id, hook: hook) }
+            try SecureFiles.shred(tokenKeyPath(thumbprint), hook: hook)
+        }
         try SecureFiles.shred(keyPath(thumbprint), hook: hook)
         try SecureFiles.shred(certPath(thumbprint), hook: hook)
     }
 
-    /// Thumbprints of the keys on disk (whole `keys/<SHA1>.key.pem` files).
+    /// Thumbprints of the keys held (whole `keys/<SHA1>.key.pem` files and token key records).
     public func keysOnDisk() -> Set<String> {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: keysDir)) ?? []
-        return Set(names.compactMap { Self.thumbprint(ofKeyFile: $0, suffix: ".key.pem") })
+        return Set(names.compactMap { Self.thumbprint(ofKeyFile: $0, suffix: ".key.pem") ?? Self.thumbprint(ofKeyFile: $0, suffix: ".key.p11") })
     }
 
     /// Removes what a crash can leave behind, and nothing else: key and certificate files the
-    /// journal does not list (`keep`), and temporary files of interrupted atomic writes. Only
-    /// names KeyRoll itself writes are touched. Returns the removed file names, for the log.
+    /// journal does not list (`keep`), temporary files of interrupted atomic writes, and, in a
+    /// PKCS#11 token, key objects with this store's label that no kept key records. Only names
+    /// KeyRoll itself writes are touched. Returns what was removed, for the log.
     @discardableResult
     public func sweep(keeping keep: Set<String>) throws -> [String] {
         var removed: [String] = []
+        if let (token, prefix) = try token() {
+            // the CKA_IDs the kept keys record; unreadable records stop the token's sweep (never guess)
+            let keptIDs = Set(try keep.filter { FileManager.default.fileExists(atPath: tokenKeyPath($0)) }.map { TokenKeyReference.hex(try tokenKeyReference($0).id) })
+            var done: Set<[UInt8]> = []
+            for o in try token.objects(labelPrefix: prefix) where !keptIDs.contains(TokenKeyReference.hex(o.id)) && !done.contains(o.id) {
+                try token.destroyKeys(id: o.id, hook: hook)
+                done.insert(o.id)
+                removed.append("token key \(o.label)")
+            }
+        }
         for (dir, prefix) in [(keysDir, "keys/"), (path, "")] {
             for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() {
                 let file = dir + "/" + name
                 if name.hasPrefix("."), name.contains(".tmp-") {
                     try SecureFiles.shred(file, hook: hook)
                     removed.append(prefix + name)
-                } else if dir == keysDir, let t = Self.thumbprint(ofKeyFile: name, suffix: ".key.pem") ?? Self.thumbprint(ofKeyFile: name, suffix: ".cert.pem"),
+                } else if dir == keysDir, let t = Self.thumbprint(ofKeyFile: name, suffix: ".key.pem") ?? Self.thumbprint(ofKeyFile: name, suffix: ".cert.pem")
+                            ?? Self.thumbprint(ofKeyFile: name, suffix: ".key.p11"),
                           !keep.contains(t) {
                     try SecureFiles.shred(file, hook: hook)
                     removed.append(prefix + name)
@@ -228,17 +342,31 @@ public final class CredentialStore: @unchecked Sendable {
     /// Publishes `c` as the application's credential: `current.pem` (key + cert, the form
     /// azure-identity's CertificateCredential reads), `current-cert.pem`, `current-key.pem`. Each file
     /// is replaced atomically; readers see the old or the new, never a mix within a file.
+    /// A token key has no key to publish: only `current-cert.pem` is written, and the key files of
+    /// an earlier (file) key are removed; applications get tokens from the agent's token endpoint.
     public func publish(_ c: SigningCredential) throws {
-        try SecureFiles.writeAtomically(c.privateKey.pkcs8PEM, to: path + "/current-key.pem", hook: hook)
+        guard let key = c.exportableKey else {
+            try SecureFiles.writeAtomically(c.certificate.pem, to: path + "/current-cert.pem", mode: 0o600, hook: hook)
+            for stale in [currentPEMPath, path + "/current-key.pem"] where FileManager.default.fileExists(atPath: stale) {
+                try SecureFiles.shred(stale, hook: hook)
+            }
+            return
+        }
+        try SecureFiles.writeAtomically(key.pkcs8PEM, to: path + "/current-key.pem", hook: hook)
         try SecureFiles.writeAtomically(c.certificate.pem, to: path + "/current-cert.pem", mode: 0o600, hook: hook)
-        try SecureFiles.writeAtomically(c.combinedPEM, to: currentPEMPath, hook: hook)
+        try SecureFiles.writeAtomically(key.pkcs8PEM + c.certificate.pem, to: currentPEMPath, hook: hook)
     }
 
-    /// The published credential, if any.
+    /// The published credential, if any: `current.pem`, or for a token key `current-cert.pem` with
+    /// the held key it names.
     public func published() -> SigningCredential? {
-        guard let bytes = try? SecureFiles.readSecret(currentPEMPath, limit: 64 * 1024) else { return nil }
-        let text = String(decoding: bytes, as: UTF8.self)
-        return try? SigningCredential(combinedPEM: text)
+        if let bytes = try? SecureFiles.readSecret(currentPEMPath, limit: 64 * 1024) {
+            return try? SigningCredential(combinedPEM: String(decoding: bytes, as: UTF8.self))
+        }
+        guard let bytes = try? SecureFiles.readSecret(path + "/current-cert.pem", limit: 64 * 1024, requirePrivate: false),
+              let cert = try? X509Certificate(pem: String(decoding: bytes, as: UTF8.self)),
+              keyStoreKind(of: cert.sha1Thumbprint.hex) == .pkcs11 else { return nil }
+        return try? credential(cert.sha1Thumbprint.hex)
     }
 
     // MARK: JSON files
@@ -247,7 +375,7 @@ public final class CredentialStore: @unchecked Sendable {
         try SecureFiles.writeAtomically(Array(try JSONEncoder.readable().encode(value)), to: file, hook: hook)
     }
 
-    private func readJSON<T: Decodable>(_ type: T.Type, from file: String) throws -> T {
+    func readJSON<T: Decodable>(_ type: T.Type, from file: String) throws -> T {
         let data: Data
         do { data = Data(try SecureFiles.readSecret(file, limit: 4 << 20, requirePrivate: false)) } catch {
             throw StoreError.corrupted("\((file as NSString).lastPathComponent) cannot be read (\(error))")
@@ -277,5 +405,94 @@ public final class StoreLock: @unchecked Sendable {
     deinit {
         flock(fd, LOCK_UN)
         close(fd)
+    }
+}
+
+/// The token an identity is bound to, opened once per store object.
+final class TokenCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _token: PKCS11Token?
+    var token: PKCS11Token? {
+        get { lock.withLock { _token } }
+        set { lock.withLock { _token = newValue } }
+    }
+}
+
+/// Where an identity keeps its keys, recorded in identity.json at import.
+public struct KeyStoreSetting: Codable, Sendable, Equatable {
+    public var kind: KeyStoreKind
+    /// The RFC 7512 URI of the token (PKCS#11 only): module, token and PIN source, never the PIN.
+    public var uri: String?
+    /// The CKA_LABEL prefix of this store's objects (`keyroll:<random>:`): what a sweep may destroy.
+    public var labelPrefix: String?
+
+    /// The certificate OU that says a key was generated in a token (shown by `keyroll audit`).
+    public static let tokenCertificateOU = "keyroll-pkcs11"
+
+    public init(kind: KeyStoreKind, uri: String? = nil, labelPrefix: String? = nil) {
+        self.kind = kind
+        self.uri = uri
+        self.labelPrefix = labelPrefix
+    }
+
+    /// A new PKCS#11 setting for `uri` with a label prefix of its own.
+    public static func pkcs11(_ uri: PKCS11URI) -> KeyStoreSetting {
+        var rng = SystemRandomNumberGenerator()
+        let tag = (0..<6).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
+        return KeyStoreSetting(kind: .pkcs11, uri: uri.text, labelPrefix: "keyroll:\(tag):")
+    }
+
+    func pkcs11() throws -> (PKCS11URI, String) {
+        guard let text = uri, let prefix = labelPrefix, prefix.hasPrefix("keyroll:"), prefix.count >= 12 else {
+            throw CredentialStore.StoreError.corrupted("identity.json's keyStore names PKCS#11 without a uri and labelPrefix")
+        }
+        return (try PKCS11URI(text), prefix)
+    }
+
+    func validate() throws {
+        if kind == .pkcs11 {
+            do { _ = try pkcs11() } catch let e as PKCS11URI.Invalid { throw CredentialStore.StoreError.corrupted("identity.json's keyStore: \(e)") }
+        }
+    }
+}
+
+/// What the store keeps of a token key (`keys/<SHA1>.key.p11`): how to find it again.
+struct TokenKeyReference: Codable, Sendable, Equatable {
+    var id: [UInt8]
+    var label: String
+
+    enum CodingKeys: String, CodingKey { case id, label }
+
+    init(id: [UInt8], label: String) {
+        self.id = id
+        self.label = label
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let hex = try c.decode(String.self, forKey: .id)
+        guard hex.count % 2 == 0, hex.count <= 128, let bytes = Self.bytes(hex: hex), !bytes.isEmpty else {
+            throw DecodingError.dataCorruptedError(forKey: .id, in: c, debugDescription: "not a hex CKA_ID")
+        }
+        id = bytes
+        label = try c.decode(String.self, forKey: .label)
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Self.hex(id), forKey: .id)
+        try c.encode(label, forKey: .label)
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
+    static func bytes(hex: String) -> [UInt8]? {
+        var out: [UInt8] = []
+        var it = hex.makeIterator()
+        while let a = it.next() {
+            guard let b = it.next(), let v = UInt8(String([a, b]), radix: 16) else { return nil }
+            out.append(v)
+        }
+        return out
     }
 }

@@ -3,6 +3,7 @@ import EntraCrypto
 import Foundation
 import KeyRollPrimitives
 import Logging
+import PKCS11
 
 /// Creating a store from a bootstrap bundle.
 extension Roller {
@@ -15,10 +16,21 @@ extension Roller {
     /// of this identity without a journal is an interrupted import and is written again; a store
     /// whose journal holds just this bootstrap is already imported (its `current.pem` is checked).
     /// Any other store is refused, so an import never overwrites keys an agent has rolled.
+    ///
+    /// `keyStore` says where the agent generates this identity's keys from the first roll on
+    /// (nil: files). The bootstrap key itself stays the file it arrived as: it has existed outside
+    /// any token already, lives a day or two, and the first roll removes it from Entra and destroys
+    /// it. A PKCS#11 token is opened (and logged in to) before anything is written, so a wrong URI or
+    /// PIN leaves no store behind.
     @discardableResult
-    public static func importBundle(_ bundle: BootstrapBundle, into store: CredentialStore, now: Date) throws -> Journal {
-        let identity = CredentialStore.Identity(bundle: bundle)
+    public static func importBundle(_ bundle: BootstrapBundle, into store: CredentialStore, now: Date, keyStore: KeyStoreSetting? = nil) throws -> Journal {
+        var identity = CredentialStore.Identity(bundle: bundle)
+        identity.keyStore = keyStore
         try identity.validate()
+        if let keyStore, keyStore.kind == .pkcs11 {
+            let (uri, _) = try keyStore.pkcs11()
+            _ = try PKCS11Token.open(uri, environment: store.environment)
+        }
         let cred: SigningCredential
         do { cred = try bundle.signingCredential() } catch {
             throw BootstrapBundle.BundleError.unreadable("its key and certificate do not fit together (\(error))")
@@ -26,7 +38,10 @@ extension Roller {
         let thumbprint = cred.certificate.sha1Thumbprint.hex
         if store.exists {
             let refused = CredentialStore.StoreError.corrupted("\(store.path) already holds an identity; import into an empty folder")
-            guard (try? store.identity()) == identity else { throw refused }
+            // the same identity and key store (an interrupted import keeps the label prefix it chose)
+            guard var existing = try? store.identity(), existing.keyStore?.kind == identity.keyStore?.kind, existing.keyStore?.uri == identity.keyStore?.uri else { throw refused }
+            existing.keyStore = identity.keyStore
+            guard existing == identity else { throw refused }
             if store.hasJournal {
                 let j = try store.journal()
                 guard j.active == thumbprint, j.roll == nil, j.credentials.map(\.thumbprint) == [thumbprint] else { throw refused }

@@ -22,7 +22,7 @@ extension Roller {
         let kc: KeyCredential
         do {
             kc = try await counted {
-                try await graph.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, displayName: CredentialName.displayName(cn: certificateSubject), prover: active)
+                try await graph.addKey(objectID: identity.applicationObjectId, certificate: new.certificate, displayName: CredentialName.displayName(cn: certificateSubject, inToken: new.signer.keyStoreKind == .pkcs11), prover: active)
             }
         } catch let e as EntraError where Self.refusesForGood(e) {
             // Retrying the same certificate cannot succeed: end the roll (the key was not added),

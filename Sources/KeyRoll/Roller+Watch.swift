@@ -207,7 +207,7 @@ extension Roller {
                     do {
                         keyId = try await counted {
                             try await byProver.addKey(objectID: identity.applicationObjectId, certificate: key.certificate,
-                                                      displayName: CredentialName.displayName(cn: certificateSubject), prover: prover)
+                                                      displayName: CredentialName.displayName(cn: certificateSubject, inToken: key.signer.keyStoreKind == .pkcs11), prover: prover)
                         }.keyId
                     } catch let e as EntraError where e.kind == .credentialInvalid || e.kind == .credentialNotYetActive || Self.refusesForGood(e) {
                         // The prover is not accepted any more: end this repair; the next check starts

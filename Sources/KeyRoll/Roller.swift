@@ -227,14 +227,16 @@ public final class Roller: @unchecked Sendable {
         try policy.checkNewCertificate(notBefore: window.notBefore, notAfter: window.notAfter)
         let subject = certificateSubject
         let size = policy.keySize
+        let store = self.store
+        // generated (and stored, untracked) where the identity keeps its keys: a file, or inside its token
         let (cred, cpuSeconds) = try await Background.run {
-            try ThreadCPUTime.measure { try SigningCredential.generate(size: size, subject: .init(commonName: subject), notBefore: window.notBefore, notAfter: window.notAfter) }
+            try ThreadCPUTime.measure { try store.generateCredential(size: size, subject: subject, notBefore: window.notBefore, notAfter: window.notAfter) }
         }
         metrics.increment("keyroll_keygens_total")
         metrics.increment("keyroll_keygen_cpu_seconds_total", by: cpuSeconds)
         let thumbprint = cred.certificate.sha1Thumbprint.hex
-        emit(.generated, "RSA-\(size.rawValue) key and certificate \(thumbprint), valid until \(UTCTime.iso(window.notAfter))")
-        try store.storeCredential(cred)
+        let place = cred.signer.keyStoreKind == .pkcs11 ? " in the PKCS#11 token" : ""
+        emit(.generated, "RSA-\(size.rawValue) key\(place) and certificate \(thumbprint), valid until \(UTCTime.iso(window.notAfter))")
         lock.withLock {
             loaded[thumbprint] = cred
             neverSent.insert(thumbprint)

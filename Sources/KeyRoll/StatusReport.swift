@@ -31,6 +31,10 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
     public var tombstones: Int?
     /// When the last repair ended and what it said, if any repair is in the history.
     public var lastRepair: String?
+    /// Where the identity generates its keys (file or pkcs11), and where the active key lives (the
+    /// bootstrap key stays a file until the first roll, whatever the store).
+    public var keyStore: KeyStoreKind?
+    public var activeKeyStore: KeyStoreKind?
 
     /// A roll that has not finished: where it stands and what happens next.
     public struct InterruptedRoll: Sendable, Codable, Equatable {
@@ -45,7 +49,7 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
     }
 
     public static func make(store: String, identity: CredentialStore.Identity, journal j: Journal, keysOnDisk: Set<String>,
-                            inEntra: Set<String>? = nil, policy: RollPolicy, now: Date) -> IdentityStatus {
+                            inEntra: Set<String>? = nil, policy: RollPolicy, now: Date, activeKeyStore: KeyStoreKind? = nil) -> IdentityStatus {
         let active = j.activeCredential
         let cliff = RollPolicy.cliff(of: j, keysOnDisk: keysOnDisk, inEntra: inEntra)
         let ttc = cliff.map { $0.timeIntervalSince(now) }
@@ -60,7 +64,8 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
                               heldCredentials: j.credentials.count, rolls: j.history.filter { $0.outcome == "rolled" }.count,
                               lastOutcome: j.history.last?.outcome, interruptedRoll: interrupted, repair: j.repair,
                               retainedKeys: j.retained.count, tombstones: j.tombstones.count,
-                              lastRepair: j.history.last { $0.outcome.hasPrefix("repair") }.map { "\(UTCTime.iso($0.finishedAt)) \($0.outcome)" })
+                              lastRepair: j.history.last { $0.outcome.hasPrefix("repair") }.map { "\(UTCTime.iso($0.finishedAt)) \($0.outcome)" },
+                              keyStore: identity.keyStore?.kind ?? .file, activeKeyStore: activeKeyStore)
     }
 
     /// What resuming a roll at its phase does.
@@ -106,8 +111,9 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
 public enum StoreReader {
     public static func status(path: String, policy: RollPolicy, now: Date) throws -> IdentityStatus {
         let store = CredentialStore(path: path)
-        return IdentityStatus.make(store: path, identity: try store.identity(), journal: try store.journal(), keysOnDisk: store.keysOnDisk(),
-                                   policy: policy, now: now)
+        let j = try store.journal()
+        return IdentityStatus.make(store: path, identity: try store.identity(), journal: j, keysOnDisk: store.keysOnDisk(),
+                                   policy: policy, now: now, activeKeyStore: store.keyStoreKind(of: j.active))
     }
 }
 
@@ -119,6 +125,6 @@ extension Roller {
         let refused = lock.withLock { activeRefused }
         let inEntra = refused ? (keysSeenInEntra ?? Set(j.credentials.map(\.thumbprint))).subtracting([j.active]) : keysSeenInEntra
         return IdentityStatus.make(store: store.path, identity: identity, journal: j, keysOnDisk: store.keysOnDisk(), inEntra: inEntra,
-                                   policy: policy, now: clock.now())
+                                   policy: policy, now: clock.now(), activeKeyStore: store.keyStoreKind(of: j.active))
     }
 }

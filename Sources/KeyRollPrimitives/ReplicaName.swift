@@ -82,7 +82,11 @@ public enum CredentialName {
 
     public static func bootstrapCN(replica: ReplicaName?) -> String { cn(bootstrapCN, replica: replica) }
 
-    public static func displayName(cn: String) -> String { "CN=" + cn }
+    /// What a key's displayName carries after its CN when the agent generated the key inside a
+    /// PKCS#11 token (the certificate's subject says the same: `OU=keyroll-pkcs11`).
+    public static let tokenMarker = ", OU=keyroll-pkcs11"
+
+    public static func displayName(cn: String, inToken: Bool = false) -> String { "CN=" + cn + (inToken ? tokenMarker : "") }
 
     /// What a keyCredential's `displayName` says about it.
     public struct Parsed: Equatable, Sendable {
@@ -92,23 +96,28 @@ public enum CredentialName {
         public var isBootstrap: Bool
         /// The replica it belongs to; nil for a single-host app's key (or a foreign key).
         public var replica: ReplicaName?
+        /// The agent says it generated the key inside a PKCS#11 token (a claim, not an attestation).
+        public var inToken: Bool
 
-        public init(isKeyRoll: Bool, isBootstrap: Bool, replica: ReplicaName?) {
+        public init(isKeyRoll: Bool, isBootstrap: Bool, replica: ReplicaName?, inToken: Bool = false) {
             self.isKeyRoll = isKeyRoll
             self.isBootstrap = isBootstrap
             self.replica = replica
+            self.inToken = inToken
         }
     }
 
     public static func parse(displayName: String?) -> Parsed {
         var name = displayName ?? ""
         if name.hasPrefix("CN=") { name.removeFirst(3) }
+        let inToken = name.hasSuffix(tokenMarker)
+        if inToken { name.removeLast(tokenMarker.count) }
         var replica: ReplicaName?
         if let at = name.lastIndex(of: replicaSeparator), let r = try? ReplicaName(String(name[name.index(after: at)...])) {
             replica = r
             name = String(name[..<at])
         }
         let keyroll = name.hasPrefix(prefix)
-        return Parsed(isKeyRoll: keyroll, isBootstrap: keyroll && name == bootstrapCN, replica: keyroll ? replica : nil)
+        return Parsed(isKeyRoll: keyroll, isBootstrap: keyroll && name == bootstrapCN, replica: keyroll ? replica : nil, inToken: keyroll && inToken)
     }
 }

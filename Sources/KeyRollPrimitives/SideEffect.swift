@@ -1,7 +1,7 @@
 import Foundation
 
 /// One place where a roll touches the world: a file-system call on the store, an HTTP exchange
-/// with Entra, or the application's reload hook. Every such place is named, so a test can stop the
+/// with Entra, a PKCS#11 call that changes a token, or the application's reload hook. Every such place is named, so a test can stop the
 /// process exactly there (a crash point) or make it fail (a full disk, an I/O error, a lost answer).
 ///
 /// Names are stable across runs: a file is named by its role (`journal.json`, `key.pem`,
@@ -28,6 +28,10 @@ public struct SideEffect: Sendable, Hashable, CustomStringConvertible {
         case answered
         /// The reload hook is about to run.
         case hook
+        /// A PKCS#11 call that changes the token (`C_GenerateKeyPair`, `C_DestroyObject`) is about to be made.
+        case token = "p11"
+        /// That PKCS#11 call has returned (the token changed) and its result is not yet used.
+        case tokenDone = "p11-done"
     }
 
     public let kind: Kind
@@ -49,7 +53,10 @@ public struct SideEffect: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Whether this is a file-system call (where a full disk or an I/O error can strike).
-    public var isFileSystem: Bool { ![.send, .answered, .hook].contains(kind) }
+    public var isFileSystem: Bool { ![.send, .answered, .hook, .token, .tokenDone].contains(kind) }
+
+    /// Whether this is a PKCS#11 call that changes the token (where a device error or a full token can strike).
+    public var isTokenCall: Bool { kind == .token || kind == .tokenDone }
 
     /// The role of a file in the store: its name with a leading thumbprint (`<40 hex>.`) and a
     /// temporary suffix removed, so `keys/AB12….key.pem` is `key.pem`.

@@ -574,7 +574,7 @@ public struct Adoption: Sendable {
             }
             let e = graph.endpoints
             for i in issued {
-                var bundle = BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL, applicationObjectId: app.id,
+                var bundle = try BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL, applicationObjectId: app.id,
                                              appId: app.appId, displayName: app.displayName, replica: i.replica, credential: i.credential, keyId: i.keyId,
                                              createdAt: now, createdBy: nil)
                 bundle.maximumCertificateValidity = lifetimes?.maximumCertificateValidity

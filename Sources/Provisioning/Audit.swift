@@ -54,6 +54,10 @@ public struct CredentialAudit: Codable, Sendable, Equatable {
     public var start: Date?
     public var end: Date?
     public var finding: CredentialFinding
+    /// Where a KeyRoll key's private key lives, as its agent declared it in the key's name:
+    /// `pkcs11` (generated in a token, non-extractable) or `file`; nil for other credentials.
+    /// A declaration by the app's own agent, not a hardware attestation.
+    public var keyStore: String?
 }
 
 public struct AppAudit: Codable, Sendable, Equatable {
@@ -157,7 +161,8 @@ public enum AuditRules {
             else if marker.isKeyRoll {
                 finding = (k.endDateTime.map { $0.timeIntervalSince(now) } ?? 0) < expiringWithin ? .expiringSoon : .healthy
             } else { finding = adopted ? .legacy : .drift }
-            let audit = CredentialAudit(keyId: k.keyId, kind: k.type ?? "?", displayName: k.displayName, start: k.startDateTime, end: k.endDateTime, finding: finding)
+            let audit = CredentialAudit(keyId: k.keyId, kind: k.type ?? "?", displayName: k.displayName, start: k.startDateTime, end: k.endDateTime, finding: finding,
+                                        keyStore: marker.isKeyRoll ? (marker.inToken ? "pkcs11" : "file") : nil)
             creds.append(audit)
             if !staleKeys.contains(k.keyId) || finding == .drift { live.append(audit) }
         }

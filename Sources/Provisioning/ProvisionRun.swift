@@ -181,7 +181,7 @@ public struct ProvisionRun: Sendable {
     func writeBundle(_ app: Manifest.App, replica: ReplicaName? = nil, application: Application, credential: SigningCredential, keyId: String, now: Date) throws {
         let e = provisioner.graph.endpoints
         let path = app.bundlePath(for: replica)
-        let bundle = BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL, applicationObjectId: application.id,
+        let bundle = try BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL, applicationObjectId: application.id,
                                      appId: application.appId, displayName: app.name, replica: replica, credential: credential, keyId: keyId,
                                      createdAt: now, createdBy: nil)
         try SecureFiles.ensurePrivateDirectory((path as NSString).deletingLastPathComponent)

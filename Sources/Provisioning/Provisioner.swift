@@ -73,7 +73,7 @@ public struct Provisioner: Sendable {
         let size = keySize
         let cred = try await Background.run { try Self.bootstrapCredential(replica: replica, now: now, validity: validity, size: size) }
         let e = graph.endpoints
-        return BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL,
+        return try BootstrapBundle(tenantId: e.tenant, authorityHost: e.authorityHost, graphBaseURL: e.graphBaseURL,
                                applicationObjectId: application.id, appId: application.appId, displayName: application.displayName, replica: replica,
                                credential: cred, keyId: UUID().uuidString.lowercased(), createdAt: now, createdBy: nil)
     }

@@ -23,6 +23,9 @@ extension BenchCommand {
         @Option(help: "Rolls in flight at once (default: 2 × cores, so one roll's network and fsync waits overlap another's keygen).")
         var concurrency: Int?
         @Flag var json = false
+        @Option(help: ArgumentHelp("Where the rolled keys are generated: file, softhsm2 (a SoftHSM2 token made for the run), or a pkcs11: URI.",
+                                   valueName: "file|softhsm2|pkcs11:URI"))
+        var keyStore = "file"
 
         func run() async throws {
             BenchCommand.quietLogs()
@@ -38,12 +41,13 @@ extension BenchCommand {
             let root = NSTemporaryDirectory() + "/keyroll-bench-\(UUID().uuidString.prefix(6))"
             try SecureFiles.ensurePrivateDirectory(root)
             defer { try? FileManager.default.removeItem(atPath: root) }
+            let keys = try DemoKeyStore.make(keyStore, root: root)
             var rollers: [Roller] = []
             let metrics = MetricsRegistry.agent()
             for i in 0..<apps {  // setup, not timed
                 let r = try await provisioner.provision(name: "bench-\(i)")
                 let store = CredentialStore(path: "\(root)/\(i)")
-                try Roller.importBundle(r.bundle, into: store, now: clock.now())
+                try Roller.importBundle(r.bundle, into: store, now: clock.now(), keyStore: keys.setting)
                 rollers.append(try Roller(store: store, transport: transport, clock: clock, sleeper: sleeper, logger: Logger(label: "bench"), metrics: metrics))
             }
             // bound: the same number of RSA-2048 keygens with the same parallelism, measured just
@@ -65,7 +69,8 @@ extension BenchCommand {
             }
             if !json { Swift.print(String(format: "  CPU during the rolls: %.2f of %.2f core-seconds (%.0f%% busy)", cpu, elapsed * Double(cores), 100 * cpu / (elapsed * Double(cores)))) }
             let ok = results.filter { if case .success(.rolled) = $0 { return true }; return false }.count
-            let command = "keyroll-lab bench rolls --apps \(apps) --concurrency \(inFlight)"
+            let command = "keyroll-lab bench rolls --apps \(apps) --concurrency \(inFlight)" + (keyStore == "file" ? "" : " --key-store \(keyStore)")
+            if !json { Swift.print("  keys in \(keys.description): " + String(format: "%.1f ms per roll (wall time over %d rolls, %d in flight)", 1000 * elapsed / Double(max(1, ok)), ok, inFlight)) }
             Figure(name: "end-to-end rolls (\(ok)/\(apps) apps, \(inFlight) in flight: keygen, addKey, visible, 2 tokens, switch, removeKey)", value: Double(ok) / elapsed,
                    unit: "rolls/s", bound: bound, boundName: "RSA-2048 keygen/s on \(cores) threads", command: command).print(json: json)
             // Noise-free view of the same question: the share of both cores the rolls spent generating

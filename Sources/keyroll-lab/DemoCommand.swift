@@ -48,6 +48,11 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .long, help: "With --scenario brownfield: simulated days after adoption.")
     var days = 75
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Where the first app (orders-api, which holds no key and reads Graph through the token endpoint) keeps its keys: file, softhsm2 (a SoftHSM2 token the demo makes), or a pkcs11: URI.",
+        valueName: "file|softhsm2|pkcs11:URI"))
+    var keyStore = "file"
+
     func run() async throws {
         switch scenario {
         case "fleet": break
@@ -100,12 +105,16 @@ struct DemoCommand: AsyncParsableCommand {
         var journal = DemoJournal()
         var rollers: [(name: String, roller: Roller)] = []
         var rng = SplitMix64(seed: seed)
+        let firstKeyStore = try DemoKeyStore.make(keyStore, root: root)
         print("Provisioning \(apps) app registrations with 2-day bootstrap certificates (read-merge-PATCH-verify)…")
         for i in 0..<apps {
             let name = i < names.count ? names[i] : "service-\(i + 1)"
             let result = try await provisioner.provision(name: name)
             let store = CredentialStore(path: root + "/" + name)
-            try Roller.importBundle(result.bundle, into: store, now: clock.now())
+            try Roller.importBundle(result.bundle, into: store, now: clock.now(), keyStore: i == 0 ? firstKeyStore.setting : nil)
+            if i == 0, firstKeyStore.setting != nil {
+                print("  \(name): its agent generates every key inside \(firstKeyStore.description), non-extractable; the token signs every assertion and proof")
+            }
             let r = rng.unit()
             let events = journal.sink(name: name)
             let roller = try Roller(store: store, transport: transport, clock: clock, sleeper: sleeper, logger: Logger(label: "demo"),
@@ -222,6 +231,22 @@ struct DemoCommand: AsyncParsableCommand {
               ? "✔ \(rollers[0].name) never held a key: it read Graph \(keylessReads.reads)× with tokens from the agent's endpoint (\(keylessReads.duringRoll)× mid-roll), every read answered."
               : "✘ \(rollers[0].name)'s reads through the token endpoint failed \(keylessReads.failures.count)×: \(keylessReads.failures.prefix(5))")
         if !keylessReads.failures.isEmpty { allGood = false }
+        if firstKeyStore.setting != nil {
+            // the retained old key's window passes and two registration checks release it, as the agent does between rolls
+            let first = rollers[0].roller
+            clock.advance(by: first.policy.retainedKeyWindow + 1)
+            for _ in 0..<2 {
+                try await first.watchRegistration()
+                clock.advance(by: 600)
+            }
+            let (pairs, keyFiles) = try DemoKeyStore.check(first)
+            let inToken = first.store.keyStoreKind(of: first.journal.active) == .pkcs11
+            let ok = inToken && pairs == 1 && keyFiles.isEmpty
+            print(ok
+                  ? "✔ \(rollers[0].name)'s \(journal.added[rollers[0].name, default: 0]) rolled keys were generated and used inside the token; it holds one key pair now (the active key), and no private key exists anywhere in the agent's store."
+                  : "✘ \(rollers[0].name): active key in the token \(inToken), key pairs in the token \(pairs), private key material in \(keyFiles)")
+            if !ok { allGood = false }
+        }
         let audit = try await Auditor(graph: provisioner.graph).scan(now: clock.now(), expiringWithinDays: 30)
         if let w = web, let app = audit.apps.first(where: { $0.appId == w.appId }) {
             let live = rollers.filter { $0.name.hasPrefix(w.name + " ") }

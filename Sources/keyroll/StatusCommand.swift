@@ -28,8 +28,9 @@ struct StatusCommand: AsyncParsableCommand {
         if json {
             print(jsonString(statuses))
         } else {
-            print(table(["APP", "APP ID", "ACTIVE", "ORIGIN", "NOT AFTER", "NEXT ROLL", "TO CLIFF", "ALARM", "ROLL"], statuses.map { s in
-                [(s.displayName ?? "-") + (s.replica.map { " @\($0)" } ?? ""), String(s.appId.prefix(8)), String(s.activeThumbprint.prefix(12)), s.activeOrigin.rawValue, shortDate(s.activeNotAfter),
+            print(table(["APP", "APP ID", "ACTIVE", "ORIGIN", "KEY STORE", "NOT AFTER", "NEXT ROLL", "TO CLIFF", "ALARM", "ROLL"], statuses.map { s in
+                [(s.displayName ?? "-") + (s.replica.map { " @\($0)" } ?? ""), String(s.appId.prefix(8)), String(s.activeThumbprint.prefix(12)), s.activeOrigin.rawValue,
+                 Self.keyStoreText(s), shortDate(s.activeNotAfter),
                  shortDate(s.nextRoll), formatDuration(s.timeToCliff), s.alarm.rawValue, s.rollPhase?.rawValue ?? "idle"]
             }))
             for s in statuses {
@@ -48,5 +49,12 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let worst = statuses.map(\.alarm).max() ?? .ok
         if worst != .ok { throw ExitCode(worst == .warning ? 1 : worst == .critical ? 2 : 3) }
+    }
+
+    /// `pkcs11`, `file`, or `file→pkcs11` while the bootstrap key (a file) waits for the first roll.
+    static func keyStoreText(_ s: IdentityStatus) -> String {
+        let store = s.keyStore ?? .file
+        guard let active = s.activeKeyStore, active != store else { return store.rawValue }
+        return "\(active.rawValue)→\(store.rawValue)"
     }
 }

@@ -94,10 +94,14 @@ import Glibc
         #expect(imported.status == 0, "\(imported.stderr)")
         let store = CredentialStore(path: storeDir)
         let active = try store.journal().active
+        let hsm = try TestToken.softHSM()
+        let wrongPIN = hsm.directory + "/wrong-cli.pin"
+        FileManager.default.createFile(atPath: wrongPIN, contents: Data("000000\n".utf8), attributes: [.posixPermissions: 0o600])
 
         let otherKey = try SigningCredential.generate(subject: .init(commonName: "other"), notBefore: Date(), notAfter: Date().addingTimeInterval(86_400))
         let expired = try SigningCredential.generate(subject: .init(commonName: "old"), notBefore: Date().addingTimeInterval(-3 * 86_400),
                                                      notAfter: Date().addingTimeInterval(-86_400))
+        let otherKeyPEM = try otherKey.privateKey.pkcs8PEM, expiredKeyPEM = try expired.privateKey.pkcs8PEM
         symlink(bundle, w.dir + "/bundle-link.json")
         var bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
         for i in 1...9 { bomb += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n" }
@@ -141,13 +145,18 @@ import Glibc
             .init(description: "roll: a zero timeout", argv: ["roll", "--store", storeDir, "--timeout", "0"], says: "--timeout"),
             .init(description: "provision: missing certificate file", argv: ["provision", w.dir + "/ok.csv"], env: ["AZURE_CLIENT_CERTIFICATE_PATH": w.dir + "/nope.pem"], says: "nope.pem"),
             // import: bundles
+            .init(description: "import: a key store that is neither file nor pkcs11", argv: ["import", "--bundle", bundle, "--store", w.dir + "/s-ks1", "--key-store", "hsm"], says: "neither 'file' nor a pkcs11: URI"),
+            .init(description: "import: a PIN in the pkcs11 URI", argv: ["import", "--bundle", bundle, "--store", w.dir + "/s-ks2", "--key-store", "pkcs11:token=t?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=123456"], says: "pin-source=file:"),
+            .init(description: "import: a pkcs11 module that is not there", argv: ["import", "--bundle", bundle, "--store", w.dir + "/s-ks3", "--key-store", "pkcs11:token=t?module-path=/nonexistent/p11.so&pin-source=file:/nonexistent/pin"], says: "cannot be read"),
+            .init(description: "import: a wrong token PIN", argv: ["import", "--bundle", bundle, "--store", w.dir + "/s-ks4", "--key-store", "pkcs11:token=\(hsm.label)?module-path=\(hsm.modulePath)&pin-source=file:\(wrongPIN)"],
+                  env: hsm.environment, says: "CKR_PIN_INCORRECT"),
             .init(description: "import: truncated bundle", argv: ["import", "--bundle", w.write("trunc.json", String(String(decoding: JSONValue.object(bundleJSON).serialized(), as: UTF8.self).prefix(200))), "--store", w.dir + "/s1"], says: "cannot be read"),
             .init(description: "import: wrong format", argv: ["import", "--bundle", bundleVariant("fmt.json") { $0["format"] = "keyroll-bootstrap/9" }, "--store", w.dir + "/s2"], says: "Unsupported bootstrap bundle format"),
             .init(description: "import: key does not match the certificate", argv: ["import", "--bundle", bundleVariant("mismatch.json") {
-                var c = $0["bootstrap"]!.objectValue!; c["privateKeyPEM"] = .string(otherKey.privateKey.pkcs8PEM); $0["bootstrap"] = .object(c)
+                var c = $0["bootstrap"]!.objectValue!; c["privateKeyPEM"] = .string(otherKeyPEM); $0["bootstrap"] = .object(c)
             }, "--store", w.dir + "/s3"], says: "do not fit together"),
             .init(description: "import: expired bootstrap", argv: ["import", "--bundle", bundleVariant("expired.json") {
-                var c = $0["bootstrap"]!.objectValue!; c["privateKeyPEM"] = .string(expired.privateKey.pkcs8PEM); c["certificatePEM"] = .string(expired.certificate.pem)
+                var c = $0["bootstrap"]!.objectValue!; c["privateKeyPEM"] = .string(expiredKeyPEM); c["certificatePEM"] = .string(expired.certificate.pem)
                 $0["bootstrap"] = .object(c)
             }, "--store", w.dir + "/s4"], says: "expired"),
             .init(description: "import: plain http in the bundle", argv: ["import", "--bundle", bundleVariant("http.json") { $0["authorityHost"] = "http://login.example" }, "--store", w.dir + "/s5"], says: "plain http"),

@@ -55,4 +55,19 @@ import TestSupport
         #expect(!timeline.contains { $0.contains("legacy-reports") && $0.contains("secrets retire --apply") })
         #expect(timeline.contains { $0.contains("rolled (inside the policy)") }, "a roll after adoption")
     }
+
+    /// One identity's keys live in a SoftHSM2 token through three simulated years: the same
+    /// lockout summary, every rolled key generated and used in the token, none left in a file.
+    @Test
+    func demoWithSoftHSMKeepsEveryRolledKeyInTheToken() throws {
+        try Binaries.require()
+        let r = try Tools.run([Binaries.lab, "demo", "--apps", "2", "--years", "3", "--replicas", "0", "--key-store", "softhsm2"])
+        #expect(r.status == 0, "\(r.stdout.suffix(3000)) \(r.stderr.suffix(1000))")
+        #expect(r.stdout.contains("orders-api: its agent generates every key inside a SoftHSM2 token"))
+        #expect(r.stdout.contains("✔ No app was ever without a registered, valid, proven key."))
+        #expect(r.stdout.contains("✔ orders-api never held a key"))
+        #expect(r.stdout.contains("it holds one key pair now (the active key), and no private key exists anywhere in the agent's store"), "\(r.stdout.suffix(1500))")
+        let rolls = r.stdout.split(separator: "\n").filter { $0.contains("orders-api") && ($0.contains("rolled") || $0.contains("bootstrap retired")) }
+        #expect(rolls.count >= 4, "bootstrap and about 4 rolls in 3 years: \(rolls.count)")
+    }
 }

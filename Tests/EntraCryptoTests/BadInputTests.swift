@@ -7,11 +7,11 @@ import TestSupport
 @Suite struct BadInputTests {
     let cred = Fixtures.credential
 
-    @Test func truncatedPEM() {
+    @Test func truncatedPEM() throws {
         let pem = cred.certificate.pem
         let truncated = String(pem.prefix(pem.count / 2))
         #expect(throws: EntraCryptoError.self) { try X509Certificate(pem: truncated) }
-        let keyPEM = cred.privateKey.pkcs8PEM
+        let keyPEM = try cred.privateKey.pkcs8PEM
         #expect(throws: EntraCryptoError.self) { try RSAPrivateKey(pem: String(keyPEM.prefix(200))) }
         #expect(throws: EntraCryptoError.malformedPEM("no '-----BEGIN' line found")) { try X509Certificate(pem: "hello") }
     }

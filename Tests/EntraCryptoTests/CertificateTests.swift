@@ -67,7 +67,7 @@ import TestSupport
         #expect(certBack.der == cred.certificate.der)
         #expect(try X509Certificate(der: cred.certificate.der).pem == cred.certificate.pem)
         let keyBack = try RSAPrivateKey(pem: cred.privateKey.pkcs8PEM)
-        #expect(keyBack.pkcs8DER == cred.privateKey.pkcs8DER)
+        #expect(try keyBack.pkcs8DER == cred.privateKey.pkcs8DER)
         #expect(try RSAPrivateKey(der: cred.privateKey.pkcs8DER).pkcs8PEM == cred.privateKey.pkcs8PEM)
         let combined = try SigningCredential(combinedPEM: cred.combinedPEM)
         #expect(combined.certificate == cred.certificate)
@@ -140,10 +140,10 @@ import TestSupport
     }
 
     @Test func tlsProfilesSatisfyOpenSSLVerify() throws {
-        let caKey = cred.privateKey
+        let caKey = try cred.privateKey
         let ca = try CertificateIssuer.selfSigned(key: caKey, subject: .init(commonName: "KeyRoll Emulator CA"),
                                                   notBefore: Fixtures.now, notAfter: Fixtures.now.addingTimeInterval(86_400), profile: .certificateAuthority)
-        let leafKey = Fixtures.otherCredential.privateKey
+        let leafKey = try Fixtures.otherCredential.privateKey
         let leaf = try CertificateIssuer.issue(publicKey: leafKey.publicKey, subject: .init(commonName: "localhost"),
                                                notBefore: Fixtures.now, notAfter: Fixtures.now.addingTimeInterval(86_400),
                                                profile: .tlsServer(dnsNames: ["localhost"], ipAddresses: [[127, 0, 0, 1]]),

@@ -158,7 +158,7 @@ import TestSupport
     /// Property: sign → verify holds for any claims, and any single-byte change to the token breaks it.
     @Test func signVerifyAndSingleByteMutation() async throws {
         let key = try cred.certificate.rsaPublicKey()
-        let privateKey = cred.privateKey
+        let privateKey = try cred.privateKey
         await propertyCheck(count: 60, input: Gen.letterOrNumber.string(of: 0...40), Gen.int(in: 0...10_000), Gen.int(in: 1...255)) { text, position, delta in
             for alg in [JWSAlgorithm.rs256, .ps256] {
                 let token = try! CompactJWS.sign(header: ["typ": "JWT"], claims: ["sub": .string(text)], algorithm: alg, key: privateKey)

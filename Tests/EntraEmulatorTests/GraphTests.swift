@@ -48,7 +48,7 @@ import TestSupport
         let thumb = w.boot.certificate.sha1Thumbprint
         func sign(_ claims: [String: JSONValue], header: [String: JSONValue]? = nil, key: SigningCredential? = nil, alg: JWSAlgorithm = .rs256) throws -> String {
             try CompactJWS.sign(header: header ?? ["typ": "JWT", "x5t": .string(thumb.base64URL), "kid": .string(thumb.hex)], claims: claims,
-                                algorithm: alg, key: (key ?? w.boot).privateKey)
+                                algorithm: alg, key: (key ?? w.boot).signer)
         }
         let good: [String: JSONValue] = ["aud": .string(ProofOfPossession.audience), "iss": .string(w.app.objectID),
                                          "nbf": NumericDate.value(now), "exp": NumericDate.value(now.addingTimeInterval(600))]

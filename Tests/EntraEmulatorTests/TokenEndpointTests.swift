@@ -68,7 +68,7 @@ import TestSupport
         let msal = try CompactJWS.sign(header: ["typ": "JWT", "x5t": .string(x5t)],
                                        claims: ["aud": .string(rig.tokenEndpoint), "iss": .string(reg.appId), "sub": .string(reg.appId),
                                                 "exp": .double(Double(now) + 600.889), "iat": .double(Double(now) + 0.889), "jti": "j1"],
-                                       algorithm: .rs256, key: cred.privateKey)
+                                       algorithm: .rs256, key: cred.signer)
         #expect(await rig.tokenResponse(clientID: reg.appId, assertion: msal, tenantSegment: "contoso.onmicrosoft.com").status == 200)
         // the same assertion again (MSAL reuses it for 9 minutes): accepted by default
         #expect(await rig.tokenResponse(clientID: reg.appId, assertion: msal).status == 200)
@@ -77,7 +77,7 @@ import TestSupport
                                                "x5c": .string(Base64.encode(cred.certificate.der))],
                                       claims: ["aud": .string(rig.tokenEndpoint), "iss": .string(reg.appId), "sub": .string(reg.appId),
                                                "nbf": .string(String(now)), "exp": .string(String(now + 600)), "jti": "j2"],
-                                      algorithm: .ps256, key: cred.privateKey)
+                                      algorithm: .ps256, key: cred.signer)
         #expect(await rig.tokenResponse(clientID: reg.appId, assertion: net).status == 200)
         // azure-identity aio: padded segments signed as padded text, 30-minute lifetime
         let header = Data(JSONValue.object(["typ": "JWT", "alg": "PS256", "x5t#S256": .string(cred.certificate.sha256Thumbprint.base64URL)]).serialized()).base64EncodedString()
@@ -94,7 +94,7 @@ import TestSupport
         for aud in ["\(rig.base)/\(rig.tenant.id)/v2.0", "\(rig.base)/contoso.onmicrosoft.com/oauth2/token"] {
             let t = try CompactJWS.sign(header: ["x5t": .string(cred.certificate.sha1Thumbprint.base64URL)],
                                         claims: ["aud": .string(aud), "iss": .string(reg.appId), "sub": .string(reg.appId), "exp": .int(Int64(now + 600))],
-                                        algorithm: .rs256, key: cred.privateKey)
+                                        algorithm: .rs256, key: cred.signer)
             #expect(await rig.tokenResponse(clientID: reg.appId, assertion: t).status == 200, "aud \(aud)")
         }
     }

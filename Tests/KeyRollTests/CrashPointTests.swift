@@ -4,6 +4,7 @@ import EntraEmulator
 import Foundation
 import KeyRoll
 import KeyRollPrimitives
+import PKCS11
 import Testing
 import TestSupport
 #if canImport(Glibc)
@@ -23,6 +24,11 @@ enum Fault: String, CaseIterable, Sendable {
     case noSpace
     /// The file-system call fails with EIO; the process goes on.
     case ioError
+    /// A PKCS#11 call that changes the token fails with CKR_DEVICE_ERROR (before it: nothing
+    /// happened; after it: it happened and the answer is an error); the process goes on.
+    case deviceError
+    /// Key generation fails with CKR_DEVICE_MEMORY: the token is full; the process goes on.
+    case tokenFull
 
     func applies(to e: SideEffect) -> Bool {
         switch self {
@@ -30,6 +36,8 @@ enum Fault: String, CaseIterable, Sendable {
         case .lostAnswer: return e.kind == .answered
         case .noSpace: return e.isFileSystem
         case .ioError: return e.kind == .fsync || e.kind == .syncFolder
+        case .deviceError: return e.isTokenCall
+        case .tokenFull: return e.kind == .token && e.target == "C_GenerateKeyPair"
         }
     }
 }
@@ -70,6 +78,8 @@ final class PointHook: @unchecked Sendable {
         case .lostAnswer: throw TransportError("the answer was lost (test fault)")
         case .noSpace: throw SecureFileError.io(path: "(test fault) \(e.target)", operation: e.kind.rawValue, errno: ENOSPC)
         case .ioError: throw SecureFileError.io(path: "(test fault) \(e.target)", operation: e.kind.rawValue, errno: EIO)
+        case .deviceError: throw PKCS11Error(PKCS11Error.deviceError, "\(e.target) (test fault)")
+        case .tokenFull: throw PKCS11Error(PKCS11Error.deviceMemory, "\(e.target) (test fault)")
         }
     }
 }

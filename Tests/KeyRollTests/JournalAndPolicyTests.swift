@@ -114,7 +114,7 @@ import Testing
     @Test func bundleFormatIsVersioned() throws {
         let now = Date(timeIntervalSince1970: 1_800_000_000)
         let cred = try SigningCredential.generate(subject: .init(commonName: "b"), notBefore: now, notAfter: now.addingTimeInterval(86_400))
-        let b = BootstrapBundle(tenantId: "t", authorityHost: "https://login", graphBaseURL: "https://graph/v1.0", applicationObjectId: "o",
+        let b = try BootstrapBundle(tenantId: "t", authorityHost: "https://login", graphBaseURL: "https://graph/v1.0", applicationObjectId: "o",
                                 appId: "a", displayName: "n", credential: cred, keyId: "k", createdAt: now, createdBy: nil)
         let back = try BootstrapBundle.decode(try b.encoded())
         #expect(back == b)

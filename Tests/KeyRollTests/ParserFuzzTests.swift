@@ -58,7 +58,7 @@ import Glibc
     static func targets() throws -> [Target] {
         let now = Date(timeIntervalSince1970: 1_800_000_000)
         let cred = try SigningCredential.generate(subject: .init(commonName: "fuzz"), notBefore: now, notAfter: now.addingTimeInterval(86_400))
-        let bundle = BootstrapBundle(tenantId: "t", authorityHost: "https://login.example", graphBaseURL: "https://graph.example/v1.0",
+        let bundle = try BootstrapBundle(tenantId: "t", authorityHost: "https://login.example", graphBaseURL: "https://graph.example/v1.0",
                                      applicationObjectId: "o", appId: "a", displayName: "n", credential: cred, keyId: "k", createdAt: now, createdBy: nil)
         var journal = Journal(active: CredentialRecord(thumbprint: String(repeating: "A", count: 40), notBefore: now, notAfter: now, keyId: "k", origin: .bootstrap))
         journal = try journal.beginning(new: CredentialRecord(thumbprint: String(repeating: "B", count: 40), notBefore: now, notAfter: now, keyId: nil, origin: .keyroll),
@@ -81,10 +81,10 @@ import Glibc
             Target(description: "policy file", seeds: [u(#"{"validityDays": 365, "rollAtFraction": 0.6, "jitterFraction": 0.05, "subject": "x-{appId}", "keySize": 3072}"#)]) {
                 _ = try RollPolicy.parsingFile($0).validated()
             },
-            Target(description: "PEM private key", seeds: [u(cred.privateKey.pkcs8PEM)]) { _ = try RSAPrivateKey(pem: text($0)) },
-            Target(description: "PEM certificate + key", seeds: [u(cred.combinedPEM)]) { _ = try SigningCredential(combinedPEM: text($0)) },
+            Target(description: "PEM private key", seeds: [u(try cred.privateKey.pkcs8PEM)]) { _ = try RSAPrivateKey(pem: text($0)) },
+            Target(description: "PEM certificate + key", seeds: [u(try cred.combinedPEM)]) { _ = try SigningCredential(combinedPEM: text($0)) },
             Target(description: "DER certificate", seeds: [cred.certificate.der]) { _ = try X509Certificate(der: $0) },
-            Target(description: "DER private key", seeds: [cred.privateKey.pkcs8DER]) { _ = try RSAPrivateKey(der: $0) },
+            Target(description: "DER private key", seeds: [try cred.privateKey.pkcs8DER]) { _ = try RSAPrivateKey(der: $0) },
             Target(description: "PKCS#12", seeds: [try pkcs12(cred)]) { _ = try SigningCredential(pkcs12: $0, passphrase: "fuzz") },
             Target(description: "compact JWS", seeds: [u(jws)]) { _ = try CompactJWS(parsing: text($0)) },
             Target(description: "JSON value", seeds: [u(#"{"a": [1, 2.5, "x", null, true, {"b": {}}]}"#)]) { _ = try JSONValue.parse($0) },

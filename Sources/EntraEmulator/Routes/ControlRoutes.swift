@@ -192,7 +192,7 @@ struct ControlRoutes {
             let cred = try SigningCredential.generate(subject: .init(commonName: name), notBefore: now.addingTimeInterval(-300), notAfter: now.addingTimeInterval(days * 86_400))
             certs = [cred.certificate]
             out["certificatePEM"] = .string(cred.certificate.pem)
-            out["privateKeyPEM"] = .string(cred.privateKey.pkcs8PEM)
+            out["privateKeyPEM"] = .string(try cred.privateKey.pkcs8PEM)
             out["thumbprint"] = .string(cred.certificate.sha1Thumbprint.hex)
         } else if kind == "secret" {
             secret = PasswordSecret.generate()

@@ -230,7 +230,7 @@ struct TokenRoutes {
         if !sp.roles.isEmpty { claims["roles"] = .array(sp.roles.map(\.rawValue).sorted().map(JSONValue.string)) }
         let kid = emulator.signing.certificate.sha1Thumbprint.base64URL
         let token = (try? CompactJWS.sign(header: ["typ": "JWT", "x5t": .string(kid), "kid": .string(kid)], claims: claims,
-                                          algorithm: .rs256, key: emulator.signing.privateKey)) ?? ""
+                                          algorithm: .rs256, key: emulator.signing.signer)) ?? ""
         var body: [String: JSONValue] = [
             "token_type": "Bearer", "expires_in": .int(Int64(lifetime)), "ext_expires_in": .int(Int64(lifetime)), "access_token": .string(token),
         ]

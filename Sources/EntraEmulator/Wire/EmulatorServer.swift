@@ -45,7 +45,7 @@ public struct EmulatorServer: Sendable {
 
         func serverConfiguration() throws -> TLSConfiguration {
             let chain = try [leaf.certificate.der, ca.certificate.der].map { try NIOSSLCertificate(bytes: $0, format: .der) }
-            let key = try NIOSSLPrivateKey(bytes: leaf.privateKey.pkcs8DER, format: .der)
+            let key = try NIOSSLPrivateKey(bytes: try leaf.privateKey.pkcs8DER, format: .der)
             return TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         }
     }
