@@ -225,7 +225,7 @@ public final class CredentialStore: @unchecked Sendable {
             return c
         } catch {
             // nothing records this key: destroy it now (what a crash leaves, the sweep destroys)
-            try? token.destroyKeys(id: id, hook: hook)
+            try? token.destroyKeys(id: id, label: ref.label, hook: hook)
             throw error
         }
     }
@@ -251,7 +251,7 @@ public final class CredentialStore: @unchecked Sendable {
         guard let (token, _) = try token() else {
             throw StoreError.corrupted("keys/\(thumbprint).key.p11 names a PKCS#11 key, but identity.json configures no token (keyStore)")
         }
-        guard let key = try token.key(id: ref.id) else {
+        guard let key = try token.key(id: ref.id, label: ref.label) else {
             throw StoreError.missingKey(thumbprint: thumbprint, path: "the token \(token.uri) (CKA_ID \(TokenKeyReference.hex(ref.id)))")
         }
         let certText = String(decoding: try SecureFiles.readSecret(certPath(thumbprint), limit: 64 * 1024, requirePrivate: false), as: UTF8.self)
@@ -286,7 +286,10 @@ public final class CredentialStore: @unchecked Sendable {
     public func destroyCredential(_ thumbprint: String) throws {
         if FileManager.default.fileExists(atPath: tokenKeyPath(thumbprint)) {
             let ref = try tokenKeyReference(thumbprint)
-            if let (token, _) = try token() { try token.destroyKeys(id: ref.id, hook: hook) }
+            guard let (token, _) = try token() else {
+                throw StoreError.corrupted("keys/\(thumbprint).key.p11 names a PKCS#11 key, but identity.json configures no token (keyStore): its objects cannot be destroyed")
+            }
+            try token.destroyKeys(id: ref.id, label: ref.label, hook: hook)
             try SecureFiles.shred(tokenKeyPath(thumbprint), hook: hook)
         }
         try SecureFiles.shred(keyPath(thumbprint), hook: hook)
@@ -304,17 +307,13 @@ public final class CredentialStore: @unchecked Sendable {
     /// PKCS#11 token, key objects with this store's label that no kept key records. Only names
     /// KeyRoll itself writes are touched. Returns what was removed, for the log.
     @discardableResult
-    public func sweep(keeping keep: Set<String>) throws -> [String] {
+    public func sweep(keeping keep: Set<String>, tokenFailure: ((any Error) -> Void)? = nil) throws -> [String] {
         var removed: [String] = []
-        if let (token, prefix) = try token() {
-            // the CKA_IDs the kept keys record; unreadable records stop the token's sweep (never guess)
-            let keptIDs = Set(try keep.filter { FileManager.default.fileExists(atPath: tokenKeyPath($0)) }.map { TokenKeyReference.hex(try tokenKeyReference($0).id) })
-            var done: Set<[UInt8]> = []
-            for o in try token.objects(labelPrefix: prefix) where !keptIDs.contains(TokenKeyReference.hex(o.id)) && !done.contains(o.id) {
-                try token.destroyKeys(id: o.id, hook: hook)
-                done.insert(o.id)
-                removed.append("token key \(o.label)")
-            }
+        do { removed += try sweepToken(keeping: keep) } catch {
+            // a token that cannot be reached now: its orphans wait for the next sweep (before every
+            // roll); the file part still runs. Without a handler the failure is thrown.
+            guard let tokenFailure else { throw error }
+            tokenFailure(error)
         }
         for (dir, prefix) in [(keysDir, "keys/"), (path, "")] {
             for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() {
@@ -333,6 +332,31 @@ public final class CredentialStore: @unchecked Sendable {
         return removed
     }
 
+    /// The token's part of the sweep: objects with this store's label prefix whose (CKA_ID, label)
+    /// no kept key records. Refused (nothing destroyed) while a kept key has neither its file nor
+    /// its record, or a record cannot be read: then what is kept is not known for sure.
+    func sweepToken(keeping keep: Set<String>) throws -> [String] {
+        guard let (token, prefix) = try token() else { return [] }
+        var kept: Set<String> = []
+        for t in keep {
+            if FileManager.default.fileExists(atPath: tokenKeyPath(t)) {
+                let ref = try tokenKeyReference(t)
+                kept.insert(TokenKeyReference.hex(ref.id) + " " + ref.label)
+            } else if !FileManager.default.fileExists(atPath: keyPath(t)) {
+                throw StoreError.missingKey(thumbprint: t, path: keysDir + " (neither a key file nor a token key record; the token is not swept)")
+            }
+        }
+        var removed: [String] = []
+        var done: Set<String> = []
+        for o in try token.objects(labelPrefix: prefix) {
+            let key = TokenKeyReference.hex(o.id) + " " + o.label
+            guard !kept.contains(key), done.insert(key).inserted else { continue }
+            try token.destroyKeys(id: o.id, label: o.label, hook: hook)
+            removed.append("token key \(o.label)")
+        }
+        return removed
+    }
+
     private static func thumbprint(ofKeyFile name: String, suffix: String) -> String? {
         guard name.hasSuffix(suffix) else { return nil }
         let t = String(name.dropLast(suffix.count))
@@ -345,7 +369,9 @@ public final class CredentialStore: @unchecked Sendable {
     /// A token key has no key to publish: only `current-cert.pem` is written, and the key files of
     /// an earlier (file) key are removed; applications get tokens from the agent's token endpoint.
     public func publish(_ c: SigningCredential) throws {
-        guard let key = c.exportableKey else {
+        // an identity that keeps its keys in a token never publishes a key file, not even the
+        // bootstrap's: an application set up meanwhile would lose it at the first roll
+        guard let key = c.exportableKey, keyStoreKind == .file else {
             try SecureFiles.writeAtomically(c.certificate.pem, to: path + "/current-cert.pem", mode: 0o600, hook: hook)
             for stale in [currentPEMPath, path + "/current-key.pem"] where FileManager.default.fileExists(atPath: stale) {
                 try SecureFiles.shred(stale, hook: hook)
@@ -365,7 +391,7 @@ public final class CredentialStore: @unchecked Sendable {
         }
         guard let bytes = try? SecureFiles.readSecret(path + "/current-cert.pem", limit: 64 * 1024, requirePrivate: false),
               let cert = try? X509Certificate(pem: String(decoding: bytes, as: UTF8.self)),
-              keyStoreKind(of: cert.sha1Thumbprint.hex) == .pkcs11 else { return nil }
+              keyStoreKind == .pkcs11 || keyStoreKind(of: cert.sha1Thumbprint.hex) == .pkcs11 else { return nil }
         return try? credential(cert.sha1Thumbprint.hex)
     }
 
@@ -443,7 +469,8 @@ public struct KeyStoreSetting: Codable, Sendable, Equatable {
     }
 
     func pkcs11() throws -> (PKCS11URI, String) {
-        guard let text = uri, let prefix = labelPrefix, prefix.hasPrefix("keyroll:"), prefix.count >= 12 else {
+        guard let text = uri, let prefix = labelPrefix, prefix.count == 21, prefix.hasPrefix("keyroll:"), prefix.hasSuffix(":"),
+              prefix.dropFirst(8).dropLast().allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
             throw CredentialStore.StoreError.corrupted("identity.json's keyStore names PKCS#11 without a uri and labelPrefix")
         }
         return (try PKCS11URI(text), prefix)

@@ -41,6 +41,7 @@ public enum ReloadHook: Sendable, Equatable, Codable {
             p.executableURL = URL(fileURLWithPath: program.hasPrefix("/") ? program : "/usr/bin/env")
             p.arguments = program.hasPrefix("/") ? Array(argv.dropFirst()) : argv
             var env = ProcessInfo.processInfo.environment
+            env["KEYROLL_PKCS11_PIN"] = nil  // a token's PIN is the agent's, never the hook's
             env["KEYROLL_CERTIFICATE_PATH"] = certificatePath
             env["KEYROLL_APP_ID"] = appId
             p.environment = env

@@ -115,7 +115,7 @@ public final class Roller: @unchecked Sendable {
         let active = try store.credential(j.active)
         self.graphBase = GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(active), transport: wire, clock: clock,
                                      sleeper: sleeper, retry: retry, logger: logger)
-        try sweep()
+        try sweep(tokenMayFail: true)
         // a retained key whose file is gone (restored from a backup without it, removed by hand)
         // cannot prove anything: let the journal forget it
         for r in _journal.retained where !store.hasCredential(r.thumbprint) {
@@ -135,9 +135,13 @@ public final class Roller: @unchecked Sendable {
     }
 
     /// Destroys key files the journal does not list and temporary files left by a crash.
-    func sweep() throws {
+    /// `tokenMayFail`: at start, a token that cannot be reached must not stop the agent (its active
+    /// key may still be a file); the sweep before every roll needs it.
+    func sweep(tokenMayFail: Bool = false) throws {
         let j = journal  // retained keys are journal credentials: the sweep keeps them
-        let removed = try store.sweep(keeping: Set(j.credentials.map(\.thumbprint)))
+        let removed = try store.sweep(keeping: Set(j.credentials.map(\.thumbprint)), tokenFailure: tokenMayFail ? { [logger] error in
+            logger.warning("the PKCS#11 token could not be swept now; the next roll sweeps it first", metadata: ["error": "\(error)"])
+        } : nil)
         if !removed.isEmpty { emit(.swept, "removed what an interrupted run left: \(removed.joined(separator: ", "))") }
     }
 

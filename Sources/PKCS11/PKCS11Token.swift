@@ -18,7 +18,7 @@ import Glibc
 public final class PKCS11Token: @unchecked Sendable {
     public let uri: PKCS11URI
     let module: PKCS11Module
-    private let pin: [UInt8]
+    private let environment: [String: String]
     private let state = Mutex<State>(State())
 
     struct State {
@@ -26,6 +26,9 @@ public final class PKCS11Token: @unchecked Sendable {
         var slot: CK_SLOT_ID?
         /// Sessions opened so far (the first, then one per recovery): for tests and logs.
         var opened = 0
+        /// A PIN the token refused: never offered again (each wrong try brings the token closer
+        /// to locking its user PIN, for every application on it) until the PIN source changes.
+        var refusedPIN: [UInt8]?
     }
 
     private static let open = Mutex<[String: PKCS11Token]>([:])
@@ -33,14 +36,16 @@ public final class PKCS11Token: @unchecked Sendable {
     /// The token `uri` names, with its PIN from `pin-source` or, without one, from
     /// `environment["KEYROLL_PKCS11_PIN"]`. Tokens are shared per process by URI.
     public static func open(_ uri: PKCS11URI, environment: [String: String]) throws -> PKCS11Token {
-        if let t = open.withLock({ $0[uri.text] }) { return t }
-        let pin = try readPIN(uri, environment: environment)
-        let module = try PKCS11Module.load(path: try PKCS11Module.resolve(uri))
-        let token = PKCS11Token(uri: uri, module: module, pin: pin)
-        _ = try token.withSession { _ in () }  // finds the token and logs in now: a wrong PIN or URI fails at start
-        return open.withLock { tokens in
-            if let t = tokens[uri.text] { return t }
-            tokens[uri.text] = token
+        _ = try readPIN(uri, environment: environment)  // no PIN, no module loaded
+        let modulePath = try PKCS11Module.resolve(uri)
+        // one object (one session, one login state) per token, however its URI is written
+        let key = [modulePath, uri.token ?? "", uri.serial ?? "", uri.manufacturer ?? "", uri.model ?? "", uri.slotID.map(String.init) ?? ""].joined(separator: "\u{1}")
+        return try open.withLock { tokens in
+            if let t = tokens[key] { return t }
+            let module = try PKCS11Module.load(path: modulePath)
+            let token = PKCS11Token(uri: uri, module: module, environment: environment)
+            _ = try token.withSession { _ in () }  // finds the token and logs in now: a wrong PIN or URI fails at start
+            tokens[key] = token
             return token
         }
     }
@@ -63,10 +68,10 @@ public final class PKCS11Token: @unchecked Sendable {
         return Array(pin.utf8)
     }
 
-    init(uri: PKCS11URI, module: PKCS11Module, pin: [UInt8]) {
+    init(uri: PKCS11URI, module: PKCS11Module, environment: [String: String]) {
         self.uri = uri
         self.module = module
-        self.pin = pin
+        self.environment = environment
     }
 
     /// How many sessions this token has opened (1 until a session was lost and reopened).
@@ -83,7 +88,10 @@ public final class PKCS11Token: @unchecked Sendable {
 
     /// Runs `body` with the logged-in session; if the session or token was lost, opens a new one
     /// and runs `body` once more. Calls are serialised.
-    func withSession<R>(_ body: (CK_SESSION_HANDLE) throws -> R) throws -> R {
+    /// `retry: false` for a call that changes the token: it may have taken effect before the
+    /// session was lost, and running it again would make a second object; the sweep finds what
+    /// the first made.
+    func withSession<R>(retry: Bool = true, _ body: (CK_SESSION_HANDLE) throws -> R) throws -> R {
         try state.withLock { s in
             do {
                 return try body(try session(&s))
@@ -91,9 +99,31 @@ public final class PKCS11Token: @unchecked Sendable {
                 if let old = s.session { _ = module.closeSession(old) }
                 s.session = nil
                 s.slot = nil
+                guard retry else { throw e }
                 return try body(try session(&s))
             }
         }
+    }
+
+    /// Logs `h` in with the PIN as its source says now, unless the token warns that a wrong try
+    /// could lock it, or this PIN was refused before.
+    private func login(_ h: CK_SESSION_HANDLE, slot: CK_SLOT_ID, _ s: inout State) throws {
+        var p = try Self.readPIN(uri, environment: environment)
+        defer { for i in p.indices { p[i] = 0 } }
+        if let refused = s.refusedPIN, refused == p {
+            throw PKCS11Error(PKCS11Error.pinIncorrect, "C_Login (not tried again: the token refused this PIN before; put the right one in the PIN source)")
+        }
+        var info = CK_TOKEN_INFO()
+        if module.getTokenInfo(slot, &info) == 0 {
+            if info.flags & 0x40000 != 0 { throw PKCS11Error(PKCS11Error.pinLocked, "C_Login (not tried: the token reports its user PIN locked)") }
+            if info.flags & 0x20000 != 0 {
+                throw PKCS11Error(PKCS11Error.pinLocked, "C_Login (not tried: the token says one more wrong PIN locks it; log in once by hand with the right PIN to reset the counter)")
+            }
+        }
+        let rv = p.withUnsafeMutableBufferPointer { module.login(h, 1 /* CKU_USER */, $0.baseAddress, CK_ULONG($0.count)) }
+        if rv == PKCS11Error.pinIncorrect { s.refusedPIN = p }
+        guard rv == 0 || rv == PKCS11Error.userAlreadyLoggedIn else { throw PKCS11Error(rv, "C_Login") }
+        s.refusedPIN = nil
     }
 
     private func session(_ s: inout State) throws -> CK_SESSION_HANDLE {
@@ -101,11 +131,9 @@ public final class PKCS11Token: @unchecked Sendable {
         let slot = try findSlot()
         var h: CK_SESSION_HANDLE = 0
         try check(module.openSession(slot, 0x2 | 0x4 /* CKF_RW_SESSION | CKF_SERIAL_SESSION */, nil, nil, &h), "C_OpenSession")
-        var p = pin
-        let rv = p.withUnsafeMutableBufferPointer { module.login(h, 1 /* CKU_USER */, $0.baseAddress, CK_ULONG($0.count)) }
-        guard rv == 0 || rv == PKCS11Error.userAlreadyLoggedIn else {
+        do { try login(h, slot: slot, &s) } catch {
             _ = module.closeSession(h)
-            throw PKCS11Error(rv, "C_Login")
+            throw error
         }
         s.session = h
         s.slot = slot
@@ -121,12 +149,17 @@ public final class PKCS11Token: @unchecked Sendable {
     /// A session that is not logged in sees no private object, so a lookup would find nothing
     /// rather than fail: if logging in again fails, the session counts as lost (the call is
     /// retried once on a new session, which logs in or fails loudly).
-    private func refreshLogin(_ h: CK_SESSION_HANDLE) throws {
-        _ = module.logout(h)
-        var p = pin
-        let rv = p.withUnsafeMutableBufferPointer { module.login(h, 1 /* CKU_USER */, $0.baseAddress, CK_ULONG($0.count)) }
-        guard rv == 0 || rv == PKCS11Error.userAlreadyLoggedIn else {
-            throw PKCS11Error(PKCS11Error.userNotLoggedIn, "C_Login after C_Logout (\(PKCS11Error(rv, "C_Login").name))")
+    private func refreshLogin() throws {
+        try state.withLock { s in
+            guard let h = s.session, let slot = s.slot else { return }
+            _ = module.logout(h)
+            do { try login(h, slot: slot, &s) } catch {
+                // not logged in: let the next call open a session and log in (or fail loudly)
+                _ = module.closeSession(h)
+                s.session = nil
+                s.slot = nil
+                throw error
+            }
         }
     }
 
@@ -169,7 +202,8 @@ public final class PKCS11Token: @unchecked Sendable {
             .add(CKA.token, bool: true).add(CKA.private, bool: true).add(CKA.sensitive, bool: true).add(CKA.extractable, bool: false)
             .add(CKA.sign, bool: true).add(CKA.id, bytes: id).add(CKA.label, string: label)
         try hook.reach(SideEffect(.token, "C_GenerateKeyPair"))
-        let publicHandle: CK_OBJECT_HANDLE = try withSession { h in
+        // never retried: a lost answer may hide a pair that exists; the sweep finds it by its label
+        let (publicKey, protected): (RSAPublicKey, Bool) = try withSession(retry: false) { h in
             var mech = CK_MECHANISM(mechanism: 0 /* CKM_RSA_PKCS_KEY_PAIR_GEN */, pParameter: nil, ulParameterLen: 0)
             var hPub: CK_OBJECT_HANDLE = 0, hPriv: CK_OBJECT_HANDLE = 0
             try pub.withAttributes { pa, pc in
@@ -177,14 +211,17 @@ public final class PKCS11Token: @unchecked Sendable {
                     try check(module.generateKeyPair(h, &mech, pa, pc, qa, qc, &hPub, &hPriv), "C_GenerateKeyPair")
                 }
             }
-            return hPub
+            // the same session, the handles it just got: the modulus, and proof the token kept the template
+            let key = try readPublicKey(h, hPub)
+            let sensitive = try attribute(h, hPriv, CKA.sensitive) == [1], extractable = try attribute(h, hPriv, CKA.extractable) == [1]
+            return (key, sensitive && !extractable)
         }
         try hook.reach(SideEffect(.tokenDone, "C_GenerateKeyPair"))
-        let publicKey = try withSession { h in
-            let k = try readPublicKey(h, publicHandle)
-            if Self.reloginAfterKeygen { try refreshLogin(h) }
-            return k
+        guard protected else {
+            try? destroyKeys(id: id, label: label, hook: .none)
+            throw PKCS11Error(PKCS11Error.templateInconsistent, "C_GenerateKeyPair (the token made the key extractable or not sensitive; KeyRoll destroyed it — this token cannot keep keys from being copied)")
         }
+        if Self.reloginAfterKeygen { try refreshLogin() }
         return PKCS11Key(token: self, id: id, label: label, publicKey: publicKey)
     }
 
@@ -192,16 +229,22 @@ public final class PKCS11Token: @unchecked Sendable {
     /// `KEYROLL_PKCS11_NO_RELOGIN=1` turns it off.
     static let reloginAfterKeygen: Bool = getenv("KEYROLL_PKCS11_NO_RELOGIN").map { String(cString: $0) != "1" } ?? true
 
-    /// The key pair with `id`, or nil when the token holds no private key with it.
-    public func key(id: [UInt8]) throws -> PKCS11Key? {
+    /// The key pair with `id` and `label`, or nil when the token holds no private key with them.
+    /// Two private keys with both is an error (a token that made a pair twice): never a guess.
+    public func key(id: [UInt8], label: String) throws -> PKCS11Key? {
         try withSession { h in
-            guard let priv = try find(h, Template().add(CKA.class, ulong: CKO.privateKey).add(CKA.id, bytes: id)).first else { return nil }
-            let label = String(decoding: try attribute(h, priv, CKA.label), as: UTF8.self)
+            let privs = try find(h, Self.template(CKO.privateKey, id, label))
+            guard let priv = privs.first else { return nil }
+            guard privs.count == 1 else { throw PKCS11Error(PKCS11Error.generalError, "C_FindObjects (\(privs.count) private keys carry the id and label \(label))") }
             // the public key is read from its own object when there is one, else from the private
             // key's public attributes (CKA_MODULUS and CKA_PUBLIC_EXPONENT are never sensitive)
-            let source = try find(h, Template().add(CKA.class, ulong: CKO.publicKey).add(CKA.id, bytes: id)).first ?? priv
+            let source = try find(h, Self.template(CKO.publicKey, id, label)).first ?? priv
             return PKCS11Key(token: self, id: id, label: label, publicKey: try readPublicKey(h, source))
         }
+    }
+
+    static func template(_ cls: CK_OBJECT_CLASS, _ id: [UInt8], _ label: String) -> Template {
+        Template().add(CKA.class, ulong: cls).add(CKA.id, bytes: id).add(CKA.label, string: label)
     }
 
     /// Every key object (private or public) whose label starts with `labelPrefix`: id, label and class.
@@ -212,7 +255,9 @@ public final class PKCS11Token: @unchecked Sendable {
                 for o in try find(h, Template().add(CKA.class, ulong: cls)) {
                     let label = String(decoding: (try? attribute(h, o, CKA.label)) ?? [], as: UTF8.self)
                     guard label.hasPrefix(labelPrefix) else { continue }
-                    out.append(TokenObject(id: (try? attribute(h, o, CKA.id)) ?? [], label: label, isPrivate: cls == CKO.privateKey))
+                    // an object without a readable CKA_ID is never ours to destroy (KeyRoll always sets one)
+                    guard let id = try? attribute(h, o, CKA.id), !id.isEmpty else { continue }
+                    out.append(TokenObject(id: id, label: label, isPrivate: cls == CKO.privateKey))
                 }
             }
             return out
@@ -220,9 +265,9 @@ public final class PKCS11Token: @unchecked Sendable {
     }
 
     /// Attributes of the private key with `id` that show it cannot leave the token.
-    public func protection(id: [UInt8]) throws -> (sensitive: Bool, extractable: Bool, neverExtractable: Bool)? {
+    public func protection(id: [UInt8], label: String) throws -> (sensitive: Bool, extractable: Bool, neverExtractable: Bool)? {
         try withSession { h in
-            guard let priv = try find(h, Template().add(CKA.class, ulong: CKO.privateKey).add(CKA.id, bytes: id)).first else { return nil }
+            guard let priv = try find(h, Self.template(CKO.privateKey, id, label)).first else { return nil }
             return (try attribute(h, priv, CKA.sensitive) == [1], try attribute(h, priv, CKA.extractable) == [1],
                     try attribute(h, priv, CKA.neverExtractable) == [1])
         }
@@ -231,36 +276,35 @@ public final class PKCS11Token: @unchecked Sendable {
     /// Asks the token for the private key's secret parts (`CKA_PRIVATE_EXPONENT`, `CKA_PRIME_1`):
     /// a sensitive key must refuse (`CKR_ATTRIBUTE_SENSITIVE`). Returns the parts it gave away (none
     /// for a key generated by KeyRoll); nil when there is no such key.
-    public func revealedSecretParts(id: [UInt8]) throws -> [String]? {
+    public func revealedSecretParts(id: [UInt8], label: String) throws -> [String]? {
         try withSession { h in
-            guard let priv = try find(h, Template().add(CKA.class, ulong: CKO.privateKey).add(CKA.id, bytes: id)).first else { return nil }
+            guard let priv = try find(h, Self.template(CKO.privateKey, id, label)).first else { return nil }
             return [("CKA_PRIVATE_EXPONENT", CK_ATTRIBUTE_TYPE(0x123)), ("CKA_PRIME_1", CK_ATTRIBUTE_TYPE(0x124))].compactMap { name, type in
                 ((try? attribute(h, priv, type))?.isEmpty == false) ? name : nil
             }
         }
     }
 
-    /// Destroys every key object carrying `id` (private first). Destroying what is already gone
-    /// is no error, so a destruction interrupted half-way is finished by calling it again; objects
-    /// still there afterwards are an error (never a silent success).
-    public func destroyKeys(id: [UInt8], hook: SideEffectHook) throws {
-        // unload every key first (log out and in): tpm2-pkcs11 1.9 leaves a key it destroys
-        // loaded in the TPM for good. Handles are looked up after it: a logout invalidates them.
-        if Self.reloginAfterKeygen { try withSession { h in try refreshLogin(h) } }
+    /// Destroys the key objects carrying both `id` and `label` (private first) — never an object
+    /// that lacks either, so no other store's or application's key. Finding and destroying happen
+    /// in one session, so no handle outlives the lookup that produced it; after a lost session the
+    /// whole step runs again (destroying what is gone is no error). Objects still there afterwards
+    /// are an error, never a silent success.
+    public func destroyKeys(id: [UInt8], label: String, hook: SideEffectHook) throws {
+        precondition(!id.isEmpty && !label.isEmpty, "a key is destroyed by its id and label, never by an empty match")
+        // unload every key first (log out and in): tpm2-pkcs11 1.9 leaves a key it destroys loaded in the TPM
+        if Self.reloginAfterKeygen { try refreshLogin() }
         for cls in [CKO.privateKey, CKO.publicKey] {
-            let handles = try withSession { h in try find(h, Template().add(CKA.class, ulong: cls).add(CKA.id, bytes: id)) }
-            for o in handles {
-                try hook.reach(SideEffect(.token, "C_DestroyObject"))
-                try withSession { h in
-                    let rv = module.destroyObject(h, o)
-                    guard rv == 0 || rv == PKCS11Error.objectHandleInvalid else { throw PKCS11Error(rv, "C_DestroyObject") }
+            try withSession { h in
+                for o in try find(h, Self.template(cls, id, label)) {
+                    try hook.reach(SideEffect(.token, "C_DestroyObject"))
+                    try check(module.destroyObject(h, o), "C_DestroyObject")
+                    try hook.reach(SideEffect(.tokenDone, "C_DestroyObject"))
                 }
-                try hook.reach(SideEffect(.tokenDone, "C_DestroyObject"))
             }
         }
         let left = try withSession { h in
-            try find(h, Template().add(CKA.class, ulong: CKO.privateKey).add(CKA.id, bytes: id)).count
-                + find(h, Template().add(CKA.class, ulong: CKO.publicKey).add(CKA.id, bytes: id)).count
+            try find(h, Self.template(CKO.privateKey, id, label)).count + find(h, Self.template(CKO.publicKey, id, label)).count
         }
         guard left == 0 else { throw PKCS11Error(PKCS11Error.functionFailed, "C_DestroyObject (\(left) objects of the key are still on the token)") }
     }
@@ -270,14 +314,15 @@ public final class PKCS11Token: @unchecked Sendable {
     /// Signs `message` with the private key `id`, by the mechanism that hashes and pads inside the
     /// token (`CKM_SHA256_RSA_PKCS`, `CKM_SHA256_RSA_PKCS_PSS`, …); a token that lacks it gets the
     /// digest and a raw RSA mechanism (`CKM_RSA_PKCS` with the DigestInfo, `CKM_RSA_PKCS_PSS`).
-    func sign(id: [UInt8], message: [UInt8], algorithm: JWSAlgorithm) throws -> [UInt8] {
+    func sign(id: [UInt8], label: String, message: [UInt8], algorithm: JWSAlgorithm) throws -> [UInt8] {
         try withSession { h in
-            guard let key = try find(h, Template().add(CKA.class, ulong: CKO.privateKey).add(CKA.id, bytes: id)).first else {
-                throw PKCS11Error(PKCS11Error.keyHandleInvalid, "C_FindObjects (no private key with this CKA_ID on the token)")
+            let keys = try find(h, Self.template(CKO.privateKey, id, label))
+            guard keys.count == 1, let key = keys.first else {
+                throw PKCS11Error(PKCS11Error.keyHandleInvalid, "C_FindObjects (\(keys.count) private keys with the id and label \(label) on the token)")
             }
             do {
                 return try signOnce(h, key, mechanism: Mechanism.hashing(algorithm), data: message)
-            } catch let e as PKCS11Error where e.rv == PKCS11Error.mechanismInvalid {
+            } catch let e as PKCS11Error where e.rv == PKCS11Error.mechanismInvalid || e.rv == PKCS11Error.mechanismParamInvalid || e.rv == 0x54 /* CKR_FUNCTION_NOT_SUPPORTED */ {
                 let digest = Mechanism.digest(message, algorithm)
                 let data = algorithm.usesPSS ? digest : Mechanism.digestInfoPrefix(algorithm) + digest
                 return try signOnce(h, key, mechanism: Mechanism.raw(algorithm), data: data)
@@ -286,7 +331,7 @@ public final class PKCS11Token: @unchecked Sendable {
     }
 
     private func signOnce(_ h: CK_SESSION_HANDLE, _ key: CK_OBJECT_HANDLE, mechanism: Mechanism, data: [UInt8]) throws -> [UInt8] {
-        var params = mechanism.pss
+        var params = mechanism.pss ?? CK_RSA_PKCS_PSS_PARAMS(hashAlg: 0, mgf: 0, sLen: 0)
         return try withUnsafeMutablePointer(to: &params) { pp in
             var mech = CK_MECHANISM(mechanism: mechanism.type, pParameter: mechanism.pss == nil ? nil : UnsafeMutableRawPointer(pp),
                                     ulParameterLen: mechanism.pss == nil ? 0 : CK_ULONG(MemoryLayout<CK_RSA_PKCS_PSS_PARAMS>.size))
@@ -323,6 +368,7 @@ public final class PKCS11Token: @unchecked Sendable {
         var a = CK_ATTRIBUTE(type: type, pValue: nil, ulValueLen: 0)
         try check(module.getAttributeValue(h, o, &a, 1), "C_GetAttributeValue")
         guard a.ulValueLen != CK_ULONG.max else { throw PKCS11Error(PKCS11Error.attributeSensitive, "C_GetAttributeValue") }
+        guard a.ulValueLen <= 1 << 16 else { throw PKCS11Error(PKCS11Error.generalError, "C_GetAttributeValue (an attribute of \(a.ulValueLen) bytes)") }
         var bytes = [UInt8](repeating: 0, count: Int(a.ulValueLen))
         try bytes.withUnsafeMutableBytes { b in
             a.pValue = b.baseAddress
@@ -352,7 +398,7 @@ public struct PKCS11Key: RSASigner {
     public let publicKey: RSAPublicKey
 
     public func signature(for message: [UInt8], algorithm: JWSAlgorithm) throws -> [UInt8] {
-        try token.sign(id: id, message: message, algorithm: algorithm)
+        try token.sign(id: id, label: label, message: message, algorithm: algorithm)
     }
 
     public var keyStoreKind: KeyStoreKind { .pkcs11 }

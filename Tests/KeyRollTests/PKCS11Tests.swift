@@ -123,9 +123,10 @@ import TestSupport
         let id = try #require(try JSONValue.parse(Array(ref))["id"]?.stringValue)
         // asked for its secret parts, the token refuses (CKR_ATTRIBUTE_SENSITIVE)
         let token = try PKCS11Token.open(try PKCS11URI(hsm.uri), environment: [:])
-        let idBytes = try #require(stride(from: 0, to: id.count, by: 2).map { UInt8(String(Array(id)[$0..<$0 + 2]), radix: 16) } as [UInt8?])
-        #expect(try token.revealedSecretParts(id: idBytes.compactMap { $0 }) == [], "the token gave away secret parts of the key")
-        #expect(try token.protection(id: idBytes.compactMap { $0 }).map { $0.sensitive && !$0.extractable && $0.neverExtractable } == true)
+        let idBytes = try #require(stride(from: 0, to: id.count, by: 2).map { UInt8(String(Array(id)[$0..<$0 + 2]), radix: 16) } as [UInt8?]).compactMap { $0 }
+        let keyLabel = try #require(try JSONValue.parse(Array(ref))["label"]?.stringValue)
+        #expect(try token.revealedSecretParts(id: idBytes, label: keyLabel) == [], "the token gave away secret parts of the key")
+        #expect(try token.protection(id: idBytes, label: keyLabel).map { $0.sensitive && !$0.extractable && $0.neverExtractable } == true)
         // the token endpoint serves the application tokens signed by the token's key
         try store.enableTokenEndpoint(TokenEndpointSettings(allowedResources: nil))
         let endpoint = TokenEndpoint(rollers: [roller], metrics: MetricsRegistry(), clock: fleet.rig.clock, logger: Logger(label: "test"))
@@ -223,5 +224,33 @@ import TestSupport
         let json = try JSONValue.parse(body)
         let token = try #require(json["access_token"]?.stringValue)
         #expect(try CompactJWS(parsing: token, encoding: .lenient).claims.values["appid"] == .string(appId))
+    }
+}
+
+extension PKCS11StoreTests {
+    /// The sweep destroys this store's orphans on a shared token, and nothing else: not another
+    /// store's keys, not another application's key (even one with the same CKA_ID).
+    @Test func aSweepDestroysOnlyThisStoresOrphans() async throws {
+        let fleet = try await Fleet()
+        let (a, _, hsm) = try await Self.tokenStore(fleet, "hsm-sweep-a")
+        let (b, _, _) = try await Self.tokenStore(fleet, "hsm-sweep-b")
+        for store in [a, b] { _ = try await fleet.roller(store).roll() }
+        let prefixA = try Self.labelPrefix(a), prefixB = try Self.labelPrefix(b)
+        let activeA = try a.journal().active
+        let refA = try #require(FileManager.default.contents(atPath: a.tokenKeyPath(activeA)))
+        let idA = try #require(try JSONValue.parse(Array(refA))["id"]?.stringValue)
+        // another application's key carrying the same CKA_ID as A's active key
+        let foreign = try hsm.tool(["--keypairgen", "--key-type", "rsa:2048", "--label", "foreign-app", "--id", idA])
+        #expect(foreign.status == 0, "\(foreign.stderr)")
+        // an orphan of A: a key pair with A's prefix that no record names (a crash after C_GenerateKeyPair)
+        let token = try PKCS11Token.open(try PKCS11URI(hsm.uri), environment: [:])
+        _ = try token.generateRSAKeyPair(bits: 2048, id: Array(repeating: 0x5A, count: 16), label: prefixA + "orphan", hook: .none)
+        #expect(try hsm.objects(labelPrefix: prefixA).count == 4)
+        _ = try fleet.roller(a)  // a start sweeps
+        let leftA = try hsm.objects(labelPrefix: prefixA)
+        #expect(leftA.count == 2 && leftA.allSatisfy { !$0.label.hasSuffix("orphan") }, "\(leftA.map(\.label))")
+        #expect(try hsm.objects(labelPrefix: prefixB).count == 2, "the other store's key pair is untouched")
+        #expect(try hsm.objects(labelPrefix: "foreign-app").count == 2, "the other application's key pair is untouched")
+        #expect(!(try await fleet.usableKeys(a, try a.identity().appId)).isEmpty)
     }
 }
