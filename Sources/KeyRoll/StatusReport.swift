@@ -111,8 +111,9 @@ public struct IdentityStatus: Sendable, Codable, Equatable {
 public enum StoreReader {
     public static func status(path: String, policy: RollPolicy, now: Date) throws -> IdentityStatus {
         let store = CredentialStore(path: path)
+        let identity = try store.identity()  // first: "not a KeyRoll store" before "journal missing"
         let j = try store.journal()
-        return IdentityStatus.make(store: path, identity: try store.identity(), journal: j, keysOnDisk: store.keysOnDisk(),
+        return IdentityStatus.make(store: path, identity: identity, journal: j, keysOnDisk: store.keysOnDisk(),
                                    policy: policy, now: now, activeKeyStore: store.keyStoreKind(of: j.active))
     }
 }

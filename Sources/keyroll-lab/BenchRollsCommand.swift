@@ -47,7 +47,7 @@ extension BenchCommand {
             for i in 0..<apps {  // setup, not timed
                 let r = try await provisioner.provision(name: "bench-\(i)")
                 let store = CredentialStore(path: "\(root)/\(i)")
-                try Roller.importBundle(r.bundle, into: store, now: clock.now(), keyStore: keys.setting)
+                try Roller.importBundle(r.bundle, into: store, now: clock.now(), keyStore: keys.setting())
                 rollers.append(try Roller(store: store, transport: transport, clock: clock, sleeper: sleeper, logger: Logger(label: "bench"), metrics: metrics))
             }
             // bound: the same number of RSA-2048 keygens with the same parallelism, measured just
@@ -69,6 +69,10 @@ extension BenchCommand {
             }
             if !json { Swift.print(String(format: "  CPU during the rolls: %.2f of %.2f core-seconds (%.0f%% busy)", cpu, elapsed * Double(cores), 100 * cpu / (elapsed * Double(cores)))) }
             let ok = results.filter { if case .success(.rolled) = $0 { return true }; return false }.count
+            let failures = results.compactMap { r -> String? in if case .failure(let e) = r { return "\(e)" }; return nil }
+            if !failures.isEmpty {
+                FileHandle.standardError.write(Data("\(failures.count) rolls failed; first: \(failures[0].prefix(300))\n".utf8))
+            }
             let command = "keyroll-lab bench rolls --apps \(apps) --concurrency \(inFlight)" + (keyStore == "file" ? "" : " --key-store \(keyStore)")
             if !json { Swift.print("  keys in \(keys.description): " + String(format: "%.1f ms per roll (wall time over %d rolls, %d in flight)", 1000 * elapsed / Double(max(1, ok)), ok, inFlight)) }
             Figure(name: "end-to-end rolls (\(ok)/\(apps) apps, \(inFlight) in flight: keygen, addKey, visible, 2 tokens, switch, removeKey)", value: Double(ok) / elapsed,

@@ -111,8 +111,8 @@ struct DemoCommand: AsyncParsableCommand {
             let name = i < names.count ? names[i] : "service-\(i + 1)"
             let result = try await provisioner.provision(name: name)
             let store = CredentialStore(path: root + "/" + name)
-            try Roller.importBundle(result.bundle, into: store, now: clock.now(), keyStore: i == 0 ? firstKeyStore.setting : nil)
-            if i == 0, firstKeyStore.setting != nil {
+            try Roller.importBundle(result.bundle, into: store, now: clock.now(), keyStore: i == 0 ? firstKeyStore.setting() : nil)
+            if i == 0, firstKeyStore.uri != nil {
                 print("  \(name): its agent generates every key inside \(firstKeyStore.description), non-extractable; the token signs every assertion and proof")
             }
             let r = rng.unit()
@@ -231,7 +231,7 @@ struct DemoCommand: AsyncParsableCommand {
               ? "✔ \(rollers[0].name) never held a key: it read Graph \(keylessReads.reads)× with tokens from the agent's endpoint (\(keylessReads.duringRoll)× mid-roll), every read answered."
               : "✘ \(rollers[0].name)'s reads through the token endpoint failed \(keylessReads.failures.count)×: \(keylessReads.failures.prefix(5))")
         if !keylessReads.failures.isEmpty { allGood = false }
-        if firstKeyStore.setting != nil {
+        if firstKeyStore.uri != nil {
             // the retained old key's window passes and two registration checks release it, as the agent does between rolls
             let first = rollers[0].roller
             clock.advance(by: first.policy.retainedKeyWindow + 1)

@@ -7,14 +7,18 @@ import PKCS11
 /// Where the demo's first app keeps its keys: files, a PKCS#11 token named by URI, or a SoftHSM2
 /// token the demo makes for itself in its temporary folder.
 struct DemoKeyStore {
-    let setting: KeyStoreSetting?
+    let uri: PKCS11URI?
     let description: String
+
+    /// A setting for one new identity: each store gets its own label prefix (a shared prefix would
+    /// make each store's sweep destroy the others' keys as orphans).
+    func setting() -> KeyStoreSetting? { uri.map { KeyStoreSetting.pkcs11($0) } }
 
     static func make(_ option: String, root: String) throws -> DemoKeyStore {
         switch option {
-        case "file": return DemoKeyStore(setting: nil, description: "files (0600)")
+        case "file": return DemoKeyStore(uri: nil, description: "files (0600)")
         case "softhsm2": return try softHSM(root: root)
-        case let uri where uri.hasPrefix("pkcs11:"): return DemoKeyStore(setting: .pkcs11(try PKCS11URI(uri)), description: "the PKCS#11 token \(try PKCS11URI(uri))")
+        case let uri where uri.hasPrefix("pkcs11:"): return DemoKeyStore(uri: try PKCS11URI(uri), description: "the PKCS#11 token \(try PKCS11URI(uri))")
         default: throw DemoFailure("--key-store must be file, softhsm2 or a pkcs11: URI, not '\(option.prefix(60))'")
         }
     }
@@ -46,7 +50,7 @@ struct DemoKeyStore {
             throw DemoFailure("softhsm2-util --init-token failed: \(String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))")
         }
         let uri = try PKCS11URI("pkcs11:token=keyroll-demo?module-path=\(module)&pin-source=file:\(dir)/user.pin")
-        return DemoKeyStore(setting: .pkcs11(uri), description: "a SoftHSM2 token (keyroll-demo, \(module))")
+        return DemoKeyStore(uri: uri, description: "a SoftHSM2 token (keyroll-demo, \(module))")
     }
 
     /// After the run: the identity's key pairs in the token, and any private key material in its store.
