@@ -38,7 +38,8 @@ extension Roller {
         let thumbprint = cred.certificate.sha1Thumbprint.hex
         if store.exists {
             let refused = CredentialStore.StoreError.corrupted("\(store.path) already holds an identity; import into an empty folder")
-            // the same identity and key store (an interrupted import keeps the label prefix it chose)
+            // the same identity and key store (a re-run of an interrupted import draws a new label
+            // prefix and rewrites identity.json below; import itself makes no token object to orphan)
             guard var existing = try? store.identity(), existing.keyStore?.kind == identity.keyStore?.kind, existing.keyStore?.uri == identity.keyStore?.uri else { throw refused }
             existing.keyStore = identity.keyStore
             guard existing == identity else { throw refused }

@@ -121,7 +121,9 @@ import TestSupport
         let html = AuditReport.html(fleet)
         #expect(html.contains(#"[["r1","healthy"],["r2","healthy"],["r3","stale"]]"#), "the report's data groups the replicas under their app")
         #expect(html.contains("id=\"count-stale-replicas\">1<") && html.contains("stale-replica"), "the stale replica is counted and listed at risk")
-        #expect(AuditReport.csv(fleet).split(separator: "\n").dropFirst().allSatisfy { $0.hasSuffix(",healthy") || $0.hasSuffix(",stale") })
+        // replica_condition, then key_store (where the agent said it keeps the key) close each row
+        let rows = AuditReport.csv(fleet).split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false) }
+        #expect(rows.allSatisfy { ["healthy", "stale"].contains($0[$0.count - 2]) && $0.last == "file" }, "\(rows)")
     }
 
     @Test func aSingleHostAppHasNoReplicaRows() {
