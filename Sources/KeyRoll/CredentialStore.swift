@@ -212,7 +212,7 @@ public final class CredentialStore: @unchecked Sendable {
         var id = [UInt8](repeating: 0, count: 16)
         var rng = SystemRandomNumberGenerator()
         for i in id.indices { id[i] = UInt8.random(in: 0...255, using: &rng) }
-        let ref = TokenKeyReference(id: id, label: prefix + TokenKeyReference.hex(id))
+        let ref = TokenKeyReference(id: id, labelPrefix: prefix)
         try SecureFiles.ensurePrivateDirectory(keysDir)
         let key = try token.generateRSAKeyPair(bits: size.rawValue, id: id, label: ref.label, hook: hook)
         do {
@@ -252,7 +252,7 @@ public final class CredentialStore: @unchecked Sendable {
             throw StoreError.corrupted("keys/\(thumbprint).key.p11 names a PKCS#11 key, but identity.json configures no token (keyStore)")
         }
         guard let key = try token.key(id: ref.id, label: ref.label) else {
-            throw StoreError.missingKey(thumbprint: thumbprint, path: "the token \(token.uri) (CKA_ID \(TokenKeyReference.hex(ref.id)))")
+            throw StoreError.missingKey(thumbprint: thumbprint, path: "the token \(token.uri) (CKA_ID \(Hex.encode(ref.id)))")
         }
         let certText = String(decoding: try SecureFiles.readSecret(certPath(thumbprint), limit: 64 * 1024, requirePrivate: false), as: UTF8.self)
         do {
@@ -264,8 +264,15 @@ public final class CredentialStore: @unchecked Sendable {
         }
     }
 
+    /// A token key's record, refused unless its label is this store's prefix and its id: a record
+    /// edited to name another store's (or application's) object can never have it used or destroyed.
     func tokenKeyReference(_ thumbprint: String) throws -> TokenKeyReference {
-        try readJSON(TokenKeyReference.self, from: tokenKeyPath(thumbprint))
+        let ref = try readJSON(TokenKeyReference.self, from: tokenKeyPath(thumbprint))
+        guard let setting = try identity().keyStore, setting.kind == .pkcs11, let prefix = setting.labelPrefix,
+              ref == TokenKeyReference(id: ref.id, labelPrefix: prefix) else {
+            throw StoreError.corrupted("keys/\(thumbprint).key.p11 names a token object that is not this store's (label \(ref.label.prefix(80)))")
+        }
+        return ref
     }
 
     /// Whether the store holds the key of `thumbprint`: its file, or its record of a token key.
@@ -341,7 +348,7 @@ public final class CredentialStore: @unchecked Sendable {
         for t in keep {
             if FileManager.default.fileExists(atPath: tokenKeyPath(t)) {
                 let ref = try tokenKeyReference(t)
-                kept.insert(TokenKeyReference.hex(ref.id) + " " + ref.label)
+                kept.insert(Hex.encode(ref.id) + " " + ref.label)
             } else if !FileManager.default.fileExists(atPath: keyPath(t)) {
                 throw StoreError.missingKey(thumbprint: t, path: keysDir + " (neither a key file nor a token key record; the token is not swept)")
             }
@@ -349,7 +356,7 @@ public final class CredentialStore: @unchecked Sendable {
         var removed: [String] = []
         var done: Set<String> = []
         for o in try token.objects(labelPrefix: prefix) {
-            let key = TokenKeyReference.hex(o.id) + " " + o.label
+            let key = Hex.encode(o.id) + " " + o.label
             guard !kept.contains(key), done.insert(key).inserted else { continue }
             try token.destroyKeys(id: o.id, label: o.label, hook: hook)
             removed.append("token key \(o.label)")
@@ -464,7 +471,7 @@ public struct KeyStoreSetting: Codable, Sendable, Equatable {
     /// A new PKCS#11 setting for `uri` with a label prefix of its own.
     public static func pkcs11(_ uri: PKCS11URI) -> KeyStoreSetting {
         var rng = SystemRandomNumberGenerator()
-        let tag = (0..<6).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
+        let tag = Hex.encode((0..<6).map { _ in UInt8.random(in: 0...255, using: &rng) })
         return KeyStoreSetting(kind: .pkcs11, uri: uri.text, labelPrefix: "keyroll:\(tag):")
     }
 
@@ -483,43 +490,33 @@ public struct KeyStoreSetting: Codable, Sendable, Equatable {
     }
 }
 
-/// What the store keeps of a token key (`keys/<SHA1>.key.p11`): how to find it again.
+/// What the store keeps of a token key (`keys/<SHA1>.key.p11`): how to find it again. Its label is
+/// always the store's prefix followed by the id in hex, so a record can only ever name this store's
+/// objects (``CredentialStore/tokenKeyReference(_:)`` checks it before the token is asked).
 struct TokenKeyReference: Codable, Sendable, Equatable {
     var id: [UInt8]
     var label: String
 
     enum CodingKeys: String, CodingKey { case id, label }
 
-    init(id: [UInt8], label: String) {
+    init(id: [UInt8], labelPrefix: String) {
         self.id = id
-        self.label = label
+        self.label = labelPrefix + Hex.encode(id)
     }
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let hex = try c.decode(String.self, forKey: .id)
-        guard hex.count % 2 == 0, hex.count <= 128, let bytes = Self.bytes(hex: hex), !bytes.isEmpty else {
-            throw DecodingError.dataCorruptedError(forKey: .id, in: c, debugDescription: "not a hex CKA_ID")
+        guard let bytes = Hex.decode(try c.decode(String.self, forKey: .id)), (1...64).contains(bytes.count) else {
+            throw DecodingError.dataCorruptedError(forKey: .id, in: c, debugDescription: "not a hex CKA_ID of 1 to 64 bytes")
         }
         id = bytes
         label = try c.decode(String.self, forKey: .label)
+        guard label.utf8.count <= 256 else { throw DecodingError.dataCorruptedError(forKey: .label, in: c, debugDescription: "a label over 256 bytes") }
     }
 
     func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(Self.hex(id), forKey: .id)
+        try c.encode(Hex.encode(id), forKey: .id)
         try c.encode(label, forKey: .label)
-    }
-
-    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
-
-    static func bytes(hex: String) -> [UInt8]? {
-        var out: [UInt8] = []
-        var it = hex.makeIterator()
-        while let a = it.next() {
-            guard let b = it.next(), let v = UInt8(String([a, b]), radix: 16) else { return nil }
-            out.append(v)
-        }
-        return out
     }
 }

@@ -3,9 +3,6 @@ import Crypto
 import EntraCrypto
 import KeyRollPrimitives
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// One token of a PKCS#11 module, as a URI selects it, with one logged-in read/write session that
 /// every call shares (calls are serialised). When the session or the token goes away
@@ -36,6 +33,7 @@ public final class PKCS11Token: @unchecked Sendable {
     /// The token `uri` names, with its PIN from `pin-source` or, without one, from
     /// `environment["KEYROLL_PKCS11_PIN"]`. Tokens are shared per process by URI.
     public static func open(_ uri: PKCS11URI, environment: [String: String]) throws -> PKCS11Token {
+        // every caller must have a PIN of its own, even for a token another store has opened
         _ = try readPIN(uri, environment: environment)  // no PIN, no module loaded
         let modulePath = try PKCS11Module.resolve(uri)
         // one object (one session, one login state) per token, however its URI is written
@@ -228,13 +226,9 @@ public final class PKCS11Token: @unchecked Sendable {
             try? destroyKeys(id: id, label: label, hook: .none)
             throw PKCS11Error(PKCS11Error.templateInconsistent, "C_GenerateKeyPair (the token made the key extractable or not sensitive; KeyRoll destroyed it — this token cannot keep keys from being copied)")
         }
-        if Self.reloginAfterKeygen { try refreshLogin() }
+        try refreshLogin()
         return PKCS11Key(token: self, id: id, label: label, publicKey: publicKey)
     }
-
-    /// Whether to log out and in after generating a key (see ``refreshLogin(_:)``): on by default;
-    /// `KEYROLL_PKCS11_NO_RELOGIN=1` turns it off.
-    static let reloginAfterKeygen: Bool = getenv("KEYROLL_PKCS11_NO_RELOGIN").map { String(cString: $0) != "1" } ?? true
 
     /// The key pair with `id` and `label`, or nil when the token holds no private key with them.
     /// Two private keys with both is an error (a token that made a pair twice): never a guess.
@@ -300,7 +294,7 @@ public final class PKCS11Token: @unchecked Sendable {
     public func destroyKeys(id: [UInt8], label: String, hook: SideEffectHook) throws {
         precondition(!id.isEmpty && !label.isEmpty, "a key is destroyed by its id and label, never by an empty match")
         // unload every key first (log out and in): tpm2-pkcs11 1.9 leaves a key it destroys loaded in the TPM
-        if Self.reloginAfterKeygen { try refreshLogin() }
+        try refreshLogin()
         for cls in [CKO.privateKey, CKO.publicKey] {
             try withSession { h in
                 for o in try findKeys(h, cls, id, label) {

@@ -4,6 +4,7 @@ import EntraEmulator
 import Foundation
 import KeyRoll
 import KeyRollPrimitives
+import LabHarness
 import Logging
 import PKCS11
 import Testing
@@ -63,18 +64,6 @@ import TestSupport
 
     static func labelPrefix(_ store: CredentialStore) throws -> String { try #require(try store.identity().keyStore?.labelPrefix) }
 
-    /// Every file under the store, read whole: none may hold private key material.
-    static func privateKeyMaterial(under path: String) -> [String] {
-        let e = FileManager.default.enumerator(atPath: path)
-        var found: [String] = []
-        while let f = e?.nextObject() as? String {
-            guard let data = FileManager.default.contents(atPath: path + "/" + f) else { continue }
-            let text = String(decoding: data, as: UTF8.self)
-            if text.contains("PRIVATE KEY") { found.append(f) }
-        }
-        return found
-    }
-
     @Test(arguments: tokens)
     func aRollGeneratesTheKeyInTheTokenNonExtractableAndTheTokenSignsEverything(_ tokenName: String) async throws {
         let fleet = try await Fleet()
@@ -123,7 +112,7 @@ import TestSupport
         let id = try #require(try JSONValue.parse(Array(ref))["id"]?.stringValue)
         // asked for its secret parts, the token refuses (CKR_ATTRIBUTE_SENSITIVE)
         let token = try PKCS11Token.open(try PKCS11URI(hsm.uri), environment: [:])
-        let idBytes = try #require(stride(from: 0, to: id.count, by: 2).map { UInt8(String(Array(id)[$0..<$0 + 2]), radix: 16) } as [UInt8?]).compactMap { $0 }
+        let idBytes = try #require(Hex.decode(id))
         let keyLabel = try #require(try JSONValue.parse(Array(ref))["label"]?.stringValue)
         #expect(try token.revealedSecretParts(id: idBytes, label: keyLabel) == [], "the token gave away secret parts of the key")
         #expect(try token.protection(id: idBytes, label: keyLabel).map { $0.sensitive && !$0.extractable && $0.neverExtractable } == true)
@@ -144,7 +133,7 @@ import TestSupport
             fleet.rig.clock.advance(by: 600)
         }
         #expect(store.keysOnDisk() == [active])
-        #expect(Self.privateKeyMaterial(under: store.path).isEmpty, "private key material under the store: \(Self.privateKeyMaterial(under: store.path))")
+        #expect(SoftHSMSetup.privateKeyFiles(under: store.path).isEmpty, "private key material under the store: \(SoftHSMSetup.privateKeyFiles(under: store.path))")
         // a second roll: the old token key stays (retained) until the journal drops it, then C_DestroyObject
         fleet.rig.clock.advance(by: 200 * 86_400)
         guard case .rolled(let second) = try await roller.roll() else { Issue.record("second roll"); return }
@@ -252,5 +241,11 @@ extension PKCS11StoreTests {
         #expect(try hsm.objects(labelPrefix: prefixB).count == 2, "the other store's key pair is untouched")
         #expect(try hsm.objects(labelPrefix: "foreign-app").count == 2, "the other application's key pair is untouched")
         #expect(!(try await fleet.usableKeys(a, try a.identity().appId)).isEmpty)
+        // a record of A edited to name B's key is refused, and nothing of B's is used or destroyed
+        let activeB = try b.journal().active
+        try SecureFiles.writeAtomically(Array(try #require(FileManager.default.contents(atPath: b.tokenKeyPath(activeB)))), to: a.tokenKeyPath(activeA))
+        #expect(throws: CredentialStore.StoreError.self) { try CredentialStore(path: a.path).credential(activeA) }
+        #expect(throws: CredentialStore.StoreError.self) { try CredentialStore(path: a.path).destroyCredential(activeA) }
+        #expect(try hsm.objects(labelPrefix: prefixB).count == 2, "B's key pair is untouched")
     }
 }

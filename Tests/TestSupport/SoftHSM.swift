@@ -1,4 +1,5 @@
 import Foundation
+import LabHarness
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,26 +43,10 @@ public struct TestToken: Sendable, CustomStringConvertible {
     /// By name: `softhsm2` or `tpm`.
     public static func named(_ name: String) throws -> TestToken { name == "tpm" ? try tpm() : try softHSM() }
 
-    public static let softHSMModulePaths = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-                                            "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so"]
-
     private static func makeSoftHSM() throws -> TestToken {
-        guard let module = softHSMModulePaths.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-            throw Missing(description: "SoftHSM2 is not installed (no libsofthsm2.so): apt-get install softhsm2 opensc — scripts/test installs them")
-        }
-        let directory = try Tools.temporaryDirectory("keyroll-softhsm")
-        try FileManager.default.createDirectory(atPath: directory + "/tokens", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let configuration = directory + "/softhsm2.conf"
-        try Tools.write("directories.tokendir = \(directory)/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", to: configuration)
-        let pin = "4711-\(UUID().uuidString.prefix(8))"
-        let pinFile = directory + "/user.pin"
-        try Tools.write(pin + "\n", to: pinFile)
-        chmod(pinFile, 0o600)
-        setenv("SOFTHSM2_CONF", configuration, 1)
-        let env = ["SOFTHSM2_CONF": configuration]
-        let r = try Tools.run(["softhsm2-util", "--init-token", "--free", "--label", "keyroll-tests", "--so-pin", "so-\(pin)", "--pin", pin], environment: env)
-        guard r.status == 0 else { throw Missing(description: "softhsm2-util --init-token failed (\(r.status)): \(r.stderr) \(r.stdout)") }
-        return TestToken(name: "softhsm2", modulePath: module, label: "keyroll-tests", pin: pin, pinFile: pinFile, environment: env, directory: directory)
+        let hsm = try SoftHSMSetup.make(in: try Tools.temporaryDirectory("keyroll-softhsm"), label: "keyroll-tests")
+        return TestToken(name: "softhsm2", modulePath: hsm.modulePath, label: hsm.label, pin: hsm.pin, pinFile: hsm.pinFile,
+                         environment: hsm.environment, directory: hsm.directory)
     }
 
     private static func makeTPM() throws -> TestToken {
