@@ -12,14 +12,33 @@ import NIOSSL
 public final class AsyncHTTPTransport: HTTPTransport {
     let client: HTTPClient
 
+    /// Where the TLS library looks for the system's trust roots, in its order (a bundle file, else
+    /// a folder of hashed certificates). Debian's `ca-certificates` package provides the first.
+    public static let systemTrustStores = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/certs"]
+
+    /// Why no transport could be made: a host without trust roots cannot verify Entra.
+    public struct NoTrustRoots: Error, CustomStringConvertible {
+        public let description: String
+    }
+
     /// - Parameters:
-    ///   - additionalCAPEM: PEM certificates to trust in addition to the system roots.
+    ///   - additionalCAPEM: PEM certificates to trust in addition to the system roots (alone, on a
+    ///     host that has no system trust store: they are then the only roots, as the operator said).
     ///   - environment: where proxy settings are read from.
-    public init(additionalCAPEM: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+    ///   - systemTrustStores: where the system's roots are looked for (tests point it elsewhere).
+    /// - Throws: ``NoTrustRoots`` when the host has no system trust store and no CA was given: every
+    ///   request would fail its TLS handshake, so the agent says so at start instead of retrying.
+    public init(additionalCAPEM: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
+                systemTrustStores: [String] = AsyncHTTPTransport.systemTrustStores) throws {
         var tls = TLSConfiguration.makeClientConfiguration()
+        let hasSystemStore = systemTrustStores.contains { FileManager.default.fileExists(atPath: $0) }
         if let pem = additionalCAPEM {
             let certs = try PEMBlock.all(in: pem).filter { $0.label == "CERTIFICATE" }.map { try NIOSSLCertificate(bytes: $0.der, format: .der) }
-            tls.additionalTrustRoots = [.certificates(certs)]
+            if hasSystemStore { tls.additionalTrustRoots = [.certificates(certs)] } else { tls.trustRoots = .certificates(certs) }
+        } else if !hasSystemStore {
+            throw NoTrustRoots(description: "This host has no system trust store (none of \(systemTrustStores.joined(separator: ", ")) exists), so no "
+                               + "TLS connection to Entra could be verified. Install the CA certificates (Debian, Ubuntu: apt-get install ca-certificates), "
+                               + "or name the CA to trust with --ca-file or KEYROLL_CA_FILE.")
         }
         var config = HTTPClient.Configuration(tlsConfiguration: tls)
         config.proxy = Self.proxy(from: environment)

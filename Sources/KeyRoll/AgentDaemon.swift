@@ -121,7 +121,7 @@ public final class AgentDaemon: @unchecked Sendable {
 /// A roll allocates a few hundred kilobytes (key generation, TLS, JSON) that the allocator keeps
 /// after it is freed; an agent then sleeps for months. Handing the freed pages back to the system
 /// keeps an idle agent's private memory at what it holds, not at its busiest moment.
-enum MemoryRelease {
+public enum MemoryRelease {
     /// glibc's `malloc_trim`, looked up at run time (other C libraries do not have it).
     private static let trim: (@convention(c) (Int) -> Int32)? = {
         #if canImport(Glibc)
@@ -133,4 +133,18 @@ enum MemoryRelease {
     }()
 
     static func returnFreedMemory() { _ = trim?(0) }
+
+    /// glibc's `mallopt`, looked up at run time like `malloc_trim`.
+    private static let mallopt: (@convention(c) (Int32, Int32) -> Int32)? = {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)
+        #else
+        return nil
+        #endif
+    }()
+
+    /// Caps glibc's malloc arenas (`M_ARENA_MAX`, glibc's malloc.h: -8). glibc gives each thread that
+    /// allocates an arena of its own, up to 8 per core; an agent's few threads share `count`.
+    public static func limitArenas(to count: Int32) { _ = mallopt?(-8, count) }
 }

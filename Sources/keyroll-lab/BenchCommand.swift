@@ -219,6 +219,22 @@ extension BenchCommand {
         return path
     }
 
+    /// The shared libraries a binary needs, as `ldd` lists them (the vDSO left out).
+    static func sharedLibraries(of binary: String) -> [String] {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/ldd")
+        p.arguments = [binary]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return [] }
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return out.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !$0.hasPrefix("linux-vdso") && !$0.contains("statically linked") }
+            .map { String($0.split(separator: " ").first ?? "") }
+    }
+
     /// Memory (KiB) and CPU time of a process, from /proc: VmRSS, and RssAnon (heap, stacks and
     /// pages the process wrote: what it costs beyond the file pages it shares with the page cache).
     static func sample(pid: Int32) -> (rssKiB: Double, anonKiB: Double, cpuSeconds: Double)? {

@@ -19,13 +19,15 @@ extension BenchCommand {
         @Option(help: "Cold-start repetitions.") var starts = 20
         @Flag(help: "Run the agents with their /metrics and /healthz server listening (on a free loopback port) instead of without it.")
         var withServer = false
+        @Option(help: "The keyroll binary to measure (default: the one beside keyroll-lab), e.g. a static release build from scripts/package.")
+        var keyroll: String?
         @Flag var json = false
-        @Flag(name: .customLong("baseline-child"), help: .hidden) var baselineChild = false
 
         func run() async throws {
-            if baselineChild { try await Task.sleep(nanoseconds: 30_000_000_000); return }
             BenchCommand.quietLogs()
-            let me = BenchCommand.selfPath, keyroll = try BenchCommand.keyrollPath()
+            let me = BenchCommand.selfPath, keyroll = try self.keyroll ?? BenchCommand.keyrollPath()
+            Figure(name: "keyroll shared libraries (ldd)", value: Double(BenchCommand.sharedLibraries(of: keyroll).count), unit: "libraries",
+                   bound: nil, boundName: nil, command: "ldd keyroll").print(json: json)
             for (name, path) in [("keyroll", keyroll), ("keyroll-lab", me)] {
                 let size = ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.doubleValue ?? 0) / 1_048_576
                 Figure(name: "\(name) binary size", value: size, unit: "MiB", bound: nil, boundName: nil, command: "keyroll-lab bench footprint").print(json: json)
@@ -41,10 +43,10 @@ extension BenchCommand {
                    bound: BenchCommand.median(trues) * 1000, boundName: "/bin/true", command: "keyroll-lab bench footprint").print(json: json)
             Figure(name: "cold start `keyroll --version` (median of \(starts))", value: BenchCommand.median(ours) * 1000, unit: "ms",
                    bound: BenchCommand.median(trues) * 1000, boundName: "/bin/true", command: "keyroll-lab bench footprint").print(json: json)
-            // baseline RSS: the same binary idle in a sleep
+            // baseline RSS: the same binary started and asleep
             let baseline = Process()
-            baseline.executableURL = URL(fileURLWithPath: me)
-            baseline.arguments = ["bench", "footprint", "--baseline-child"]
+            baseline.executableURL = URL(fileURLWithPath: keyroll)
+            baseline.arguments = ["idle-baseline", "--seconds", "60"]
             try baseline.run()
             try await Task.sleep(nanoseconds: 1_500_000_000)
             let base = BenchCommand.sample(pid: baseline.processIdentifier)
@@ -87,9 +89,9 @@ extension BenchCommand {
                                bound: b.rssKiB / 1024, boundName: "the agent's whole RSS", command: "keyroll-lab bench footprint").print(json: json)
                     }
                     Figure(name: "agent idle RSS, \(n) identit\(n == 1 ? "y" : "ies")" + (withServer ? ", metrics server on" : ""), value: b.rssKiB / 1024, unit: "MiB",
-                           bound: baseRSS / 1024, boundName: "keyroll-lab asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
+                           bound: baseRSS / 1024, boundName: "keyroll asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
                     Figure(name: "agent idle anonymous memory (RssAnon: heap, stacks), \(n) identit\(n == 1 ? "y" : "ies")", value: b.anonKiB / 1024, unit: "MiB",
-                           bound: baseAnon / 1024, boundName: "keyroll-lab asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
+                           bound: baseAnon / 1024, boundName: "keyroll asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
                     Figure(name: "agent idle CPU over \(Int(idleSeconds)) s, \(n) identit\(n == 1 ? "y" : "ies")", value: b.cpuSeconds - a.cpuSeconds, unit: "CPU-s",
                            bound: idleSeconds, boundName: "one core for the window", command: "keyroll-lab bench footprint --idle-seconds \(Int(idleSeconds))").print(json: json)
                 }

@@ -7,6 +7,7 @@ import KeyRoll
 import KeyRollCLI
 import KeyRollPrimitives
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 struct AgentCommand: AsyncParsableCommand {
@@ -52,6 +53,7 @@ struct AgentCommand: AsyncParsableCommand {
         KeyRollLogHandler.bootstrap()
         let logger = Logger(label: "keyroll.agent")
         Self.raiseDescriptorLimit()
+        Self.limitThreads()
         // every setting is checked before the HTTP client exists: a client must be shut down, never just dropped
         let hook = try reloadHook()
         let p = try policy.policy()
@@ -219,6 +221,20 @@ struct AgentCommand: AsyncParsableCommand {
             limit.rlim_cur = wanted
             _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         }
+    }
+
+    /// A host agent's threads and memory arenas, sized for its work rather than for the host: one
+    /// event loop and one blocking thread serve Entra calls, /metrics and the token endpoint (loopback
+    /// requests of a few KiB), where NIO's default is a loop per core (64 threads on a 64-core host,
+    /// each with its own stack and malloc arena). glibc gives each thread that allocates an arena of
+    /// its own (up to 8 per core); two bound the heap of an idle agent. Called once, first thing in
+    /// `run()`, before anything uses NIO (NIO traps on a suggestion set after use). NIO's own
+    /// environment variables, when set, win.
+    static func limitThreads() {
+        let environment = ProcessInfo.processInfo.environment
+        if environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] == nil { NIOSingletons.groupLoopCountSuggestion = 1 }
+        if environment["NIO_SINGLETON_BLOCKING_POOL_THREAD_COUNT"] == nil { NIOSingletons.blockingPoolThreadCountSuggestion = 1 }
+        MemoryRelease.limitArenas(to: 2)
     }
 
     struct HealthBody: Encodable {

@@ -16,6 +16,7 @@ struct KeyRollCommand: AsyncParsableCommand {
             """,
         version: version,
         subcommands: [ImportCommand.self, AgentCommand.self, RollCommand.self, StatusCommand.self, PlanCommand.self, CertCommand.self,
-                      TokenEndpointCommand.self, ProvisionCommand.self, AdoptCommand.self, AuditCommand.self, RebootstrapCommand.self, RetireCommand.self, SecretsCommand.self]
+                      TokenEndpointCommand.self, ProvisionCommand.self, AdoptCommand.self, AuditCommand.self, RebootstrapCommand.self, RetireCommand.self, SecretsCommand.self,
+                      IdleBaselineCommand.self]
     )
 }

@@ -167,3 +167,23 @@ import TestSupport
         await server.stop()
     }
 }
+
+/// A host without a system trust store (a minimal container or chroot): without a CA the transport
+/// refuses at once with what to install; with one, that CA alone is trusted and requests succeed.
+@Suite struct TrustStoreTests {
+    @Test func withoutSystemRootsTheTransportNamesTheFixOrTrustsTheGivenCA() async throws {
+        let missing = ["/nonexistent/keyroll-test/ca-certificates.crt", "/nonexistent/keyroll-test/certs"]
+        do {
+            _ = try AsyncHTTPTransport(systemTrustStores: missing)
+            Issue.record("a transport without any trust root was made")
+        } catch let e as AsyncHTTPTransport.NoTrustRoots {
+            #expect(e.description.contains("ca-certificates") && e.description.contains("KEYROLL_CA_FILE"), "\(e)")
+        }
+        let server = try await ServedEmulator.start(https: true)
+        let transport = try AsyncHTTPTransport(additionalCAPEM: server.tls!.ca.certificate.pem, systemTrustStores: missing)
+        let response = try await transport.send(HTTPRequestMessage(method: "GET", url: server.baseURL + "/\(server.provisioner.tenantID)/v2.0/.well-known/openid-configuration"), timeout: 10)
+        #expect(response.status == 200, "the emulator answered \(response.status) through a transport trusting its CA alone")
+        try await transport.shutdown()
+        await server.stop()
+    }
+}
