@@ -16,6 +16,23 @@ public final class AsyncHTTPTransport: HTTPTransport {
     /// a folder of hashed certificates). Debian's `ca-certificates` package provides the first.
     public static let systemTrustStores = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/certs"]
 
+    /// True when `path` can give roots: a bundle file that is not empty, or a folder holding at least one
+    /// certificate under its hashed name (`5ad8a5d6.0`), as `c_rehash`/`update-ca-certificates` make
+    /// them. (Debian's `openssl` package creates an empty /etc/ssl/certs without `ca-certificates`.)
+    public static func holdsTrustRoots(_ path: String) -> Bool {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else { return false }
+        if !isFolder.boolValue {
+            let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0
+            return size > 0
+        }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        return names.contains { name in
+            let parts = name.split(separator: ".")
+            return parts.count == 2 && parts[0].count == 8 && parts[0].allSatisfy(\.isHexDigit) && parts[1].allSatisfy(\.isNumber)
+        }
+    }
+
     /// Why no transport could be made: a host without trust roots cannot verify Entra.
     public struct NoTrustRoots: Error, CustomStringConvertible {
         public let description: String
@@ -31,12 +48,16 @@ public final class AsyncHTTPTransport: HTTPTransport {
     public init(additionalCAPEM: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
                 systemTrustStores: [String] = AsyncHTTPTransport.systemTrustStores) throws {
         var tls = TLSConfiguration.makeClientConfiguration()
-        let hasSystemStore = systemTrustStores.contains { FileManager.default.fileExists(atPath: $0) }
+        let hasSystemStore = systemTrustStores.contains(where: Self.holdsTrustRoots)
         if let pem = additionalCAPEM {
             let certs = try PEMBlock.all(in: pem).filter { $0.label == "CERTIFICATE" }.map { try NIOSSLCertificate(bytes: $0.der, format: .der) }
+            guard !certs.isEmpty else {
+                throw NoTrustRoots(description: "The CA to trust (--ca-file or KEYROLL_CA_FILE) holds no PEM CERTIFICATE block. Name a file "
+                                   + "with the CA certificate(s) in PEM ('-----BEGIN CERTIFICATE-----').")
+            }
             if hasSystemStore { tls.additionalTrustRoots = [.certificates(certs)] } else { tls.trustRoots = .certificates(certs) }
         } else if !hasSystemStore {
-            throw NoTrustRoots(description: "This host has no system trust store (none of \(systemTrustStores.joined(separator: ", ")) exists), so no "
+            throw NoTrustRoots(description: "This host has no system trust store (none of \(systemTrustStores.joined(separator: ", ")) holds a certificate), so no "
                                + "TLS connection to Entra could be verified. Install the CA certificates (Debian, Ubuntu: apt-get install ca-certificates), "
                                + "or name the CA to trust with --ca-file or KEYROLL_CA_FILE.")
         }

@@ -26,6 +26,9 @@ extension BenchCommand {
         func run() async throws {
             BenchCommand.quietLogs()
             let me = BenchCommand.selfPath, keyroll = try self.keyroll ?? BenchCommand.keyrollPath()
+            guard FileManager.default.isExecutableFile(atPath: keyroll) else {
+                throw UserFacingError("--keyroll \(keyroll) is not an executable file. Pass a keyroll binary, e.g. .build-package/x86_64-unknown-linux-gnu/release/keyroll after scripts/package.")
+            }
             Figure(name: "keyroll shared libraries (ldd)", value: Double(BenchCommand.sharedLibraries(of: keyroll).count), unit: "libraries",
                    bound: nil, boundName: nil, command: "ldd keyroll").print(json: json)
             for (name, path) in [("keyroll", keyroll), ("keyroll-lab", me)] {

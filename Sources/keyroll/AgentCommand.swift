@@ -229,12 +229,13 @@ struct AgentCommand: AsyncParsableCommand {
     /// each with its own stack and malloc arena). glibc gives each thread that allocates an arena of
     /// its own (up to 8 per core); two bound the heap of an idle agent. Called once, first thing in
     /// `run()`, before anything uses NIO (NIO traps on a suggestion set after use). NIO's own
-    /// environment variables, when set, win.
+    /// environment variables and glibc's `MALLOC_ARENA_MAX`, when set, win.
     static func limitThreads() {
         let environment = ProcessInfo.processInfo.environment
-        if environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] == nil { NIOSingletons.groupLoopCountSuggestion = 1 }
-        if environment["NIO_SINGLETON_BLOCKING_POOL_THREAD_COUNT"] == nil { NIOSingletons.blockingPoolThreadCountSuggestion = 1 }
-        MemoryRelease.limitArenas(to: 2)
+        func unset(_ name: String) -> Bool { (environment[name] ?? "").isEmpty }
+        if unset("NIO_SINGLETON_GROUP_LOOP_COUNT") { NIOSingletons.groupLoopCountSuggestion = 1 }
+        if unset("NIO_SINGLETON_BLOCKING_POOL_THREAD_COUNT") { NIOSingletons.blockingPoolThreadCountSuggestion = 1 }
+        if unset("MALLOC_ARENA_MAX") { MemoryRelease.limitArenas(to: 2) }
     }
 
     struct HealthBody: Encodable {

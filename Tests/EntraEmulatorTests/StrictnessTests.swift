@@ -185,5 +185,26 @@ import TestSupport
         #expect(response.status == 200, "the emulator answered \(response.status) through a transport trusting its CA alone")
         try await transport.shutdown()
         await server.stop()
+        // a CA file that holds no certificate (here: only a key) is refused by name, not left to fail every handshake
+        let keyOnly = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+        #expect(throws: AsyncHTTPTransport.NoTrustRoots.self) { _ = try AsyncHTTPTransport(additionalCAPEM: keyOnly, systemTrustStores: missing) }
+    }
+
+    /// What counts as a system store: a bundle file with content, or a folder with a hashed certificate
+    /// name. An empty /etc/ssl/certs (Debian's openssl package makes one) or an empty bundle does not.
+    @Test func anEmptyFolderOrFileIsNoTrustStore() throws {
+        let dir = try Tools.temporaryDirectory("keyroll-truststore")
+        try FileManager.default.createDirectory(atPath: dir + "/certs", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/empty.crt", contents: Data())
+        FileManager.default.createFile(atPath: dir + "/bundle.crt", contents: Data("-----BEGIN CERTIFICATE-----\n".utf8))
+        #expect(!AsyncHTTPTransport.holdsTrustRoots(dir + "/certs"))
+        #expect(!AsyncHTTPTransport.holdsTrustRoots(dir + "/empty.crt"))
+        #expect(!AsyncHTTPTransport.holdsTrustRoots(dir + "/absent"))
+        #expect(AsyncHTTPTransport.holdsTrustRoots(dir + "/bundle.crt"))
+        FileManager.default.createFile(atPath: dir + "/certs/README", contents: Data("x".utf8))
+        #expect(!AsyncHTTPTransport.holdsTrustRoots(dir + "/certs"))
+        FileManager.default.createFile(atPath: dir + "/certs/5ad8a5d6.0", contents: Data("x".utf8))
+        #expect(AsyncHTTPTransport.holdsTrustRoots(dir + "/certs"))
+        #expect(throws: AsyncHTTPTransport.NoTrustRoots.self) { _ = try AsyncHTTPTransport(systemTrustStores: [dir + "/empty.crt", dir + "/absent"]) }
     }
 }
