@@ -122,27 +122,21 @@ public final class AgentDaemon: @unchecked Sendable {
 /// after it is freed; an agent then sleeps for months. Handing the freed pages back to the system
 /// keeps an idle agent's private memory at what it holds, not at its busiest moment.
 public enum MemoryRelease {
-    /// glibc's `malloc_trim`, looked up at run time (other C libraries do not have it).
-    private static let trim: (@convention(c) (Int) -> Int32)? = {
+    /// A C library function looked up at run time: glibc has `malloc_trim` and `mallopt`, other C
+    /// libraries may not, and then the call is skipped.
+    private static func glibc<F>(_ name: String, as type: F.Type) -> F? {
         #if canImport(Glibc)
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }
+        return unsafeBitCast(symbol, to: type)
         #else
         return nil
         #endif
-    }()
+    }
+
+    private static let trim = glibc("malloc_trim", as: (@convention(c) (Int) -> Int32).self)
+    private static let mallopt = glibc("mallopt", as: (@convention(c) (Int32, Int32) -> Int32).self)
 
     static func returnFreedMemory() { _ = trim?(0) }
-
-    /// glibc's `mallopt`, looked up at run time like `malloc_trim`.
-    private static let mallopt: (@convention(c) (Int32, Int32) -> Int32)? = {
-        #if canImport(Glibc)
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)
-        #else
-        return nil
-        #endif
-    }()
 
     /// Caps glibc's malloc arenas (`M_ARENA_MAX`, glibc's malloc.h: -8). glibc gives each thread that
     /// allocates an arena of its own, up to 8 per core; an agent's few threads share `count`.

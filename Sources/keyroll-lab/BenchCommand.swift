@@ -221,15 +221,8 @@ extension BenchCommand {
 
     /// The shared libraries a binary needs, as `ldd` lists them (the vDSO left out).
     static func sharedLibraries(of binary: String) -> [String] {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/ldd")
-        p.arguments = [binary]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { return [] }
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        // ldd exits 1 for a binary with no dynamic section: then there is no library to list
+        let out = (try? run(["/usr/bin/ldd", binary])) ?? ""
         return out.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty && !$0.hasPrefix("linux-vdso") && !$0.contains("statically linked") }
             .map { String($0.split(separator: " ").first ?? "") }

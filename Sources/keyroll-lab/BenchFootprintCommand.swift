@@ -55,6 +55,7 @@ extension BenchCommand {
             let base = BenchCommand.sample(pid: baseline.processIdentifier)
             let baseRSS = base?.rssKiB ?? 0, baseAnon = base?.anonKiB ?? 0
             baseline.terminate()
+            baseline.waitUntilExit()
             try await BenchEmulator.serving { emu in
                 for n in [1, identities] {
                     var stores: [String] = []

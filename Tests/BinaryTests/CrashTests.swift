@@ -136,14 +136,10 @@ import TestSupport
         await rig.server.stop()
     }
 
-    /// CI's slice of the agent's points: every point of `keyroll roll` runs on every CI run, and half
-    /// of the agent's (which repeat the roll's side effects inside the long-lived process and cost a
-    /// start each): the even points on even days of the year, the odd ones on odd days, so two days of
-    /// CI cover all of them. `nil` (every point) when `KEYROLL_CRASH_POINTS=all`.
-    static func agentHalf() -> Int? {
-        if ProcessInfo.processInfo.environment["KEYROLL_CRASH_POINTS"] == "all" { return nil }
-        return (Calendar(identifier: .gregorian).ordinality(of: .day, in: .year, for: Date()) ?? 0) % 2
-    }
+    /// CI's slice of the points: each costs one or two process starts, so CI kills `keyroll roll` and
+    /// `keyroll agent` at a third of their points each, rotating by day so that three days of CI kill
+    /// at every one (``CISlice``); `KEYROLL_CRASH_POINTS=all` or `KEYROLL_FULL=1` kills at all of them.
+    static func slice() -> CISlice { .rotating(3, fullWhen: "KEYROLL_CRASH_POINTS") }
 
     /// The points one real run of `command` reaches, in order (`KEYROLL_TEST_SIDE_EFFECT_LOG`).
     func points(_ rig: Rig, _ command: String) async throws -> [String] {
@@ -167,8 +163,8 @@ import TestSupport
         let rig = try await Rig.start()
         let all = try await points(rig, command)
         #expect(all.count > 40, "\(all)")
-        let half = Self.agentHalf()
-        for (i, point) in all.enumerated() where command == "roll" || half.map({ i % 2 == $0 }) ?? true {
+        let slice = Self.slice()
+        for (i, point) in all.enumerated() where slice.includes(i) {
             let context = "\(command) killed at \(point)"
             let (store, bundle) = try await rig.newStore("\(command)-\(i)")
             let boot = try bundle.signingCredential().certificate.sha1Thumbprint.hex
@@ -192,10 +188,9 @@ import TestSupport
             let spent = rig.server.emulator.requestCounts().reduce(into: [String: Int]()) { $0[$1.key] = $1.value - (before[$1.key] ?? 0) }
             #expect(spent["addKey", default: 0] == 1 && spent["removeKey", default: 0] == 1, "\(context): \(spent)")
         }
-        let ran = command == "roll" || half == nil ? all.count : all.indices.filter { $0 % 2 == half! }.count
+        let ran = all.indices.filter(slice.includes).count
         print("SIGKILL crash points (\(command)): \(ran) of \(all.count) points killed and restarted"
-              + (ran < all.count ? " (the \(half == 0 ? "even" : "odd") half today; KEYROLL_CRASH_POINTS=all runs every one)" : "")
-              + " (failures are recorded as issues above)")
+              + slice.note(ran: ran, of: all.count, variable: "KEYROLL_CRASH_POINTS") + " (failures are recorded as issues above)")
         await rig.server.stop()
     }
 

@@ -41,17 +41,21 @@ import TestSupport
         var owner: [Int: [String]] = [0: [root]]
         var depth = 0
         var pending: [String]?
+        /// A command the page names is recorded even when it has no option.
+        func mention(_ path: [String]) { result[path.joined(separator: " "), default: []].formUnion([]) }
         for line in page.split(separator: "\n").map(String.init) {
             if line.hasPrefix(".Bl") {
                 depth += 1
-                owner[depth] = pending ?? owner[depth - 1] ?? [root]
+                let list = pending ?? owner[depth - 1] ?? [root]
+                owner[depth] = list
                 pending = nil
-                result[owner[depth]!.joined(separator: " "), default: []] = result[owner[depth]!.joined(separator: " ")] ?? []
+                mention(list)
             } else if line == ".El" {
                 depth -= 1
             } else if line.hasPrefix(".It Em ") {
-                pending = (owner[depth] ?? [root]) + [String(line.dropFirst(7))]
-                result[pending!.joined(separator: " "), default: []] = result[pending!.joined(separator: " ")] ?? []
+                let command = (owner[depth] ?? [root]) + [String(line.dropFirst(7))]
+                pending = command
+                mention(command)
             } else if line.hasPrefix(".It Fl ") {
                 let path = (owner[depth] ?? [root]).joined(separator: " ")
                 for token in line.split(separator: " ") where token.hasPrefix("-") && token.count > 1 {

@@ -153,9 +153,13 @@ final class PointHook: @unchecked Sendable {
         #expect(points.count > 40, "a roll has many side effects: \(points)")
         var tally = Tally()
         tally.points = points.count
+        let slice = CISlice.rotating(4, fullWhen: "KEYROLL_CRASH_POINTS")
+        var cases = 0
         for (i, point) in points.enumerated() {
             guard let effect = SideEffect(String(point.prefix { $0 != "#" })) else { Issue.record("unparseable point \(point)"); continue }
-            for fault in Fault.allCases where fault.applies(to: effect) {
+            for (f, fault) in Fault.allCases.enumerated() where fault.applies(to: effect) {
+                cases += 1
+                guard slice.includes(i + f) else { continue }
                 let wrong = try await trial(fleet, scenario, name: "\(scenario.rawValue)-\(i)-\(fault.rawValue)", point: point, fault: fault)
                 for w in wrong { tally.failures[w, default: 0] += 1 }
                 tally.trials += 1
@@ -164,7 +168,8 @@ final class PointHook: @unchecked Sendable {
         }
         print("crash points (\(scenario.rawValue)): \(tally.points) points, \(tally.trials) trials: "
               + Fault.allCases.map { "\($0.rawValue) \(tally.byFault[$0] ?? 0)" }.joined(separator: ", ")
-              + "; \(tally.failures["lockout"] ?? 0) lockouts, \(tally.failures["stuck"] ?? 0) stuck, \(tally.failures["orphan"] ?? 0) orphans")
+              + "; \(tally.failures["lockout"] ?? 0) lockouts, \(tally.failures["stuck"] ?? 0) stuck, \(tally.failures["orphan"] ?? 0) orphans"
+              + slice.note(ran: tally.trials, of: cases, variable: "KEYROLL_CRASH_POINTS"))
     }
 
     /// removeKey is idempotent ("No credentials found" is success), so after its answer was lost the
@@ -258,10 +263,13 @@ final class PointHook: @unchecked Sendable {
         let points = reference.points
         #expect(points.contains { $0.hasPrefix("rename identity.json") } && points.contains { $0.hasPrefix("rename journal.json") }
                 && points.contains { $0.hasPrefix("rename current.pem") }, "\(points)")
-        var trials = 0
+        var trials = 0, cases = 0
+        let slice = CISlice.rotating(2, fullWhen: "KEYROLL_CRASH_POINTS")
         for (i, point) in points.enumerated() {
             guard let effect = SideEffect(String(point.prefix { $0 != "#" })) else { Issue.record("unparseable point \(point)"); continue }
-            for fault in [Fault.crash, .noSpace] where fault.applies(to: effect) {
+            for (f, fault) in [Fault.crash, .noSpace].enumerated() where fault.applies(to: effect) {
+                cases += 1
+                guard slice.includes(i + f) else { continue }
                 trials += 1
                 let name = "import-\(i)-\(fault.rawValue)"
                 let context = "import: \(fault.rawValue) at \(point)"
@@ -292,7 +300,7 @@ final class PointHook: @unchecked Sendable {
         let (rolled, rolledBundle) = try await fleet.agentStore("import-after-roll")
         _ = try await fleet.roller(rolled).roll()
         #expect(throws: CredentialStore.StoreError.self) { try Roller.importBundle(rolledBundle, into: rolled, now: fleet.rig.clock.now()) }
-        print("crash points (import): \(points.count) points, \(trials) trials")
+        print("crash points (import): \(points.count) points, \(trials) trials" + slice.note(ran: trials, of: cases, variable: "KEYROLL_CRASH_POINTS"))
     }
 
     /// The sweep at start destroys what a crash left (a key the journal never recorded, a
