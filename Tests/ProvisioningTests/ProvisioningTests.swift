@@ -63,7 +63,7 @@ struct Central {
 @Suite struct ProvisioningRunTests {
     /// A thousand apps in the full run (`KEYROLL_FULL=1`), 250 in CI; the write budget scales with
     /// the fleet so that the scheduler backs off several times either way.
-    static var fleetSize: Int { ProcessInfo.processInfo.environment["KEYROLL_FULL"] == "1" ? 1000 : 250 }
+    static var fleetSize: Int { CISlice.isFullRun() ? 1000 : 250 }
 
     @Test func aFleetUnderThrottlingWithoutFailuresOrDuplicates() async throws {
         let n = Self.fleetSize

@@ -24,10 +24,15 @@ public struct CISlice: Sendable, Equatable {
         self.parts = parts
     }
 
+    /// `KEYROLL_FULL=1`: every enumeration takes every case (and sized runs take their full size).
+    public static func isFullRun(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment["KEYROLL_FULL"] == "1"
+    }
+
     /// Today's (UTC) part of `parts`, or every case when `KEYROLL_FULL=1` or `variable` is `all`.
     public static func rotating(_ parts: Int, fullWhen variable: String? = nil,
                                 environment: [String: String] = ProcessInfo.processInfo.environment, on day: Date = Date()) -> CISlice {
-        if environment["KEYROLL_FULL"] == "1" || variable.map({ environment[$0] == "all" }) == true { return .all }
+        if isFullRun(environment) || variable.map({ environment[$0] == "all" }) == true { return .all }
         // days since 1970 in UTC: consecutive, also across New Year, and the same in every time zone
         let days = Int((day.timeIntervalSince1970 / 86_400).rounded(.down))
         return CISlice(part: ((days % parts) + parts) % parts, parts: parts)
