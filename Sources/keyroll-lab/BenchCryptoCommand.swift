@@ -13,7 +13,7 @@ import ServiceLifecycle
 
 extension BenchCommand {
     struct Crypto: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "RSA keygen/s and sign/s through swift-crypto next to OpenSSL on this machine.")
+        static let configuration = CommandConfiguration(commandName: "crypto", abstract: "RSA keygen/s and sign/s through swift-crypto next to OpenSSL on this machine.")
         @Option var seconds = 3.0
         @Option(help: "Keys per keygen measurement.") var keys = 20
         @Flag var json = false

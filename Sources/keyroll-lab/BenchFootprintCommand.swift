@@ -13,7 +13,7 @@ import ServiceLifecycle
 
 extension BenchCommand {
     struct Footprint: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Agent idle RSS and CPU with 1 and with N identities; cold start of `keyroll --version`.")
+        static let configuration = CommandConfiguration(commandName: "footprint", abstract: "Agent idle RSS and CPU with 1 and with N identities; cold start of `keyroll --version`.")
         @Option(help: "Idle measurement window in seconds.") var idleSeconds = 60.0
         @Option(help: "Identities in the large agent.") var identities = 100
         @Option(help: "Cold-start repetitions.") var starts = 20

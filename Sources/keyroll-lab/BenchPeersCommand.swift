@@ -13,7 +13,7 @@ import ServiceLifecycle
 
 extension BenchCommand {
     struct Peers: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The same bootstrap + roll by keyroll, a hand-written MSAL Python script, and Azure CLI's privileged path, side by side.")
+        static let configuration = CommandConfiguration(commandName: "peers", abstract: "The same bootstrap + roll by keyroll, a hand-written MSAL Python script, and Azure CLI's privileged path, side by side.")
         @Option(help: "Repetitions per peer.") var reps = 3
         @Option(help: "Python with msal, cryptography, requests, PyJWT.") var python = ProcessInfo.processInfo.environment["KEYROLL_PYTHON"] ?? ".venv-py/bin/python"
         @Option(help: "The Azure CLI (az) to compare, e.g. .venv-azcli/bin/az.") var az: String?

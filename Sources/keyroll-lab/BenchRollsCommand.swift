@@ -13,7 +13,7 @@ import ServiceLifecycle
 
 extension BenchCommand {
     struct Rolls: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "End-to-end bootstrap rolls of N apps against the in-process emulator, as a fraction of the keygen bound.")
+        static let configuration = CommandConfiguration(commandName: "rolls", abstract: "End-to-end bootstrap rolls of N apps against the in-process emulator, as a fraction of the keygen bound.")
         /// RSA signatures in one bootstrap roll: the agent's client assertions (bootstrap key once,
         /// new key twice for verification), the self-signed certificate, the addKey and removeKey
         /// proofs, and the emulator's three access tokens.

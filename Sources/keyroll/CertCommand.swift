@@ -14,6 +14,7 @@ struct CertCommand: AsyncParsableCommand {
 
     struct New: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "new",
             abstract: "Generate an RSA key and a self-signed client certificate (bootstrap-style by default: 2 days).",
             discussion: """
                 Writes key.pem (PKCS#8), cert.pem and combined.pem (key + certificate, usable as \
@@ -56,7 +57,7 @@ struct CertCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the subject, validity and thumbprints of a PEM certificate.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Print the subject, validity and thumbprints of a PEM certificate.")
 
         @Argument(help: "A PEM file holding a certificate (a combined key + certificate PEM works too).")
         var path: String

@@ -20,4 +20,30 @@ import TestSupport
         let linked = try Tools.run(["ldd", Binaries.keyroll])
         #expect(!linked.stdout.contains("sqlite"), "keyroll links SQLite:\n\(linked.stdout)")
     }
+
+    /// Every command names itself in its `CommandConfiguration`. Without `commandName:`
+    /// swift-argument-parser derives the name with `String(describing: Self.self)` while it
+    /// builds the command tree at every start — even for `--version` — and each such call makes
+    /// the Swift runtime scan all of the static binary's ~11,000 protocol conformance records
+    /// several times: naming the two `cert` subcommands took about 5 % off `keyroll --version`
+    /// (docs/benchmarks.md, "Footprint of the production agent").
+    @Test(arguments: ["keyroll", "keyroll-lab"])
+    func everyCommandNamesItself(tool: String) throws {
+        let folder = Tools.packageRoot + "/Sources/" + tool
+        var unnamed: [String] = []
+        var configurations = 0
+        for file in try FileManager.default.contentsOfDirectory(atPath: folder) where file.hasSuffix(".swift") {
+            let text = try String(contentsOfFile: folder + "/" + file, encoding: .utf8)
+            var rest = text[...]
+            while let start = rest.range(of: "CommandConfiguration(") {
+                configurations += 1
+                // the first argument of the call, on the same line or the next
+                let call = rest[start.upperBound...].prefix(200).trimmingCharacters(in: .whitespacesAndNewlines)
+                if !call.hasPrefix("commandName:") { unnamed.append("\(file): \(call.prefix(60))") }
+                rest = rest[start.upperBound...]
+            }
+        }
+        #expect(configurations > 5, "found \(configurations) CommandConfiguration calls under \(folder): is it the right folder?")
+        #expect(unnamed.isEmpty, "commands without commandName: (the name is then derived at every start): \(unnamed.joined(separator: "; "))")
+    }
 }
