@@ -14,6 +14,8 @@ public final class AgentDaemon: @unchecked Sendable {
     static let failureBackoff = Backoff(base: 60, cap: 3600)
     public let rollers: [Roller]
     let clock: any WallClock
+    /// Schedules the registration checks: a wall-clock step back cannot put them off.
+    let monotonic: any MonotonicClock
     let sleeper: any Sleeper
     let logger: Logger
     /// An upper bound on each identity's `registrationCheckInterval`: how often it proves, between
@@ -23,12 +25,15 @@ public final class AgentDaemon: @unchecked Sendable {
     private let lock = NSLock()
     private var reconciled: Set<String> = []
     private var lastError: [String: String] = [:]
-    private var nextWatch: [String: Date] = [:]
+    /// When each identity's next registration check is due, on the monotonic clock.
+    private var nextWatch: [String: Double] = [:]
 
     public init(rollers: [Roller], clock: any WallClock = SystemClock(), sleeper: any Sleeper = TaskSleeper(),
-                logger: Logger = Logger(label: "keyroll.agent"), signInCheckInterval: TimeInterval = 600) {
+                logger: Logger = Logger(label: "keyroll.agent"), signInCheckInterval: TimeInterval = 600, monotonic: (any MonotonicClock)? = nil) {
         self.rollers = rollers
         self.clock = clock
+        // a virtual clock is the monotonic clock of a virtual run; a real one uses the machine's
+        self.monotonic = monotonic ?? (clock as? ManualClock) ?? SystemMonotonicClock()
         self.sleeper = sleeper
         self.logger = logger
         self.signInCheckInterval = signInCheckInterval
@@ -61,9 +66,9 @@ public final class AgentDaemon: @unchecked Sendable {
                 }
                 if case .rolled = outcome { MemoryRelease.returnFreedMemory() }
                 if case .notDue(let next) = outcome {
-                    // Wake when the roll or the next registration check is due.
-                    let watch = lock.withLock { nextWatch[key(r)] } ?? clock.now()
-                    try await sleeper.sleep(seconds: min(3600, max(1, min(next, watch).timeIntervalSince(clock.now()))))
+                    // Wake when the roll (wall clock) or the next registration check (monotonic) is due.
+                    let watchIn = (lock.withLock { nextWatch[key(r)] } ?? 0) - monotonic.monotonicSeconds()
+                    try await sleeper.sleep(seconds: min(3600, max(1, min(next.timeIntervalSince(clock.now()), watchIn))))
                 }
             } catch is CancellationError {
                 return
@@ -86,10 +91,10 @@ public final class AgentDaemon: @unchecked Sendable {
     /// stale write dropped, and removes keys that came back. A failure is logged and counted; it
     /// never stops the loop, and the next check comes at the same pace.
     private func watchIfDue(_ r: Roller) async {
-        let now = clock.now()
+        let now = monotonic.monotonicSeconds()
         if let due = lock.withLock({ nextWatch[key(r)] }), now < due { return }
         let interval = min(r.policy.registrationCheckInterval, signInCheckInterval)
-        lock.withLock { nextWatch[key(r)] = now.addingTimeInterval(interval * Double.random(in: 0.5...1)) }
+        lock.withLock { nextWatch[key(r)] = now + interval * Double.random(in: 0.5...1) }
         do {
             let report = try await r.watchRegistration()
             if !report.removedAgain.isEmpty || report.repaired {

@@ -23,6 +23,11 @@ public struct CredentialRecord: Codable, Sendable, Equatable {
     /// re-registration of the active key if a stale privileged PATCH drops that key and brings this
     /// one back (see ``Journal/repairing(prover:reason:now:)``). Released after the retention window.
     public var retainedSince: Date?
+    /// The machine's boot-time clock when the retention began (``MonotonicClock/secondsSinceBoot()``),
+    /// stamped by the agent as it commits the retention: the window is measured on it as well as on
+    /// the wall clock, so a wall-clock step forward cannot end it (``WindowElapsed``). Nil until stamped
+    /// (and in journals of earlier versions).
+    public var retainedAtBootSeconds: Double?
 
     public init(thumbprint: String, notBefore: Date, notAfter: Date, keyId: String?, origin: CredentialOrigin, lastProvenAt: Date? = nil) {
         self.thumbprint = thumbprint
@@ -117,6 +122,10 @@ public struct RollInProgress: Codable, Sendable, Equatable {
     public var addedAt: Date?
     /// How many times the new key was registered again after Entra dropped it before the switch.
     public var reregistrations: Int?
+    /// When the reload hook first failed for this roll's switch; its grace counts from here.
+    public var reloadFailingSince: Date?
+    /// The machine's boot-time clock at that first failure, stamped by the agent as it commits it.
+    public var reloadFailingAtBootSeconds: Double?
 
     /// Whether the roll still needs `thumbprint`'s private key on disk. The new key is given up
     /// once the roll is abandoning; the old key once it is switched away from (only its
@@ -235,6 +244,30 @@ public struct Journal: Codable, Sendable, Equatable {
         return j
     }
 
+    /// switched → switched: the reload hook failed. The first failure is recorded: the hook's grace
+    /// counts from it, not from the switch, so a pause or a restart between the switch and the first
+    /// attempt cannot make one failure look like a day of them. Later failures change nothing.
+    public func reloadFailed(now: Date) throws -> Journal {
+        var j = try expecting(.switched)
+        if j.roll!.reloadFailingSince == nil {
+            j.roll!.reloadFailingSince = now
+            j.roll!.reloadFailingAtBootSeconds = nil
+        }
+        return j
+    }
+
+    /// This journal with every window that has begun but has no boot-time reading given `seconds`
+    /// (``MonotonicClock/secondsSinceBoot()``): called on each commit, right after the transition
+    /// that began the window, so the reading marks its beginning.
+    public func stampingWindows(bootSeconds seconds: Double) -> Journal {
+        var j = self
+        for i in j.credentials.indices where j.credentials[i].retainedSince != nil && j.credentials[i].retainedAtBootSeconds == nil {
+            j.credentials[i].retainedAtBootSeconds = seconds
+        }
+        if j.roll?.reloadFailingSince != nil, j.roll?.reloadFailingAtBootSeconds == nil { j.roll!.reloadFailingAtBootSeconds = seconds }
+        return j
+    }
+
     /// switched (or retired, for journals of earlier versions) → idle: the old key is gone from
     /// Graph (under `removedKeyIds`). Its record stays, *retained* (``CredentialRecord/retainedSince``),
     /// with its private key, so a stale write that drops the new key can be undone; a tombstone
@@ -247,7 +280,12 @@ public struct Journal: Codable, Sendable, Equatable {
         var j = self
         if let i = j.credentials.firstIndex(where: { $0.thumbprint == r.oldThumbprint }) {
             let old = j.credentials[i]
-            if retain { j.credentials[i].retainedSince = now } else { j.credentials.remove(at: i) }
+            if retain {
+                j.credentials[i].retainedSince = now
+                j.credentials[i].retainedAtBootSeconds = nil  // stamped as it is committed
+            } else {
+                j.credentials.remove(at: i)
+            }
             j.tombstones.removeAll { $0.thumbprint == old.thumbprint }
             j.tombstones.append(Tombstone(thumbprint: old.thumbprint, keyIds: removedKeyIds.isEmpty ? old.keyId.map { [$0] } ?? [] : removedKeyIds,
                                           notAfter: old.notAfter, removedAt: now))
@@ -300,7 +338,10 @@ public struct Journal: Codable, Sendable, Equatable {
     /// window (another stale write may still be on its way).
     public func removedAgain(_ thumbprint: String, now: Date) -> Journal {
         var j = self
-        if let i = j.credentials.firstIndex(where: { $0.thumbprint == thumbprint && $0.isRetained }) { j.credentials[i].retainedSince = now }
+        if let i = j.credentials.firstIndex(where: { $0.thumbprint == thumbprint && $0.isRetained }) {
+            j.credentials[i].retainedSince = now
+            j.credentials[i].retainedAtBootSeconds = nil  // stamped as it is committed
+        }
         if let i = j.tombstones.firstIndex(where: { $0.thumbprint == thumbprint }) { j.tombstones[i].removedAt = now }
         return j
     }

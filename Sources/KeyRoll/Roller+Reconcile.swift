@@ -52,8 +52,16 @@ extension Roller {
         }
     }
 
-    func commit(_ j: Journal, phase: RollPhase?, event: (AgentEvent.Kind, String)?) throws {
-        try store.save(j)
+    func commit(_ transition: Journal, phase: RollPhase?, event: (AgentEvent.Kind, String)?) throws {
+        // windows the transition began get their boot-time reading (WindowElapsed)
+        let j = transition.stampingWindows(bootSeconds: monotonic.secondsSinceBoot())
+        do { try store.save(j) } catch {
+            // The write can fail after its rename (the folder's fsync): the disk may hold the new
+            // journal already. Memory follows the disk, so the next attempt (and the sweep before
+            // it) acts on what a restart would read, never on a state the disk has left.
+            if let onDisk = try? store.journal() { lock.withLock { _journal = onDisk } }
+            throw error
+        }
         lock.withLock { _journal = j }
         if let event { emit(event.0, event.1) }
         afterTransition?(phase)

@@ -256,7 +256,15 @@ extension Roller {
             try commit(try journal.reloaded(now: clock.now()), phase: .switched, event: (.reloaded, "the application was told about the new credential"))
         } catch let failure as ReloadHook.Failure {
             metrics.increment("keyroll_reload_hook_failures_total", ["app_id": identity.appId])
-            let failingFor = clock.now().timeIntervalSince(r.phaseSince ?? r.startedAt)
+            // The grace counts from the first failure, journaled (a pause, a restart or a clock step
+            // between the switch and the first attempt cannot make one failure look like a day of
+            // them), on both clocks: a step forward cannot end it (WindowElapsed). After a reboot the
+            // wall clock alone, so a host that reboots daily still finishes its roll.
+            if journal.roll?.reloadFailingSince == nil { try commit(try journal.reloadFailed(now: clock.now()), phase: nil, event: nil) }
+            let boot = monotonic.secondsSinceBoot()
+            let since = journal.roll?.reloadFailingSince ?? r.phaseSince ?? r.startedAt
+            let failingFor = WindowElapsed.seconds(wallSince: since, wallNow: clock.now(), bootSince: journal.roll?.reloadFailingAtBootSeconds ?? boot,
+                                                   bootNow: boot, afterReboot: .wallClock)
             guard failingFor >= policy.reloadHookGrace else {
                 emit(.reloadHookFailed, "\(failure); the old key stays registered until the hook succeeds (or for \(Int(policy.reloadHookGrace)) s)")
                 throw failure

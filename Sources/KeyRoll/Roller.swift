@@ -57,6 +57,9 @@ public final class Roller: @unchecked Sendable {
     /// Retained keys the last check found back (no self-read), and those found back twice in a row.
     var backLastCheck: Set<String> = []
     var unremovable: Set<String> = []
+    /// Boot-time readings at which this process loaded retentions that have none of their own
+    /// (journals of earlier versions): see ``retentionElapsed(_:since:)``.
+    var windowMarks: [String: Double] = [:]
 
     /// A held credential, parsed once.
     func credential(_ thumbprint: String) throws -> SigningCredential {
@@ -67,6 +70,31 @@ public final class Roller: @unchecked Sendable {
     }
 
     public var journal: Journal { lock.withLock { _journal } }
+
+    /// How long a retained key's window has run (``WindowElapsed``): the shorter of the wall-clock
+    /// time since `since` and the boot-time clock's time since the retention was committed (for a
+    /// record without that reading, since this process loaded it). A wall-clock step forward cannot
+    /// end the window early; a restart does not start it again; a reboot only delays it.
+    func retentionElapsed(_ r: CredentialRecord, since: Date) -> TimeInterval {
+        let boot = monotonic.secondsSinceBoot()
+        let bootSince = r.retainedAtBootSeconds ?? lock.withLock { windowMarks[Self.retentionWindow(r, since: since)] } ?? boot
+        return WindowElapsed.seconds(wallSince: since, wallNow: clock.now(), bootSince: bootSince, bootNow: boot, afterReboot: .uptime)
+    }
+
+    /// The window of a retained key, named by its thumbprint and its journaled start (a key
+    /// removed again starts a new one).
+    static func retentionWindow(_ r: CredentialRecord, since: Date) -> String { "retained \(r.thumbprint) \(since.timeIntervalSince1970)" }
+
+    /// Marks, now, the start of every retention window of `j` that has no boot-time reading (a
+    /// journal of an earlier version), so it is measured from when this process loaded it.
+    func markUnstampedRetentions(_ j: Journal) {
+        let now = monotonic.secondsSinceBoot()
+        lock.withLock {
+            for r in j.retained where r.retainedAtBootSeconds == nil {
+                if let since = r.retainedSince, windowMarks[Self.retentionWindow(r, since: since)] == nil { windowMarks[Self.retentionWindow(r, since: since)] = now }
+            }
+        }
+    }
 
     /// The subject CN of the certificates this roller makes: the policy's subject, marked with the
     /// replica's name when the app runs on several hosts (``CredentialName``).
@@ -115,6 +143,7 @@ public final class Roller: @unchecked Sendable {
         let active = try store.credential(j.active)
         self.graphBase = GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(active), transport: wire, clock: clock,
                                      sleeper: sleeper, retry: retry, logger: logger)
+        markUnstampedRetentions(j)
         try sweep(tokenMayFail: true)
         // a retained key whose file is gone (restored from a backup without it, removed by hand)
         // cannot prove anything: let the journal forget it

@@ -42,6 +42,12 @@ public final class ManualClock: WallClock, @unchecked Sendable {
 public protocol MonotonicClock: Sendable {
     /// Seconds since an arbitrary fixed point of this process.
     func monotonicSeconds() -> Double
+    /// The machine's boot-time clock (`CLOCK_BOOTTIME`): the same for every process, never stepped,
+    /// counting time suspended, and back at 0 after each boot. So a later reading minus an earlier
+    /// one — across restarts, and across reboots when the later is the larger — is never more than
+    /// the real time between them; after a reboot that made it smaller, the later reading alone is
+    /// still a lower bound. Windows kept across restarts are measured on it (``WindowElapsed``).
+    func secondsSinceBoot() -> Double
 }
 
 /// The machine's monotonic clock: Swift's `ContinuousClock` (CLOCK_BOOTTIME on Linux), which keeps
@@ -53,11 +59,17 @@ public struct SystemMonotonicClock: MonotonicClock {
         let d = ContinuousClock.now - Self.origin
         return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
+    public func secondsSinceBoot() -> Double {
+        var t = timespec()
+        guard clock_gettime(CLOCK_BOOTTIME, &t) == 0 else { return 0 }  // 0: the smallest lower bound
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
 }
 
 /// Virtual runs: the virtual clock is the only time there is, so it is the monotonic one too.
 extension ManualClock: MonotonicClock {
     public func monotonicSeconds() -> Double { now().timeIntervalSince1970 }
+    public func secondsSinceBoot() -> Double { now().timeIntervalSince1970 }
 }
 
 /// Waits. Real code sleeps; virtual-clock runs advance the clock instead.
@@ -83,5 +95,43 @@ public struct ClockAdvancingSleeper: Sleeper {
         try Task.checkCancellation()
         clock.advance(by: max(0, seconds))
         await Task.yield()
+    }
+}
+
+/// How long a window that guards a destructive step (releasing a retained key, giving up on a
+/// reload hook) has run: the *shorter* of the wall-clock reading and a lower bound of the real time
+/// taken from the machine's boot-time clock (``MonotonicClock/secondsSinceBoot()``).
+///
+/// The wall clock can be stepped forward (NTP correcting a clock that was behind, a VM resumed from
+/// a snapshot), which alone would end a window at once; the boot-time clock cannot be stepped, and
+/// its difference never exceeds the real time, across restarts and reboots. Taking the shorter, a
+/// window ends only when both agree that it has: a step can delay it, never hasten it.
+public enum WindowElapsed {
+    /// What to do when the machine rebooted since the window began (the boot-time clock went back).
+    public enum AfterReboot: Sendable {
+        /// Count only this boot's uptime: a lower bound of the real time (a window that only delays,
+        /// such as keeping a retained key).
+        case uptime
+        /// Trust the wall clock alone (a window that must end some day, such as the reload hook's
+        /// grace, which would otherwise keep a roll open on a host that reboots daily).
+        case wallClock
+    }
+
+    /// - Parameters:
+    ///   - wallSince: when the window began, as journaled on the wall clock.
+    ///   - bootSince: the boot-time reading when it began (nil: not stamped; give `bootNow`'s
+    ///     reading when this process first saw the window instead).
+    public static func seconds(wallSince: Date, wallNow: Date, bootSince: Double, bootNow: Double, afterReboot: AfterReboot) -> TimeInterval {
+        let wall = wallNow.timeIntervalSince(wallSince)
+        let real: Double
+        if bootNow >= bootSince {
+            real = bootNow - bootSince
+        } else {
+            switch afterReboot {
+            case .uptime: real = bootNow
+            case .wallClock: real = wall
+            }
+        }
+        return max(0, min(wall, real))
     }
 }

@@ -150,9 +150,10 @@ public enum SecureFiles {
     /// The name therefore always holds the whole secret or nothing: a crash can never leave a
     /// zeroed file that reads as damaged. (On copy-on-write or journaling file systems the
     /// overwrite is best effort; it still keeps the key out of casual reach.) A missing file is
-    /// already destroyed.
+    /// already destroyed. A file its owner made read-only (0400, a common hardening) is destroyed
+    /// too: a key that cannot be destroyed would stop every sweep, and so every roll.
     public static func shred(_ path: String, hook: SideEffectHook = .none) throws {
-        guard let (fd, st) = try openRegularFile(path, O_WRONLY) else { return }
+        guard let (fd, st) = try openForShredding(path) else { return }
         defer { close(fd) }
         try hook.reach(.unlink, file: path)
         guard unlink(path) == 0 || errno == ENOENT else { throw SecureFileError.io(path: path, operation: "unlink", errno: errno) }
@@ -162,6 +163,25 @@ public enum SecureFiles {
         try writeAll(fd, [UInt8](repeating: 0, count: Int(st.st_size)), path: path)
         try hook.reach(.fsync, file: path)
         _ = fsync(fd)
+    }
+
+    /// Opens `path` for writing to shred it. When writing is refused (EACCES), the file is opened for
+    /// reading instead and, if it is a regular file this user owns, given back its owner's write
+    /// permission through that descriptor and opened again; the second open must reach the same file
+    /// (device and inode), so a file swapped in between is refused, never written.
+    private static func openForShredding(_ path: String) throws -> (Int32, stat)? {
+        do { return try openRegularFile(path, O_WRONLY) } catch SecureFileError.io(_, "open", EACCES) {
+            guard let (reader, st) = try openRegularFile(path, O_RDONLY) else { return nil }
+            defer { close(reader) }
+            guard st.st_uid == geteuid() else { throw SecureFileError.wrongOwner(path: path, owner: st.st_uid, expected: geteuid()) }
+            guard fchmod(reader, 0o600) == 0 else { throw SecureFileError.io(path: path, operation: "chmod", errno: errno) }
+            guard let (fd, again) = try openRegularFile(path, O_WRONLY) else { return nil }
+            guard again.st_dev == st.st_dev, again.st_ino == st.st_ino else {
+                close(fd)
+                throw SecureFileError.io(path: path, operation: "open", errno: EAGAIN)
+            }
+            return (fd, again)
+        }
     }
 
     /// Opens `path` without following a link and only if it is a regular file; nil if it does not exist.

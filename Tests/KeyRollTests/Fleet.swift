@@ -39,11 +39,12 @@ final class Fleet: @unchecked Sendable {
         return (store, result.bundle)
     }
 
+    /// `monotonic`: the process's own clock, when a test moves the wall clock without it (a step).
     func roller(_ store: CredentialStore, policy: RollPolicy = .init(), clock: (any WallClock)? = nil, random: Double = 0.5,
-                reloadHook: ReloadHook? = nil, afterTransition: (@Sendable (RollPhase?) -> Void)? = nil) throws -> Roller {
+                reloadHook: ReloadHook? = nil, afterTransition: (@Sendable (RollPhase?) -> Void)? = nil, monotonic: (any MonotonicClock)? = nil) throws -> Roller {
         let events = self.events
         return try Roller(store: store, policy: policy, transport: transport, clock: clock ?? rig.clock, sleeper: ClockAdvancingSleeper(clock: rig.clock),
-                          observer: { events.append($0) }, reloadHook: reloadHook, random: { random }, afterTransition: afterTransition)
+                          observer: { events.append($0) }, reloadHook: reloadHook, random: { random }, afterTransition: afterTransition, monotonic: monotonic)
     }
 
     /// Whether the token endpoint accepts `credential` for `appId` now.

@@ -351,4 +351,113 @@ import Glibc
         }
         #expect(Date().timeIntervalSince(started) < 10)
     }
+
+    // 8. Windows that guard a destructive step hold on both clocks (WindowElapsed)
+
+    @Test func windowElapsedIsTheShorterOfTheWallAndTheBootTimeReading() {
+        let t0 = Date(timeIntervalSince1970: 1_000_000)
+        func elapsed(wall: Double, bootSince: Double, bootNow: Double, _ after: WindowElapsed.AfterReboot = .uptime) -> Double {
+            WindowElapsed.seconds(wallSince: t0, wallNow: t0 + wall, bootSince: bootSince, bootNow: bootNow, afterReboot: after)
+        }
+        #expect(elapsed(wall: 2 * 86_400, bootSince: 5, bootNow: 605) == 600, "a step forward is capped by the boot-time clock")
+        #expect(elapsed(wall: 600, bootSince: 0, bootNow: 86_400) == 600, "a step back only delays")
+        #expect(elapsed(wall: 90_000, bootSince: 80_000, bootNow: 3_600) == 3_600, "after a reboot: this boot's uptime, a lower bound")
+        #expect(elapsed(wall: 90_000, bootSince: 80_000, bootNow: 3_600, .wallClock) == 90_000, "after a reboot, a grace trusts the wall clock")
+        #expect(elapsed(wall: -3_600, bootSince: 0, bootNow: 10) == 0, "never negative")
+    }
+
+    /// NTP steps the wall clock two days forward minutes after a roll: the retained old key must
+    /// stay for the retention window of real time, or a stale write landing within the hour would
+    /// find nothing left to undo it with.
+    @Test func aClockStepForwardDoesNotEndTheRetentionWindow() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("clock-step-retained")
+        let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+        let process = ManualClock(Date(timeIntervalSince1970: 1_000))  // this process's monotonic clock
+        let roller = try fleet.roller(store, monotonic: process)
+        guard case .rolled = try await roller.rollIfDue() else { Issue.record("no roll"); return }
+        #expect(try store.journal().credential(bootThumb)?.isRetained == true)
+        fleet.rig.clock.advance(by: 2 * 86_400)  // the step
+        for _ in 0..<3 {
+            fleet.rig.clock.advance(by: 600)
+            process.advance(by: 600)
+            #expect(try await roller.watchRegistration().released.isEmpty, "released after a clock step, 30 minutes into its window")
+        }
+        #expect(FileManager.default.fileExists(atPath: store.keyPath(bootThumb)))
+        // a real day later two agreeing checks release it
+        fleet.rig.clock.advance(by: RollPolicy().retainedKeyWindow)
+        process.advance(by: RollPolicy().retainedKeyWindow)
+        _ = try await roller.watchRegistration()
+        fleet.rig.clock.advance(by: 600)
+        process.advance(by: 600)
+        #expect(try await roller.watchRegistration().released == [bootThumb])
+        #expect(!FileManager.default.fileExists(atPath: store.keyPath(bootThumb)))
+    }
+
+    /// The reload hook's grace counts from its first failure, not from the switch: an agent that
+    /// died (or was paused) right after the switch and starts a day later must not remove the old
+    /// key at the first failure it sees. And a clock step forward after the first failure does not
+    /// use the grace up either.
+    @Test func theReloadHooksGraceCountsFromItsFirstFailureOnBothClocks() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("hook-after-pause")
+        var policy = RollPolicy()
+        policy.reloadHookGrace = 3600
+        let dies = PointHook(target: "hook reload#1")  // switched, and dead before the hook ran
+        do {
+            let first = try fleet.roller(CredentialStore(path: store.path, hook: dies.hook), policy: policy, reloadHook: .command(["/bin/false"]))
+            await #expect(throws: SimulatedCrash.self) { try await first.rollIfDue() }
+        }
+        #expect(dies.didFire)
+        #expect(try store.journal().roll?.phase == .switched)
+        fleet.rig.clock.advance(by: 86_400)  // down for a day (the boot-time clock counts it too)
+        let resumed = try fleet.roller(store, policy: policy, reloadHook: .command(["/bin/false"]))
+        await #expect(throws: ReloadHook.Failure.self) { try await resumed.rollIfDue() }
+        #expect(try fleet.graphKeys(bundle.appId).count == 2, "the old key was removed at the hook's first failure")
+        #expect(try store.journal().roll?.reloadFailingSince == fleet.rig.clock.now(), "the first failure is journaled")
+
+        // the wall clock steps a day forward ten minutes later: still inside the grace
+        let (store2, bundle2) = try await fleet.agentStore("hook-clock-step")
+        let process = ManualClock(Date(timeIntervalSince1970: 1_000))  // the boot-time clock, apart from the wall clock
+        let stepped = try fleet.roller(store2, policy: policy, reloadHook: .command(["/bin/false"]), monotonic: process)
+        await #expect(throws: ReloadHook.Failure.self) { try await stepped.rollIfDue() }
+        fleet.rig.clock.advance(by: 86_400 + 600)
+        process.advance(by: 600)
+        await #expect(throws: ReloadHook.Failure.self) { try await stepped.rollIfDue() }
+        #expect(try fleet.graphKeys(bundle2.appId).count == 2, "a clock step used the grace up")
+        // an hour of real time after the first failure, the roll goes on (with an alarm)
+        fleet.rig.clock.advance(by: 3_000)
+        process.advance(by: 3_000)
+        guard case .rolled = try await stepped.rollIfDue() else { Issue.record("no roll after the grace"); return }
+        #expect(try fleet.graphKeys(bundle2.appId).count == 1)
+    }
+
+    /// A journal write that fails after its rename (the folder's fsync) leaves the new journal on
+    /// disk: the roller's memory must follow it, or its next sweep destroys a key the journal on disk
+    /// still needs and the next start refuses to run ("missing key").
+    @Test func aJournalWriteThatFailsAfterItsRenameLeavesMemoryWithTheDisk() async throws {
+        let fleet = try await Fleet()
+        let (reference, _) = try await fleet.agentStore("sync-fails-reference")
+        let probe = PointHook()
+        _ = try await fleet.roller(CredentialStore(path: reference.path, hook: probe.hook)).rollIfDue()
+        let points = probe.points
+        let firstKey = try #require(points.firstIndex { $0.hasPrefix("create key.pem") }, "\(points)")
+        let target = try #require(points[firstKey...].first { $0.hasPrefix("fsync-dir journal.json#") }, "\(points)")
+
+        let (store, bundle) = try await fleet.agentStore("sync-fails")
+        let fault = PointHook(target: target, fault: .ioError)
+        do {
+            let roller = try fleet.roller(CredentialStore(path: store.path, hook: fault.hook))
+            await #expect(throws: (any Error).self) { try await roller.rollIfDue() }
+            #expect(fault.didFire, "\(target) was not reached")
+            #expect(roller.journal == (try store.journal()), "the roller's journal is not the one on disk")
+            // the same process tries again (its sweep comes first), and is then restarted
+            _ = try? await roller.rollIfDue()
+        }
+        let restarted = try fleet.roller(CredentialStore(path: store.path))
+        _ = try await restarted.rollIfDue()
+        #expect(try store.journal().roll == nil)
+        let wrong = await fleet.lockout.violations(store, appId: bundle.appId, signIn: true)
+        #expect(wrong.isEmpty, "\(wrong)")
+    }
 }
