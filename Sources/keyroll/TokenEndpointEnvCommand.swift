@@ -11,7 +11,7 @@ struct TokenEndpointEnvCommand: AsyncParsableCommand {
 
     @OptionGroup var stores: StoreOptions
 
-    @Option(name: .long, help: "The agent's --token-endpoint-port, when it has not run yet (default: the address the running agent wrote to STORE/token-endpoint.env).")
+    @Option(name: .long, help: "The agent's token-endpoint port, when it has not served this identity yet (default: the address the agent wrote to STORE/token-endpoint.env; the packaged agent's is 424).")
     var port: Int?
 
     func run() async throws {
@@ -19,11 +19,17 @@ struct TokenEndpointEnvCommand: AsyncParsableCommand {
         guard try store.tokenEndpointSettings() != nil else {
             throw UserFacingError("The token endpoint does not serve \(store.path); enable it first: keyroll token-endpoint enable --store \(store.path)")
         }
-        // the address the agent really bound (host and port), as it wrote it; else the default one
-        var url = TokenEndpointOptions.url(port: port ?? TokenEndpointOptions.defaultPort)
-        if port == nil, let text = try? String(contentsOfFile: store.tokenEndpointEnvironmentPath, encoding: .utf8),
-           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("IDENTITY_ENDPOINT=") }) {
+        // the address the agent really serves (host and port), as it wrote it. Never a guess: an
+        // application told the wrong port sends its secret to whoever holds that port.
+        let url: String
+        if let port {
+            url = TokenEndpointOptions.url(port: port)
+        } else if let text = try? String(contentsOfFile: store.tokenEndpointEnvironmentPath, encoding: .utf8),
+                  let line = text.split(separator: "\n").first(where: { $0.hasPrefix("IDENTITY_ENDPOINT=") }) {
             url = String(line.dropFirst("IDENTITY_ENDPOINT=".count))
+        } else {
+            throw UserFacingError("No agent has served \(store.path) yet, so its address is not known (the agent writes \(store.tokenEndpointEnvironmentPath) when it starts serving): "
+                                  + "start or restart the agent (systemctl restart keyroll-agent), or pass --port PORT, the agent's token-endpoint port (the packaged agent's is 424).")
         }
         print(try store.tokenEndpointEnvironment(endpointURL: url, export: true), terminator: "")
     }

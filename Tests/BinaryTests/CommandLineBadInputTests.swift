@@ -206,6 +206,13 @@ import Glibc
                 chown($0.path, 65534, 65534)
             }], says: "runuser -u"),
             .init(description: "status: not a store", argv: ["status", "--store", w.dir], says: "is not a KeyRoll store"),
+            .init(description: "token-endpoint env: enabled, but no agent has served it (the address is not known)", argv: ["token-endpoint", "env", "--store", try damaged("unserved") {
+                try $0.enableTokenEndpoint(TokenEndpointSettings())
+            }], says: "--port PORT"),
+            .init(description: "token-endpoint rotate-secret: again while the secret it replaced last time is still accepted", argv: ["token-endpoint", "rotate-secret", "--store", try damaged("rotated") {
+                try $0.enableTokenEndpoint(TokenEndpointSettings())
+                try $0.rotateTokenEndpointSecret(overlap: 3600, now: Date())
+            }], says: "--force"),
         ]
         for c in cases { try await run(w, c) }
         await w.server.stop()

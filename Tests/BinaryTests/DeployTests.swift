@@ -87,23 +87,24 @@ import TestSupport
     }
 
     /// The units as installed, with ExecStart pointed at binaries that exist here.
-    func units(_ dir: String) throws -> (agent: String, socket: String, app: String) {
+    func units(_ dir: String) throws -> (agent: String, socket: String, transition: String, app: String) {
         let agent = try String(contentsOfFile: Self.root + "/deploy/systemd/keyroll-agent.service", encoding: .utf8)
             .replacingOccurrences(of: "/usr/bin/keyroll ", with: Binaries.keyroll + " ")
         let app = try String(contentsOfFile: Self.root + "/deploy/systemd/example-app.service", encoding: .utf8)
         try Tools.write(agent, to: dir + "/keyroll-agent.service")
         try Tools.write(try String(contentsOfFile: Self.root + "/deploy/systemd/keyroll-agent.socket", encoding: .utf8), to: dir + "/keyroll-agent.socket")
+        try Tools.write(try String(contentsOfFile: Self.root + "/deploy/systemd/keyroll-agent-transition.socket", encoding: .utf8), to: dir + "/keyroll-agent-transition.socket")
         try Tools.write(app, to: dir + "/example-app.service")
-        return (dir + "/keyroll-agent.service", dir + "/keyroll-agent.socket", dir + "/example-app.service")
+        return (dir + "/keyroll-agent.service", dir + "/keyroll-agent.socket", dir + "/keyroll-agent-transition.socket", dir + "/example-app.service")
     }
 
     @Test func theSystemdUnitsVerifyAndTheAgentIsSandboxed() async throws {
         try Binaries.require()
         let analyze = try require("systemd-analyze", package: "systemd")
         let dir = try Tools.temporaryDirectory("keyroll-units")
-        let (agent, socket, app) = try units(dir)
+        let (agent, socket, transition, app) = try units(dir)
         // together: the service requires the socket unit beside it
-        let v = try await Tools.run([analyze, "verify", agent, socket, app])
+        let v = try await Tools.run([analyze, "verify", agent, socket, transition, app])
         #expect(v.status == 0 && v.stderr.isEmpty, "\(v.stdout) \(v.stderr)")
         let text = try String(contentsOfFile: agent, encoding: .utf8)
         for line in ["ProtectSystem=strict", "ReadWritePaths=/var/lib/keyroll", "NoNewPrivileges=yes", "PrivateTmp=yes", "User=keyroll",
@@ -116,8 +117,15 @@ import TestSupport
         let port = try #require(Int(listen.split(separator: ":").last ?? ""))
         #expect(listen.hasPrefix("127.0.0.1:") && port < 1024, "ListenStream=\(listen): a port ≥ 1024 can be bound by any local user")
         #expect(socketText.contains("FileDescriptorName=token-endpoint") && text.contains("Wants=keyroll-agent.socket"))
-        // the earlier version's port is held too (applications not yet restarted still send their secrets there)
-        #expect(socketText.contains("\nListenStream=127.0.0.1:42356\n"), "the transition listener is missing")
+        // the earlier version's port is held too (applications not yet restarted still send their secrets
+        // there), in a unit of its own: an address another process holds must never cost port 424
+        #expect(socketText.split(separator: "\n").filter { $0.hasPrefix("ListenStream=") } == ["ListenStream=127.0.0.1:\(port)"], "keyroll-agent.socket listens on more than its port")
+        let transitionText = try String(contentsOfFile: transition, encoding: .utf8)
+        for line in ["\nListenStream=127.0.0.1:42356\n", "\nFileDescriptorName=token-endpoint\n", "\nService=keyroll-agent.service\n"] {
+            #expect(transitionText.contains(line), "keyroll-agent-transition.socket lacks \(line)")
+        }
+        #expect(text.contains("After=keyroll-agent.socket keyroll-agent-transition.socket") && !text.contains("Wants=keyroll-agent-transition.socket"),
+                "the agent starts after the transition socket, without pulling it in")
         // stopping the socket never stops rolling, and without the socket the agent binds no port another user could hold
         #expect(!text.contains("Requires=keyroll-agent.socket") && text.contains("--token-endpoint-port -1"))
         #expect(text.contains("AmbientCapabilities=\n") && text.contains("PrivateUsers=yes"), "the agent needs no capability for the endpoint")
@@ -143,7 +151,7 @@ import TestSupport
         let info = try await Tools.run([dpkgDeb, "--info", deb])
         #expect(info.stdout.contains("Package: keyroll") && info.stdout.contains("Version: \(version)") && info.stdout.contains("postinst"), "\(info.stdout)")
         let contents = try await Tools.run([dpkgDeb, "--contents", deb]).stdout
-        for entry in ["-rwxr-xr-x root/root", "./usr/bin/keyroll", "./lib/systemd/system/keyroll-agent.service", "./lib/systemd/system/keyroll-agent.socket", "./etc/keyroll/agent.env",
+        for entry in ["-rwxr-xr-x root/root", "./usr/bin/keyroll", "./lib/systemd/system/keyroll-agent.service", "./lib/systemd/system/keyroll-agent.socket", "./lib/systemd/system/keyroll-agent-transition.socket", "./etc/keyroll/agent.env",
                       "./usr/share/doc/keyroll/operations.md", "./usr/share/doc/keyroll/examples/prometheus/keyroll.rules.yml",
                       "./usr/share/doc/keyroll/examples/grafana/keyroll.json", "./usr/share/doc/keyroll/copyright",
                       "./usr/share/man/man1/keyroll.1.gz"] {
@@ -155,6 +163,10 @@ import TestSupport
         let postinst = try String(contentsOfFile: control + "/postinst", encoding: .utf8)
         #expect(postinst.contains("install -d -m 0700 -o keyroll -g keyroll /var/lib/keyroll") && postinst.contains("adduser --system"))
         #expect(postinst.contains("deb-systemd-helper enable keyroll-agent.socket"), "the package binds the token endpoint's socket at install")
+        // from 0.2: the old agent (holding 42356 itself) is stopped before the transition socket starts
+        let stop = try #require(postinst.range(of: "deb-systemd-invoke stop keyroll-agent.service"), "postinst never stops the 0.2 agent")
+        let start = try #require(postinst.range(of: "deb-systemd-invoke start keyroll-agent-transition.socket"), "postinst never starts the transition socket")
+        #expect(stop.upperBound < start.lowerBound, "the transition socket starts before the 0.2 agent that holds its port stops")
         #expect(!(try String(contentsOfFile: control + "/postrm", encoding: .utf8)).contains("rm -"), "purging must never delete the stores")
         // install into a fresh folder root and run it from there
         let root = try Tools.temporaryDirectory("keyroll-root")
@@ -166,7 +178,7 @@ import TestSupport
         #expect(help.stdout.contains("Scale in"), "the packaged binary is this build")
         // the tarball holds the same binary and unit
         let list = try await Tools.run(["tar", "-tzf", tarball]).stdout
-        for entry in ["keyroll-\(version)/bin/keyroll", "keyroll-\(version)/systemd/keyroll-agent.service", "keyroll-\(version)/systemd/keyroll-agent.socket", "keyroll-\(version)/share/operations.md", "keyroll-\(version)/man/man1/keyroll.1"] {
+        for entry in ["keyroll-\(version)/bin/keyroll", "keyroll-\(version)/systemd/keyroll-agent.service", "keyroll-\(version)/systemd/keyroll-agent.socket", "keyroll-\(version)/systemd/keyroll-agent-transition.socket", "keyroll-\(version)/share/operations.md", "keyroll-\(version)/man/man1/keyroll.1"] {
             #expect(list.contains(entry), "the tarball lacks \(entry)")
         }
         // lintian, when installed: no errors beyond the documented ones
