@@ -28,6 +28,8 @@ public struct CredentialRecord: Codable, Sendable, Equatable {
     /// the wall clock, so a wall-clock step forward cannot end it (``WindowElapsed``). Nil until stamped
     /// (and in journals of earlier versions).
     public var retainedAtBootSeconds: Double?
+    /// The boot that reading is of (``MonotonicClock/bootID()``).
+    public var retainedAtBootID: String?
 
     public init(thumbprint: String, notBefore: Date, notAfter: Date, keyId: String?, origin: CredentialOrigin, lastProvenAt: Date? = nil) {
         self.thumbprint = thumbprint
@@ -126,6 +128,8 @@ public struct RollInProgress: Codable, Sendable, Equatable {
     public var reloadFailingSince: Date?
     /// The machine's boot-time clock at that first failure, stamped by the agent as it commits it.
     public var reloadFailingAtBootSeconds: Double?
+    /// The boot that reading is of.
+    public var reloadFailingAtBootID: String?
 
     /// Whether the roll still needs `thumbprint`'s private key on disk. The new key is given up
     /// once the roll is abandoning; the old key once it is switched away from (only its
@@ -252,19 +256,24 @@ public struct Journal: Codable, Sendable, Equatable {
         if j.roll!.reloadFailingSince == nil {
             j.roll!.reloadFailingSince = now
             j.roll!.reloadFailingAtBootSeconds = nil
+            j.roll!.reloadFailingAtBootID = nil
         }
         return j
     }
 
     /// This journal with every window that has begun but has no boot-time reading given `seconds`
-    /// (``MonotonicClock/secondsSinceBoot()``): called on each commit, right after the transition
-    /// that began the window, so the reading marks its beginning.
-    public func stampingWindows(bootSeconds seconds: Double) -> Journal {
+    /// of boot `boot` (``MonotonicClock``): called on each commit, right after the transition that
+    /// began the window, so the reading marks its beginning.
+    public func stampingWindows(bootSeconds seconds: Double, bootID boot: String?) -> Journal {
         var j = self
         for i in j.credentials.indices where j.credentials[i].retainedSince != nil && j.credentials[i].retainedAtBootSeconds == nil {
             j.credentials[i].retainedAtBootSeconds = seconds
+            j.credentials[i].retainedAtBootID = boot
         }
-        if j.roll?.reloadFailingSince != nil, j.roll?.reloadFailingAtBootSeconds == nil { j.roll!.reloadFailingAtBootSeconds = seconds }
+        if j.roll?.reloadFailingSince != nil, j.roll?.reloadFailingAtBootSeconds == nil {
+            j.roll!.reloadFailingAtBootSeconds = seconds
+            j.roll!.reloadFailingAtBootID = boot
+        }
         return j
     }
 
@@ -283,6 +292,7 @@ public struct Journal: Codable, Sendable, Equatable {
             if retain {
                 j.credentials[i].retainedSince = now
                 j.credentials[i].retainedAtBootSeconds = nil  // stamped as it is committed
+                j.credentials[i].retainedAtBootID = nil
             } else {
                 j.credentials.remove(at: i)
             }
@@ -341,6 +351,7 @@ public struct Journal: Codable, Sendable, Equatable {
         if let i = j.credentials.firstIndex(where: { $0.thumbprint == thumbprint && $0.isRetained }) {
             j.credentials[i].retainedSince = now
             j.credentials[i].retainedAtBootSeconds = nil  // stamped as it is committed
+            j.credentials[i].retainedAtBootID = nil
         }
         if let i = j.tombstones.firstIndex(where: { $0.thumbprint == thumbprint }) { j.tombstones[i].removedAt = now }
         return j

@@ -54,7 +54,7 @@ extension Roller {
 
     func commit(_ transition: Journal, phase: RollPhase?, event: (AgentEvent.Kind, String)?) throws {
         // windows the transition began get their boot-time reading (WindowElapsed)
-        let j = transition.stampingWindows(bootSeconds: monotonic.secondsSinceBoot())
+        let j = transition.stampingWindows(bootSeconds: monotonic.secondsSinceBoot(), bootID: monotonic.bootID())
         do { try store.save(j) } catch {
             // The write can fail after its rename (the folder's fsync): the disk may hold the new
             // journal already. Memory follows the disk, so the next attempt (and the sweep before

@@ -262,9 +262,10 @@ extension Roller {
             // wall clock alone, so a host that reboots daily still finishes its roll.
             if journal.roll?.reloadFailingSince == nil { try commit(try journal.reloadFailed(now: clock.now()), phase: nil, event: nil) }
             let boot = monotonic.secondsSinceBoot()
-            let since = journal.roll?.reloadFailingSince ?? r.phaseSince ?? r.startedAt
-            let failingFor = WindowElapsed.seconds(wallSince: since, wallNow: clock.now(), bootSince: journal.roll?.reloadFailingAtBootSeconds ?? boot,
-                                                   bootNow: boot, afterReboot: .wallClock)
+            let failing = journal.roll
+            let failingFor = WindowElapsed.seconds(wallSince: failing?.reloadFailingSince ?? r.phaseSince ?? r.startedAt, wallNow: clock.now(),
+                                                   bootSince: failing?.reloadFailingAtBootSeconds ?? boot, bootNow: boot,
+                                                   sameBoot: WindowElapsed.sameBoot(failing?.reloadFailingAtBootID, monotonic.bootID()))
             guard failingFor >= policy.reloadHookGrace else {
                 emit(.reloadHookFailed, "\(failure); the old key stays registered until the hook succeeds (or for \(Int(policy.reloadHookGrace)) s)")
                 throw failure

@@ -74,11 +74,15 @@ public final class Roller: @unchecked Sendable {
     /// How long a retained key's window has run (``WindowElapsed``): the shorter of the wall-clock
     /// time since `since` and the boot-time clock's time since the retention was committed (for a
     /// record without that reading, since this process loaded it). A wall-clock step forward cannot
-    /// end the window early; a restart does not start it again; a reboot only delays it.
+    /// end the window early, and a restart does not start it again; after a reboot the wall clock decides.
     func retentionElapsed(_ r: CredentialRecord, since: Date) -> TimeInterval {
         let boot = monotonic.secondsSinceBoot()
-        let bootSince = r.retainedAtBootSeconds ?? lock.withLock { windowMarks[Self.retentionWindow(r, since: since)] } ?? boot
-        return WindowElapsed.seconds(wallSince: since, wallNow: clock.now(), bootSince: bootSince, bootNow: boot, afterReboot: .uptime)
+        if let stamp = r.retainedAtBootSeconds {
+            return WindowElapsed.seconds(wallSince: since, wallNow: clock.now(), bootSince: stamp, bootNow: boot,
+                                         sameBoot: WindowElapsed.sameBoot(r.retainedAtBootID, monotonic.bootID()))
+        }
+        let mark = lock.withLock { windowMarks[Self.retentionWindow(r, since: since)] } ?? boot
+        return WindowElapsed.seconds(wallSince: since, wallNow: clock.now(), bootSince: mark, bootNow: boot, sameBoot: true)
     }
 
     /// The window of a retained key, named by its thumbprint and its journaled start (a key

@@ -48,6 +48,9 @@ public protocol MonotonicClock: Sendable {
     /// the real time between them; after a reboot that made it smaller, the later reading alone is
     /// still a lower bound. Windows kept across restarts are measured on it (``WindowElapsed``).
     func secondsSinceBoot() -> Double
+    /// Names the boot ``secondsSinceBoot()`` counts from, so a reading can be told to be of another
+    /// boot; nil when it cannot be read.
+    func bootID() -> String?
 }
 
 /// The machine's monotonic clock: Swift's `ContinuousClock` (CLOCK_BOOTTIME on Linux), which keeps
@@ -61,15 +64,28 @@ public struct SystemMonotonicClock: MonotonicClock {
     }
     public func secondsSinceBoot() -> Double {
         var t = timespec()
-        guard clock_gettime(CLOCK_BOOTTIME, &t) == 0 else { return 0 }  // 0: the smallest lower bound
+        // CLOCK_MONOTONIC if BOOTTIME were refused: it stops while suspended, so still a lower bound
+        guard clock_gettime(CLOCK_BOOTTIME, &t) == 0 || clock_gettime(CLOCK_MONOTONIC, &t) == 0 else { return 0 }
         return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
+    /// `KEYROLL_BOOT_ID` (the packaged unit sets it to systemd's `%b`: its sandbox hides
+    /// /proc/sys), else the kernel's `/proc/sys/kernel/random/boot_id`.
+    public func bootID() -> String? { Self.boot }
+    private static let boot: String? = {
+        let passed = (ProcessInfo.processInfo.environment["KEYROLL_BOOT_ID"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        if !passed.isEmpty { return String(passed.prefix(64)) }
+        guard let data = FileManager.default.contents(atPath: "/proc/sys/kernel/random/boot_id") else { return nil }
+        let id = String(decoding: data.prefix(64), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return id.isEmpty ? nil : id
+    }()
 }
 
 /// Virtual runs: the virtual clock is the only time there is, so it is the monotonic one too.
 extension ManualClock: MonotonicClock {
     public func monotonicSeconds() -> Double { now().timeIntervalSince1970 }
     public func secondsSinceBoot() -> Double { now().timeIntervalSince1970 }
+    /// One virtual boot per clock: rollers sharing a clock share a boot.
+    public func bootID() -> String? { "virtual-\(UInt(bitPattern: ObjectIdentifier(self).hashValue))" }
 }
 
 /// Waits. Real code sleeps; virtual-clock runs advance the clock instead.
@@ -99,39 +115,31 @@ public struct ClockAdvancingSleeper: Sleeper {
 }
 
 /// How long a window that guards a destructive step (releasing a retained key, giving up on a
-/// reload hook) has run: the *shorter* of the wall-clock reading and a lower bound of the real time
-/// taken from the machine's boot-time clock (``MonotonicClock/secondsSinceBoot()``).
+/// reload hook) has run: the *shorter* of the wall-clock reading and the machine's boot-time clock
+/// (``MonotonicClock/secondsSinceBoot()``), read when the window began and now.
 ///
 /// The wall clock can be stepped forward (NTP correcting a clock that was behind, a VM resumed from
-/// a snapshot), which alone would end a window at once; the boot-time clock cannot be stepped, and
-/// its difference never exceeds the real time, across restarts and reboots. Taking the shorter, a
-/// window ends only when both agree that it has: a step can delay it, never hasten it.
+/// a snapshot), which alone would end a window at once; the boot-time clock cannot be stepped and
+/// counts suspended time, so within one boot its difference is the real time, across restarts too.
+/// Taking the shorter, a window ends only when both agree that it has. After a reboot the boot-time
+/// readings cannot be compared, and the wall clock alone decides: a window then still ends on a host
+/// that reboots more often than it lasts (a reboot and a forward step together could shorten it).
 public enum WindowElapsed {
-    /// What to do when the machine rebooted since the window began (the boot-time clock went back).
-    public enum AfterReboot: Sendable {
-        /// Count only this boot's uptime: a lower bound of the real time (a window that only delays,
-        /// such as keeping a retained key).
-        case uptime
-        /// Trust the wall clock alone (a window that must end some day, such as the reload hook's
-        /// grace, which would otherwise keep a roll open on a host that reboots daily).
-        case wallClock
-    }
-
     /// - Parameters:
     ///   - wallSince: when the window began, as journaled on the wall clock.
-    ///   - bootSince: the boot-time reading when it began (nil: not stamped; give `bootNow`'s
-    ///     reading when this process first saw the window instead).
-    public static func seconds(wallSince: Date, wallNow: Date, bootSince: Double, bootNow: Double, afterReboot: AfterReboot) -> TimeInterval {
+    ///   - bootSince: the boot-time reading when it began.
+    ///   - sameBoot: whether both readings are of the same boot (nil: unknown; then a reading that
+    ///     went back tells a reboot, and one that did not counts as the same boot, which can only
+    ///     make the window longer).
+    public static func seconds(wallSince: Date, wallNow: Date, bootSince: Double, bootNow: Double, sameBoot: Bool?) -> TimeInterval {
         let wall = wallNow.timeIntervalSince(wallSince)
-        let real: Double
-        if bootNow >= bootSince {
-            real = bootNow - bootSince
-        } else {
-            switch afterReboot {
-            case .uptime: real = bootNow
-            case .wallClock: real = wall
-            }
-        }
-        return max(0, min(wall, real))
+        guard sameBoot != false, bootNow >= bootSince else { return max(0, wall) }
+        return max(0, min(wall, bootNow - bootSince))
+    }
+
+    /// Whether two boot ids name the same boot: nil when either is unknown.
+    public static func sameBoot(_ a: String?, _ b: String?) -> Bool? {
+        guard let a, let b else { return nil }
+        return a == b
     }
 }

@@ -141,6 +141,8 @@ struct AgentCommand: AsyncParsableCommand {
         let activation = try SocketActivation.parse(environment: ProcessInfo.processInfo.environment, pid: getpid())
         // a reload hook started later must see neither the variables nor the listening socket
         for name in SocketActivation.variables { unsetenv(name) }
+        // no passed descriptor, used or not, reaches a reload hook
+        for (_, d) in activation?.descriptors ?? [] { _ = fcntl(d, F_SETFD, FD_CLOEXEC) }
         if let descriptors = activation?.tokenEndpoints, !descriptors.isEmpty {
             for d in descriptors {
                 _ = fcntl(d, F_SETFD, FD_CLOEXEC)

@@ -121,7 +121,7 @@ import TestSupport
         // there), in a unit of its own: an address another process holds must never cost port 424
         #expect(socketText.split(separator: "\n").filter { $0.hasPrefix("ListenStream=") } == ["ListenStream=127.0.0.1:\(port)"], "keyroll-agent.socket listens on more than its port")
         let transitionText = try String(contentsOfFile: transition, encoding: .utf8)
-        for line in ["\nListenStream=127.0.0.1:42356\n", "\nFileDescriptorName=token-endpoint\n", "\nService=keyroll-agent.service\n"] {
+        for line in ["\nListenStream=127.0.0.1:42356\n", "\nFileDescriptorName=token-endpoint-transition\n", "\nService=keyroll-agent.service\n"] {
             #expect(transitionText.contains(line), "keyroll-agent-transition.socket lacks \(line)")
         }
         #expect(text.contains("After=keyroll-agent.socket keyroll-agent-transition.socket") && !text.contains("Wants=keyroll-agent-transition.socket"),

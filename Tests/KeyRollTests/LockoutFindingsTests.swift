@@ -356,14 +356,16 @@ import Glibc
 
     @Test func windowElapsedIsTheShorterOfTheWallAndTheBootTimeReading() {
         let t0 = Date(timeIntervalSince1970: 1_000_000)
-        func elapsed(wall: Double, bootSince: Double, bootNow: Double, _ after: WindowElapsed.AfterReboot = .uptime) -> Double {
-            WindowElapsed.seconds(wallSince: t0, wallNow: t0 + wall, bootSince: bootSince, bootNow: bootNow, afterReboot: after)
+        func elapsed(wall: Double, bootSince: Double, bootNow: Double, sameBoot: Bool? = true) -> Double {
+            WindowElapsed.seconds(wallSince: t0, wallNow: t0 + wall, bootSince: bootSince, bootNow: bootNow, sameBoot: sameBoot)
         }
         #expect(elapsed(wall: 2 * 86_400, bootSince: 5, bootNow: 605) == 600, "a step forward is capped by the boot-time clock")
+        #expect(elapsed(wall: 2 * 86_400, bootSince: 5, bootNow: 605, sameBoot: nil) == 600, "with the boot unknown too")
         #expect(elapsed(wall: 600, bootSince: 0, bootNow: 86_400) == 600, "a step back only delays")
-        #expect(elapsed(wall: 90_000, bootSince: 80_000, bootNow: 3_600) == 3_600, "after a reboot: this boot's uptime, a lower bound")
-        #expect(elapsed(wall: 90_000, bootSince: 80_000, bootNow: 3_600, .wallClock) == 90_000, "after a reboot, a grace trusts the wall clock")
+        #expect(elapsed(wall: 90_000, bootSince: 1_000, bootNow: 50_000, sameBoot: false) == 90_000, "another boot: the wall clock decides")
+        #expect(elapsed(wall: 90_000, bootSince: 80_000, bootNow: 3_600, sameBoot: nil) == 90_000, "a reading that went back is another boot")
         #expect(elapsed(wall: -3_600, bootSince: 0, bootNow: 10) == 0, "never negative")
+        #expect(WindowElapsed.sameBoot("a", "a") == true && WindowElapsed.sameBoot("a", "b") == false && WindowElapsed.sameBoot(nil, "a") == nil)
     }
 
     /// NTP steps the wall clock two days forward minutes after a roll: the retained old key must
@@ -373,25 +375,53 @@ import Glibc
         let fleet = try await Fleet()
         let (store, bundle) = try await fleet.agentStore("clock-step-retained")
         let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
-        let process = ManualClock(Date(timeIntervalSince1970: 1_000))  // this process's monotonic clock
-        let roller = try fleet.roller(store, monotonic: process)
-        guard case .rolled = try await roller.rollIfDue() else { Issue.record("no roll"); return }
-        #expect(try store.journal().credential(bootThumb)?.isRetained == true)
-        fleet.rig.clock.advance(by: 2 * 86_400)  // the step
-        for _ in 0..<3 {
-            fleet.rig.clock.advance(by: 600)
-            process.advance(by: 600)
-            #expect(try await roller.watchRegistration().released.isEmpty, "released after a clock step, 30 minutes into its window")
+        let process = ManualClock(Date(timeIntervalSince1970: 1_000))  // the boot-time clock, apart from the wall clock
+        do {
+            let roller = try fleet.roller(store, monotonic: process)
+            guard case .rolled = try await roller.rollIfDue() else { Issue.record("no roll"); return }
+            #expect(try store.journal().credential(bootThumb)?.isRetained == true)
+            fleet.rig.clock.advance(by: 2 * 86_400)  // the step
+            for _ in 0..<3 {
+                fleet.rig.clock.advance(by: 600)
+                process.advance(by: 600)
+                #expect(try await roller.watchRegistration().released.isEmpty, "released after a clock step, 30 minutes into its window")
+            }
         }
         #expect(FileManager.default.fileExists(atPath: store.keyPath(bootThumb)))
-        // a real day later two agreeing checks release it
-        fleet.rig.clock.advance(by: RollPolicy().retainedKeyWindow)
-        process.advance(by: RollPolicy().retainedKeyWindow)
-        _ = try await roller.watchRegistration()
+        // a restart reads the window's boot-time reading back from the journal: still inside it
+        let restarted = try fleet.roller(CredentialStore(path: store.path), monotonic: process)
+        for _ in 0..<2 {
+            fleet.rig.clock.advance(by: 600)
+            process.advance(by: 600)
+            #expect(try await restarted.watchRegistration().released.isEmpty, "released after a restart")
+        }
+        // a real day after the roll two agreeing checks release it (without a restart starting it again)
+        fleet.rig.clock.advance(by: RollPolicy().retainedKeyWindow - 3_000)
+        process.advance(by: RollPolicy().retainedKeyWindow - 3_000)
+        _ = try await restarted.watchRegistration()
         fleet.rig.clock.advance(by: 600)
         process.advance(by: 600)
-        #expect(try await roller.watchRegistration().released == [bootThumb])
+        #expect(try await restarted.watchRegistration().released == [bootThumb])
         #expect(!FileManager.default.fileExists(atPath: store.keyPath(bootThumb)))
+    }
+
+    /// After a reboot the boot-time readings cannot be compared: the wall clock decides, so a host
+    /// that reboots more often than the window still releases its retained keys.
+    @Test func afterARebootTheWallClockDecidesTheRetentionWindow() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("reboot-retained")
+        let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+        do {
+            let before = try fleet.roller(store, monotonic: ManualClock(Date(timeIntervalSince1970: 50_000)))
+            guard case .rolled = try await before.rollIfDue() else { Issue.record("no roll"); return }
+        }
+        fleet.rig.clock.advance(by: RollPolicy().retainedKeyWindow + 1)
+        let rebooted = ManualClock(Date(timeIntervalSince1970: 60))  // another boot, a minute old
+        let roller = try fleet.roller(store, monotonic: rebooted)
+        _ = try await roller.watchRegistration()
+        fleet.rig.clock.advance(by: 600)
+        rebooted.advance(by: 600)
+        #expect(try await roller.watchRegistration().released == [bootThumb], "a reboot kept the retained key past its window")
     }
 
     /// The reload hook's grace counts from its first failure, not from the switch: an agent that

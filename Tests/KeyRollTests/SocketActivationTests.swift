@@ -7,10 +7,21 @@ import Testing
         let a = try SocketActivation.parse(environment: ["LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "metrics:token-endpoint"], pid: 42)
         #expect(a?.descriptors.map(\.descriptor) == [3, 4])
         #expect(a?.tokenEndpoints == [4])
-        // the packaged unit's two addresses (the privileged port, and an earlier version's port held
-        // for applications not yet restarted) share the name: both are served, the first is the address
+        // two addresses under the name (a drop-in adding one): both served, in the order passed
         let two = try SocketActivation.parse(environment: ["LISTEN_PID": "42", "LISTEN_FDS": "3", "LISTEN_FDNAMES": "token-endpoint:token-endpoint:metrics"], pid: 42)
         #expect(two?.tokenEndpoints == [3, 4])
+    }
+
+    /// The earlier version's address comes from a unit of its own, and systemd passes two units'
+    /// sockets in no set order: it is served after the privileged port whatever the order, so the
+    /// environment files never name it, and never served without the privileged port.
+    @Test func theTransitionAddressIsServedButNeverFirst() throws {
+        for names in ["token-endpoint-transition:token-endpoint", "token-endpoint:token-endpoint-transition"] {
+            let a = try SocketActivation.parse(environment: ["LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": names], pid: 42)
+            let primary: Int32 = names.hasPrefix("token-endpoint:") ? 3 : 4
+            #expect(a?.tokenEndpoints == [primary, 7 - primary], "\(names)")
+        }
+        #expect(try SocketActivation.parse(environment: ["LISTEN_PID": "42", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "token-endpoint-transition"], pid: 42)?.tokenEndpoints == [])
     }
 
     @Test func oneUnnamedSocketIsTheTokenEndpoint() throws {

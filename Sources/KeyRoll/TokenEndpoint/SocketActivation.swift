@@ -9,6 +9,9 @@ public struct SocketActivation: Equatable, Sendable {
     public static let firstDescriptor: Int32 = 3
     /// The name the packaged `.socket` unit gives the token endpoint's socket.
     public static let tokenEndpointName = "token-endpoint"
+    /// The name of the earlier version's address (`keyroll-agent-transition.socket`): served, never
+    /// advertised. A name of its own because systemd passes the sockets of two units in no set order.
+    public static let transitionName = "token-endpoint-transition"
 
     /// Passed descriptors by name (unnamed ones are called `unknown`, as systemd does).
     public let descriptors: [(name: String, descriptor: Int32)]
@@ -28,12 +31,16 @@ public struct SocketActivation: Equatable, Sendable {
         return SocketActivation(descriptors: (0..<n).map { i in (names.isEmpty ? "unknown" : names[Int(i)], firstDescriptor + i) })
     }
 
-    /// The token endpoint's descriptors: every one named ``tokenEndpointName`` (the packaged unit
-    /// passes the privileged port and, for applications still configured with an earlier
-    /// version's port, that one too), or the only one passed. The first is the endpoint's address.
+    /// The token endpoint's descriptors: those named ``tokenEndpointName`` (the packaged privileged
+    /// port), or the only one passed if it is unnamed; then, after them, those named
+    /// ``transitionName`` (an earlier version's port, held for applications not yet restarted).
+    /// The first is the address written to the environment files, so it is never a transition
+    /// address: without a primary descriptor the transition ones are not served either.
     public var tokenEndpoints: [Int32] {
-        let named = descriptors.filter { $0.name == Self.tokenEndpointName }.map(\.descriptor)
-        return named.isEmpty && descriptors.count == 1 ? [descriptors[0].descriptor] : named
+        var primary = descriptors.filter { $0.name == Self.tokenEndpointName }.map(\.descriptor)
+        if primary.isEmpty, descriptors.count == 1, descriptors[0].name != Self.transitionName { primary = [descriptors[0].descriptor] }
+        guard !primary.isEmpty else { return [] }
+        return primary + descriptors.filter { $0.name == Self.transitionName }.map(\.descriptor)
     }
 
     /// The variables to remove once the descriptors are taken, so no child (a reload hook) sees them.
