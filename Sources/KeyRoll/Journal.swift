@@ -1,4 +1,5 @@
 import Foundation
+import KeyRollPrimitives
 
 /// Where a certificate the agent holds came from. The agent only ever removes keys it created or
 /// the bootstrap key it was handed; anything else on the app is left alone.
@@ -257,6 +258,26 @@ public struct Journal: Codable, Sendable, Equatable {
             j.roll!.reloadFailingSince = now
             j.roll!.reloadFailingAtBootSeconds = nil
             j.roll!.reloadFailingAtBootID = nil
+        }
+        return j
+    }
+
+    /// This journal with every window whose boot-time reading is of an earlier boot carried over to
+    /// this one: its new reading is `seconds` minus the wall-clock time the window has run so far.
+    /// The wall clock is trusted once, at the first start after a reboot; from then on a step is
+    /// caught again (``WindowElapsed``). Windows without a reading are left to ``stampingWindows``.
+    public func rebasingWindows(bootSeconds seconds: Double, bootID boot: String?, wallNow: Date) -> Journal {
+        var j = self
+        for i in j.credentials.indices {
+            guard let since = j.credentials[i].retainedSince, let stamp = j.credentials[i].retainedAtBootSeconds,
+                  WindowElapsed.isAnotherBoot(stampID: j.credentials[i].retainedAtBootID, stampSeconds: stamp, nowID: boot, nowSeconds: seconds) else { continue }
+            j.credentials[i].retainedAtBootSeconds = seconds - max(0, wallNow.timeIntervalSince(since))
+            j.credentials[i].retainedAtBootID = boot
+        }
+        if let r = j.roll, let since = r.reloadFailingSince, let stamp = r.reloadFailingAtBootSeconds,
+           WindowElapsed.isAnotherBoot(stampID: r.reloadFailingAtBootID, stampSeconds: stamp, nowID: boot, nowSeconds: seconds) {
+            j.roll!.reloadFailingAtBootSeconds = seconds - max(0, wallNow.timeIntervalSince(since))
+            j.roll!.reloadFailingAtBootID = boot
         }
         return j
     }

@@ -148,6 +148,9 @@ public final class Roller: @unchecked Sendable {
         self.graphBase = GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(active), transport: wire, clock: clock,
                                      sleeper: sleeper, retry: retry, logger: logger)
         markUnstampedRetentions(j)
+        // the first start after a reboot carries the windows over to this boot (Journal.rebasingWindows)
+        let rebased = j.rebasingWindows(bootSeconds: self.monotonic.secondsSinceBoot(), bootID: self.monotonic.bootID(), wallNow: clock.now())
+        if rebased != j { try commit(rebased, phase: nil, event: nil) }
         try sweep(tokenMayFail: true)
         // a retained key whose file is gone (restored from a backup without it, removed by hand)
         // cannot prove anything: let the journal forget it

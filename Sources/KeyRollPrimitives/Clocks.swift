@@ -20,6 +20,8 @@ public struct SystemClock: WallClock {
 public final class ManualClock: WallClock, @unchecked Sendable {
     private let lock = NSLock()
     private var current: Date
+    /// Its virtual boot (``MonotonicClock/bootID()``): rollers sharing the clock share the boot.
+    fileprivate let boot = "virtual-" + UUID().uuidString
 
     public init(_ start: Date) { current = start }
 
@@ -69,15 +71,21 @@ public struct SystemMonotonicClock: MonotonicClock {
         return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
     /// `KEYROLL_BOOT_ID` (the packaged unit sets it to systemd's `%b`: its sandbox hides
-    /// /proc/sys), else the kernel's `/proc/sys/kernel/random/boot_id`.
+    /// /proc/sys), else the kernel's `/proc/sys/kernel/random/boot_id`, in one form
+    /// (``canonicalBootID(_:)``): an agent under the unit and `keyroll roll` run by hand agree.
     public func bootID() -> String? { Self.boot }
     private static let boot: String? = {
-        let passed = (ProcessInfo.processInfo.environment["KEYROLL_BOOT_ID"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        if !passed.isEmpty { return String(passed.prefix(64)) }
+        if let passed = canonicalBootID(ProcessInfo.processInfo.environment["KEYROLL_BOOT_ID"] ?? "") { return passed }
         guard let data = FileManager.default.contents(atPath: "/proc/sys/kernel/random/boot_id") else { return nil }
-        let id = String(decoding: data.prefix(64), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return id.isEmpty ? nil : id
+        return canonicalBootID(String(decoding: data.prefix(128), as: UTF8.self))
     }()
+
+    /// A boot id as 32 lower-case hex digits: systemd's `%b` has no dashes, the kernel's
+    /// `boot_id` is a dashed UUID. Nil for anything else (an empty or mangled value is unknown).
+    public static func canonicalBootID(_ text: String) -> String? {
+        let id = text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased().filter { $0 != "-" }
+        return id.count == 32 && id.allSatisfy(\.isHexDigit) ? id : nil
+    }
 }
 
 /// Virtual runs: the virtual clock is the only time there is, so it is the monotonic one too.
@@ -85,7 +93,7 @@ extension ManualClock: MonotonicClock {
     public func monotonicSeconds() -> Double { now().timeIntervalSince1970 }
     public func secondsSinceBoot() -> Double { now().timeIntervalSince1970 }
     /// One virtual boot per clock: rollers sharing a clock share a boot.
-    public func bootID() -> String? { "virtual-\(UInt(bitPattern: ObjectIdentifier(self).hashValue))" }
+    public func bootID() -> String? { boot }
 }
 
 /// Waits. Real code sleeps; virtual-clock runs advance the clock instead.
@@ -141,5 +149,11 @@ public enum WindowElapsed {
     public static func sameBoot(_ a: String?, _ b: String?) -> Bool? {
         guard let a, let b else { return nil }
         return a == b
+    }
+
+    /// Whether a reading (`stampSeconds` of boot `stampID`) is of a boot before this one: the ids
+    /// differ, or, with either unknown, the boot-time clock went back.
+    public static func isAnotherBoot(stampID: String?, stampSeconds: Double, nowID: String?, nowSeconds: Double) -> Bool {
+        sameBoot(stampID, nowID).map { !$0 } ?? (nowSeconds < stampSeconds)
     }
 }

@@ -405,23 +405,42 @@ import Glibc
         #expect(!FileManager.default.fileExists(atPath: store.keyPath(bootThumb)))
     }
 
-    /// After a reboot the boot-time readings cannot be compared: the wall clock decides, so a host
-    /// that reboots more often than the window still releases its retained keys.
-    @Test func afterARebootTheWallClockDecidesTheRetentionWindow() async throws {
+    /// After a reboot the boot-time readings cannot be compared: the first start carries each window
+    /// over, crediting the wall-clock time it has run so far, so a host that reboots more often than
+    /// the window still releases its retained keys; and a clock step after that start is caught again.
+    @Test func aRebootCarriesTheRetentionWindowOverToTheNewBoot() async throws {
         let fleet = try await Fleet()
-        let (store, bundle) = try await fleet.agentStore("reboot-retained")
-        let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
-        do {
-            let before = try fleet.roller(store, monotonic: ManualClock(Date(timeIntervalSince1970: 50_000)))
-            guard case .rolled = try await before.rollIfDue() else { Issue.record("no roll"); return }
+        for (name, downFor) in [("reboot-after-window", RollPolicy().retainedKeyWindow + 1), ("reboot-then-step", 3_600.0)] {
+            let (store, bundle) = try await fleet.agentStore(name)
+            let bootThumb = try bundle.signingCredential().certificate.sha1Thumbprint.hex
+            do {
+                let before = try fleet.roller(store, monotonic: ManualClock(Date(timeIntervalSince1970: 50_000)))
+                guard case .rolled = try await before.rollIfDue() else { Issue.record("no roll"); return }
+            }
+            fleet.rig.clock.advance(by: downFor)
+            // another boot whose clock reads *more* than the stamp: only the boot id tells the reboot
+            let rebooted = ManualClock(Date(timeIntervalSince1970: 50_000 + 7_200))
+            let roller = try fleet.roller(store, monotonic: rebooted)
+            #expect(try store.journal().credential(bootThumb)?.retainedAtBootID == rebooted.bootID(), "\(name): the window was not carried over")
+            if name == "reboot-then-step" { fleet.rig.clock.advance(by: 2 * 86_400) }  // a step right after the reboot
+            _ = try await roller.watchRegistration()
+            fleet.rig.clock.advance(by: 600)
+            rebooted.advance(by: 600)
+            let released = try await roller.watchRegistration().released
+            if name == "reboot-after-window" {
+                #expect(released == [bootThumb], "a reboot kept the retained key past its window")
+            } else {
+                #expect(released.isEmpty, "a clock step after a reboot ended the window (an hour and 10 minutes into it)")
+            }
         }
-        fleet.rig.clock.advance(by: RollPolicy().retainedKeyWindow + 1)
-        let rebooted = ManualClock(Date(timeIntervalSince1970: 60))  // another boot, a minute old
-        let roller = try fleet.roller(store, monotonic: rebooted)
-        _ = try await roller.watchRegistration()
-        fleet.rig.clock.advance(by: 600)
-        rebooted.advance(by: 600)
-        #expect(try await roller.watchRegistration().released == [bootThumb], "a reboot kept the retained key past its window")
+    }
+
+    @Test func bootIdsFromSystemdAndTheKernelAgree() {
+        let kernel = "6f1b3b6a-58e3-4b1a-9b57-2b0f4c1e9a77", systemd = "6F1B3B6A58E34B1A9B572B0F4C1E9A77"
+        #expect(SystemMonotonicClock.canonicalBootID(kernel + "\n") == SystemMonotonicClock.canonicalBootID(systemd))
+        #expect(SystemMonotonicClock.canonicalBootID(systemd) == "6f1b3b6a58e34b1a9b572b0f4c1e9a77")
+        #expect(SystemMonotonicClock.canonicalBootID("") == nil && SystemMonotonicClock.canonicalBootID("%b") == nil)
+        #expect(SystemMonotonicClock().bootID().map { $0.count == 32 } ?? true)
     }
 
     /// The reload hook's grace counts from its first failure, not from the switch: an agent that
