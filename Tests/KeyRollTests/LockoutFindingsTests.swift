@@ -510,3 +510,61 @@ import Glibc
         #expect(wrong.isEmpty, "\(wrong)")
     }
 }
+
+/// Advances the agent's wall clock, the emulator's clock and the process's boot-time clock together,
+/// steps the agent's wall clock back a day once the first registration check has run, and stops the
+/// daemon half an hour of process time later.
+private final class StepBackSleeper: Sleeper, @unchecked Sendable {
+    let agentWall: ManualClock, entra: ManualClock, process: ManualClock
+    let checks: @Sendable () -> Double
+    private let lock = NSLock()
+    private(set) var checksAtStep: Double?
+    private var processAtStep = 0.0
+
+    init(agentWall: ManualClock, entra: ManualClock, process: ManualClock, checks: @escaping @Sendable () -> Double) {
+        self.agentWall = agentWall
+        self.entra = entra
+        self.process = process
+        self.checks = checks
+    }
+
+    var stepped: Double? { lock.withLock { checksAtStep } }
+
+    func sleep(seconds: Double) async throws {
+        try Task.checkCancellation()
+        let stop: Bool = lock.withLock {
+            if checksAtStep == nil, checks() >= 1 {
+                checksAtStep = checks()
+                processAtStep = process.monotonicSeconds()
+                agentWall.advance(by: -86_400)
+            }
+            for c in [agentWall, entra, process] { c.advance(by: max(0, seconds)) }
+            return checksAtStep != nil && process.monotonicSeconds() - processAtStep > 1_800
+        }
+        if stop { throw CancellationError() }
+        await Task.yield()
+    }
+}
+
+extension LockoutFindingsTests {
+    /// The registration watch is scheduled on the monotonic clock: after the agent's wall clock steps
+    /// a day back, the daemon still checks within its interval (≤ 10 minutes), not a day later.
+    @Test func aClockStepBackDoesNotPutTheRegistrationWatchOff() async throws {
+        let fleet = try await Fleet()
+        let (store, bundle) = try await fleet.agentStore("watch-step-back")
+        do { guard case .rolled = try await fleet.roller(store).rollIfDue() else { Issue.record("no roll"); return } }
+        let agentWall = ManualClock(fleet.rig.clock.now())
+        let process = ManualClock(Date(timeIntervalSince1970: 1_000))
+        let metrics = MetricsRegistry.agent()
+        let roller = try Roller(store: CredentialStore(path: store.path), transport: fleet.transport, clock: agentWall,
+                                sleeper: ClockAdvancingSleeper(clock: fleet.rig.clock), metrics: metrics, random: { 0.5 }, monotonic: process)
+        let appId = bundle.appId
+        let sleeper = StepBackSleeper(agentWall: agentWall, entra: fleet.rig.clock, process: process,
+                                      checks: { metrics.value("keyroll_registration_checks_total", ["app_id": appId]) ?? 0 })
+        let daemon = AgentDaemon(rollers: [roller], clock: agentWall, sleeper: sleeper, signInCheckInterval: 600, monotonic: process)
+        await daemon.run()  // until the sleeper stops it, half an hour of process time after the step
+        let atStep = try #require(sleeper.stepped, "the daemon never ran a registration check")
+        let after = metrics.value("keyroll_registration_checks_total", ["app_id": appId]) ?? 0
+        #expect(after >= atStep + 2, "\(after - atStep) registration checks in the half hour after a step back (expected one every ≤ 10 minutes)")
+    }
+}
