@@ -261,11 +261,9 @@ extension Roller {
             // them), on both clocks: a step forward cannot end it (WindowElapsed). After a reboot the
             // wall clock alone, so a host that reboots daily still finishes its roll.
             if journal.roll?.reloadFailingSince == nil { try commit(try journal.reloadFailed(now: clock.now()), phase: nil, event: nil) }
-            let boot = monotonic.secondsSinceBoot()
             let failing = journal.roll
-            let failingFor = WindowElapsed.seconds(wallSince: failing?.reloadFailingSince ?? r.phaseSince ?? r.startedAt, wallNow: clock.now(),
-                                                   bootSince: failing?.reloadFailingAtBootSeconds ?? boot, bootNow: boot,
-                                                   sameBoot: WindowElapsed.sameBoot(failing?.reloadFailingAtBootID, monotonic.bootID()))
+            let failingFor = windowElapsed(wallSince: failing?.reloadFailingSince ?? r.phaseSince ?? r.startedAt,
+                                           bootSince: failing?.reloadFailingAtBootSeconds, bootID: failing?.reloadFailingAtBootID)
             guard failingFor >= policy.reloadHookGrace else {
                 emit(.reloadHookFailed, "\(failure); the old key stays registered until the hook succeeds (or for \(Int(policy.reloadHookGrace)) s)")
                 throw failure

@@ -140,7 +140,7 @@ extension Roller {
         var next: Set<String> = []
         for r in journal.retained where gone.contains(r.thumbprint) {
             // the window on both clocks: a wall-clock step forward cannot end it early (WindowElapsed)
-            guard let since = r.retainedSince, retentionElapsed(r, since: since) >= policy.retainedKeyWindow else { continue }
+            guard let since = r.retainedSince, windowElapsed(wallSince: since, bootSince: r.retainedAtBootSeconds, bootID: r.retainedAtBootID) >= policy.retainedKeyWindow else { continue }
             guard candidates.contains(r.thumbprint) else { next.insert(r.thumbprint); continue }
             try commit(try journal.released(r.thumbprint), phase: nil, event: nil)
             destroyGivenUp(r.thumbprint, "retained key \(r.thumbprint) destroyed: its window passed and two checks saw the active key registered", event: .released)

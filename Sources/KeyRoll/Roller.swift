@@ -57,9 +57,6 @@ public final class Roller: @unchecked Sendable {
     /// Retained keys the last check found back (no self-read), and those found back twice in a row.
     var backLastCheck: Set<String> = []
     var unremovable: Set<String> = []
-    /// Boot-time readings at which this process loaded retentions that have none of their own
-    /// (journals of earlier versions): see ``retentionElapsed(_:since:)``.
-    var windowMarks: [String: Double] = [:]
 
     /// A held credential, parsed once.
     func credential(_ thumbprint: String) throws -> SigningCredential {
@@ -71,33 +68,13 @@ public final class Roller: @unchecked Sendable {
 
     public var journal: Journal { lock.withLock { _journal } }
 
-    /// How long a retained key's window has run (``WindowElapsed``): the shorter of the wall-clock
-    /// time since `since` and the boot-time clock's time since the retention was committed (for a
-    /// record without that reading, since this process loaded it). A wall-clock step forward cannot
-    /// end the window early, and a restart does not start it again; after a reboot the wall clock decides.
-    func retentionElapsed(_ r: CredentialRecord, since: Date) -> TimeInterval {
+    /// How long a window that guards a destruction has run (``WindowElapsed``), from its journaled
+    /// start on the wall clock and on the boot-time clock (`bootSince` of boot `bootID`; nil: not yet
+    /// stamped, so it has only begun).
+    func windowElapsed(wallSince: Date, bootSince: Double?, bootID: String?) -> TimeInterval {
         let boot = monotonic.secondsSinceBoot()
-        if let stamp = r.retainedAtBootSeconds {
-            return WindowElapsed.seconds(wallSince: since, wallNow: clock.now(), bootSince: stamp, bootNow: boot,
-                                         sameBoot: WindowElapsed.sameBoot(r.retainedAtBootID, monotonic.bootID()))
-        }
-        let mark = lock.withLock { windowMarks[Self.retentionWindow(r, since: since)] } ?? boot
-        return WindowElapsed.seconds(wallSince: since, wallNow: clock.now(), bootSince: mark, bootNow: boot, sameBoot: true)
-    }
-
-    /// The window of a retained key, named by its thumbprint and its journaled start (a key
-    /// removed again starts a new one).
-    static func retentionWindow(_ r: CredentialRecord, since: Date) -> String { "retained \(r.thumbprint) \(since.timeIntervalSince1970)" }
-
-    /// Marks, now, the start of every retention window of `j` that has no boot-time reading (a
-    /// journal of an earlier version), so it is measured from when this process loaded it.
-    func markUnstampedRetentions(_ j: Journal) {
-        let now = monotonic.secondsSinceBoot()
-        lock.withLock {
-            for r in j.retained where r.retainedAtBootSeconds == nil {
-                if let since = r.retainedSince, windowMarks[Self.retentionWindow(r, since: since)] == nil { windowMarks[Self.retentionWindow(r, since: since)] = now }
-            }
-        }
+        return WindowElapsed.seconds(wallSince: wallSince, wallNow: clock.now(), bootSince: bootSince ?? boot, bootNow: boot,
+                                     sameBoot: WindowElapsed.sameBoot(bootID, monotonic.bootID()))
     }
 
     /// The subject CN of the certificates this roller makes: the policy's subject, marked with the
@@ -147,10 +124,10 @@ public final class Roller: @unchecked Sendable {
         let active = try store.credential(j.active)
         self.graphBase = GraphClient(endpoints: endpoints, tokens: tokens, auth: .certificate(active), transport: wire, clock: clock,
                                      sleeper: sleeper, retry: retry, logger: logger)
-        markUnstampedRetentions(j)
-        // the first start after a reboot carries the windows over to this boot (Journal.rebasingWindows)
+        // The first start after a reboot carries the windows over to this boot (Journal.rebasingWindows);
+        // windows of a journal of an earlier version, without a boot-time reading, begin now (commit stamps them).
         let rebased = j.rebasingWindows(bootSeconds: self.monotonic.secondsSinceBoot(), bootID: self.monotonic.bootID(), wallNow: clock.now())
-        if rebased != j { try commit(rebased, phase: nil, event: nil) }
+        if rebased.stampingWindows(bootSeconds: 0, bootID: nil) != j { try commit(rebased, phase: nil, event: nil) }
         try sweep(tokenMayFail: true)
         // a retained key whose file is gone (restored from a backup without it, removed by hand)
         // cannot prove anything: let the journal forget it
