@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "keyroll", targets: ["keyroll"]),
+        .executable(name: "keyroll-supervisor", targets: ["keyroll-supervisor"]),
         .executable(name: "keyroll-lab", targets: ["keyroll-lab"]),
         .library(name: "KeyRollPrimitives", targets: ["KeyRollPrimitives"]),
         .library(name: "EntraCrypto", targets: ["EntraCrypto"]),
@@ -87,6 +88,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The lean agent's long-lived process (`keyroll agent --lean` execs it): the standard library
+        // and glibc only, so that sleeping between passes costs a few MiB.
+        .target(name: "CSupervisor"),
+        .target(name: "AgentSupervisor", dependencies: ["CSupervisor"]),
+        .executableTarget(name: "keyroll-supervisor", dependencies: ["AgentSupervisor"]),
         // The production tool: agent, roll, status, plan, import, cert, provision, audit, rebootstrap.
         // Links no emulator, SQLite or HTTPS-server code.
         .executableTarget(
@@ -160,14 +166,14 @@ let package = Package(
         ),
         .testTarget(
             name: "KeyRollTests",
-            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "PKCS11", "Provisioning", "TestSupport",
+            dependencies: ["KeyRoll", "AgentSupervisor", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "PKCS11", "Provisioning", "TestSupport",
                            .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),
         // Tests that drive the built executables (crashes by SIGKILL, the demo, the benchmarks'
         // smoke run, bad command lines). They fail, never skip, when a binary is missing.
         .testTarget(
             name: "BinaryTests",
-            dependencies: ["KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "PKCS11", "Provisioning", "TestSupport"]
+            dependencies: ["AgentSupervisor", "KeyRoll", "EntraEmulator", "EntraCrypto", "EntraClient", "KeyRollPrimitives", "LabHarness", "PKCS11", "Provisioning", "TestSupport"]
         ),
     ]
 )

@@ -49,39 +49,50 @@ public final class AgentDaemon: @unchecked Sendable {
     private func loop(_ r: Roller) async {
         var failures = 0
         while !Task.isCancelled {
-            do {
-                if !isReconciled(r) {
-                    try await r.reconcile()
-                    lock.withLock { _ = reconciled.insert(key(r)) }
-                }
-                let outcome = try await r.rollIfDue()
-                lock.withLock { lastError[key(r)] = nil }
-                failures = 0
-                r.metrics.set("keyroll_roll_consecutive_failures", ["app_id": r.identity.appId], 0)
-                await watchIfDue(r)
-                let status = r.identityStatus()
-                if status.alarm >= .warning, let advice = status.advice {
-                    logger.warning("\(advice)", metadata: ["app_id": "\(r.identity.appId)", "alarm": "\(status.alarm.rawValue)",
-                                                           "time_to_cliff_s": "\(Int(status.timeToCliff ?? 0))"])
-                }
-                if case .rolled = outcome { MemoryRelease.returnFreedMemory() }
-                if case .notDue(let next) = outcome {
-                    // Wake when the roll (wall clock) or the next registration check (monotonic) is due.
-                    let watchIn = (lock.withLock { nextWatch[key(r)] } ?? 0) - monotonic.monotonicSeconds()
-                    try await sleeper.sleep(seconds: min(3600, max(1, min(next.timeIntervalSince(clock.now()), watchIn))))
-                }
-            } catch is CancellationError {
-                return
-            } catch {
-                failures += 1
-                lock.withLock { lastError[key(r)] = "\(error)" }
-                r.metrics.increment("keyroll_roll_failures_total", ["app_id": r.identity.appId])
-                r.metrics.set("keyroll_roll_consecutive_failures", ["app_id": r.identity.appId], Double(failures))
-                let delay = Self.failureBackoff.delay(attempt: failures)
-                logger.error("roll failed; will retry", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)", "retry_in_s": "\(Int(delay))"])
-                r.refreshMetrics()
-                do { try await sleeper.sleep(seconds: delay) } catch { return }
+            guard let wait = await iterate(r, failures: &failures) else { return }
+            guard wait > 0 else { continue }
+            do { try await sleeper.sleep(seconds: wait) } catch { return }
+        }
+    }
+
+    /// One turn of an identity's loop: reconcile (once), roll if due, check the registration if due.
+    /// Returns the seconds to wait before the next turn (0: at once, after a roll), nil when cancelled.
+    func iterate(_ r: Roller, failures: inout Int) async -> Double? {
+        do {
+            if !isReconciled(r) {
+                try await r.reconcile()
+                lock.withLock { _ = reconciled.insert(key(r)) }
             }
+            let outcome = try await r.rollIfDue()
+            lock.withLock { lastError[key(r)] = nil }
+            failures = 0
+            r.metrics.set("keyroll_roll_consecutive_failures", ["app_id": r.identity.appId], 0)
+            await watchIfDue(r)
+            let status = r.identityStatus()
+            if status.alarm >= .warning, let advice = status.advice {
+                logger.warning("\(advice)", metadata: ["app_id": "\(r.identity.appId)", "alarm": "\(status.alarm.rawValue)",
+                                                       "time_to_cliff_s": "\(Int(status.timeToCliff ?? 0))"])
+            }
+            switch outcome {
+            case .notDue(let next):
+                // Wake when the roll (wall clock) or the next registration check (monotonic) is due.
+                let watchIn = (lock.withLock { nextWatch[key(r)] } ?? 0) - monotonic.monotonicSeconds()
+                return min(3600, max(1, min(next.timeIntervalSince(clock.now()), watchIn)))
+            default:
+                if case .rolled = outcome { MemoryRelease.returnFreedMemory() }
+                return 0
+            }
+        } catch is CancellationError {
+            return nil
+        } catch {
+            failures += 1
+            lock.withLock { lastError[key(r)] = "\(error)" }
+            r.metrics.increment("keyroll_roll_failures_total", ["app_id": r.identity.appId])
+            r.metrics.set("keyroll_roll_consecutive_failures", ["app_id": r.identity.appId], Double(failures))
+            let delay = Self.failureBackoff.delay(attempt: failures)
+            logger.error("roll failed; will retry", metadata: ["app_id": "\(r.identity.appId)", "error": "\(error)", "retry_in_s": "\(Int(delay))"])
+            r.refreshMetrics()
+            return delay
         }
     }
 
@@ -108,8 +119,12 @@ public final class AgentDaemon: @unchecked Sendable {
         }
     }
 
+    /// When each identity's next registration check is due (monotonic clock), for a lean pass's carry.
+    func watchSchedule() -> [String: Double] { lock.withLock { nextWatch } }
+    func setWatchSchedule(_ s: [String: Double]) { lock.withLock { nextWatch = s } }
+
     /// Identities are keyed by app and replica: two replicas of one app in one agent keep apart.
-    private func key(_ r: Roller) -> String { r.identity.appId + (r.identity.replica.map { "@" + $0.rawValue } ?? "") }
+    func key(_ r: Roller) -> String { r.identity.appId + (r.identity.replica.map { "@" + $0.rawValue } ?? "") }
 
     private func isReconciled(_ r: Roller) -> Bool { lock.withLock { reconciled.contains(key(r)) } }
 

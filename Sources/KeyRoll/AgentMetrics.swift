@@ -95,6 +95,19 @@ public final class MetricsRegistry: @unchecked Sendable {
         lock.withLock { values[name]?[LabelSet(labels)] }
     }
 
+    /// Every counter series (`counters`) or every gauge series, with its value.
+    public func series(counters: Bool) -> [Series] {
+        lock.withLock {
+            var out: [Series] = []
+            for (name, byLabels) in values {
+                for (key, value) in byLabels where (self.counters[name]?[key] != nil) == counters {
+                    out.append(Series(name: name, labels: Dictionary(key.dimensions, uniquingKeysWith: { a, _ in a }), value: value))
+                }
+            }
+            return out.sorted { ($0.name, $0.labels.description) < ($1.name, $1.labels.description) }
+        }
+    }
+
     /// Removes a gauge series (e.g. a certificate the agent no longer holds).
     public func remove(_ name: String, _ labels: [String: String]) {
         lock.withLock {

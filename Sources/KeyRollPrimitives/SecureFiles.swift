@@ -40,6 +40,22 @@ public enum SecureFileError: Error, Equatable, CustomStringConvertible {
 /// (temporary file, fsync, rename, fsync of the folder), so a crash leaves either the old or the
 /// new content, never a torn or world-readable file.
 public enum SecureFiles {
+    /// Whether a program may be run as this user: a regular, executable file that root or this user
+    /// owns and no one else can write, in a folder root or this user owns and no one else can write
+    /// (a program another user could replace would run with this user's keys).
+    public static func isTrustedExecutable(_ path: String) -> Bool {
+        guard let real = realpath(path, nil) else { return false }
+        let resolved = String(cString: real)
+        free(real)
+        func trusted(_ p: String, folder: Bool) -> Bool {
+            var st = stat()
+            guard stat(p, &st) == 0, st.st_uid == 0 || st.st_uid == geteuid(), st.st_mode & 0o022 == 0 else { return false }
+            return (st.st_mode & S_IFMT) == (folder ? S_IFDIR : S_IFREG)
+        }
+        let folder = (resolved as NSString).deletingLastPathComponent
+        return trusted(resolved, folder: false) && access(resolved, X_OK) == 0 && trusted(folder.isEmpty ? "/" : folder, folder: true)
+    }
+
     /// Creates `path` (and missing parents) with mode 0700, or checks an existing folder is private.
     public static func ensurePrivateDirectory(_ path: String) throws {
         let path = path.isEmpty ? "." : path  // the folder of a bare file name is the current one

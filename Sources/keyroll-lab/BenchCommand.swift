@@ -243,6 +243,26 @@ extension BenchCommand {
         return (kib("VmRSS:"), kib("RssAnon:"), ticks / Double(sysconf(Int32(_SC_CLK_TCK))))
     }
 
+    /// ``sample(pid:)`` of a process and of its children now running, with the CPU time of the
+    /// children it has reaped: the lean agent's supervisor and any pass it runs.
+    static func sampleWithChildren(pid: Int32) -> (rssKiB: Double, anonKiB: Double, cpuSeconds: Double)? {
+        guard var total = sample(pid: pid) else { return nil }
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.range(of: ")") {
+            let fields = stat[close.upperBound...].split(separator: " ")
+            if fields.count > 14 { total.cpuSeconds += ((Double(fields[13]) ?? 0) + (Double(fields[14]) ?? 0)) / Double(sysconf(Int32(_SC_CLK_TCK))) }
+        }
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let child = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
+                  let close = stat.range(of: ")") else { continue }
+            let fields = stat[close.upperBound...].split(separator: " ")
+            guard fields.count > 1, Int32(fields[1]) == pid, let c = sample(pid: child) else { continue }
+            total.rssKiB += c.rssKiB
+            total.anonKiB += c.anonKiB
+            total.cpuSeconds += c.cpuSeconds
+        }
+        return total
+    }
+
     /// Resident KiB per mapping of a process (from /proc/PID/smaps), largest first: each file by
     /// its name, and `[anonymous]` for the heap, stacks and other private pages.
     static func residentByMapping(pid: Int32) -> [(String, Double)] {

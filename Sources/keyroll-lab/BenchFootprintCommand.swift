@@ -19,9 +19,34 @@ extension BenchCommand {
         @Option(help: "Cold-start repetitions.") var starts = 20
         @Flag(help: "Run the agents with their /metrics and /healthz server listening (on a free loopback port) instead of without it.")
         var withServer = false
+        @Flag(help: "Run the agents with --lean (keyroll-supervisor between passes); their figures add any pass running when sampled, and the CPU of the passes.")
+        var lean = false
         @Option(help: "The keyroll binary to measure (default: the one beside keyroll-lab), e.g. a static release build from scripts/package.")
         var keyroll: String?
         @Flag var json = false
+
+        /// A loopback port free now (bound to port 0, then closed) for the agent's server.
+        static func freeLoopbackPort() throws -> Int {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+            var size = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &address) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) == 0 && getsockname(fd, $0, &size) == 0 }
+            }
+            guard bound else { throw UserFacingError("cannot find a free loopback port for the agent's /metrics") }
+            return Int(UInt16(bigEndian: address.sin_port))
+        }
+
+        /// A page of the agent's server (its body; empty when it does not answer).
+        static func get(port: Int, _ path: String) async throws -> String {
+            let http = try AsyncHTTPTransport()
+            let answer = try? await http.send(HTTPRequestMessage(method: "GET", url: "http://127.0.0.1:\(port)\(path)"), timeout: 10)
+            try await http.shutdown()
+            return answer.map { String(decoding: $0.body, as: UTF8.self) } ?? ""
+        }
 
         func run() async throws {
             BenchCommand.quietLogs()
@@ -67,7 +92,8 @@ extension BenchCommand {
                     }
                     let p = Process()
                     p.executableURL = URL(fileURLWithPath: keyroll)
-                    p.arguments = ["agent", withServer ? "--metrics-port=0" : "--metrics-port=-1"] + stores.flatMap { ["--store", $0] }
+                    let port = withServer ? try Self.freeLoopbackPort() : -1
+                    p.arguments = ["agent", "--metrics-port=\(port)"] + (lean ? ["--lean"] : []) + stores.flatMap { ["--store", $0] }
                     p.environment = ProcessInfo.processInfo.environment.merging(["KEYROLL_CA_FILE": emu.dir + "/ca.pem", "KEYROLL_LOG_FORMAT": "json"]) { $1 }
                     p.standardError = FileHandle.nullDevice
                     p.standardOutput = FileHandle.nullDevice
@@ -81,9 +107,20 @@ extension BenchCommand {
                         try await Task.sleep(nanoseconds: 200_000_000)
                     }
                     try await Task.sleep(nanoseconds: 2_000_000_000)
-                    guard let a = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
+                    // the server as Prometheus uses it: a few scrapes before the window
+                    var lastPassPeak: Double?
+                    if withServer {
+                        for page in ["/metrics", "/healthz", "/readyz", "/metrics", "/metrics"] {
+                            let body = try await Self.get(port: port, page)
+                            if page == "/metrics", let line = body.split(separator: "\n").first(where: { $0.hasPrefix("keyroll_agent_last_pass_max_rss_bytes ") }) {
+                                lastPassPeak = Double(line.split(separator: " ").last ?? "")
+                            }
+                        }
+                    }
+                    let sample: (Int32) -> (rssKiB: Double, anonKiB: Double, cpuSeconds: Double)? = lean ? { BenchCommand.sampleWithChildren(pid: $0) } : { BenchCommand.sample(pid: $0) }
+                    guard let a = sample(p.processIdentifier) else { throw UserFacingError("agent exited") }
                     try await Task.sleep(nanoseconds: UInt64(idleSeconds * 1e9))
-                    guard let b = BenchCommand.sample(pid: p.processIdentifier) else { throw UserFacingError("agent exited") }
+                    guard let b = sample(p.processIdentifier) else { throw UserFacingError("agent exited") }
                     let byMapping = BenchCommand.residentByMapping(pid: p.processIdentifier)
                     p.terminate()
                     p.waitUntilExit()
@@ -92,8 +129,12 @@ extension BenchCommand {
                         Figure(name: "agent idle RSS in \(mapping), \(n) identit\(n == 1 ? "y" : "ies")", value: kib / 1024, unit: "MiB",
                                bound: b.rssKiB / 1024, boundName: "the agent's whole RSS", command: "keyroll-lab bench footprint").print(json: json)
                     }
-                    Figure(name: "agent idle RSS, \(n) identit\(n == 1 ? "y" : "ies")" + (withServer ? ", metrics server on" : ""), value: b.rssKiB / 1024, unit: "MiB",
+                    Figure(name: "agent idle RSS, \(n) identit\(n == 1 ? "y" : "ies")" + (withServer ? ", metrics server on" : "") + (lean ? ", lean (supervisor and any pass running)" : ""), value: b.rssKiB / 1024, unit: "MiB",
                            bound: baseRSS / 1024, boundName: "keyroll asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
+                    if let lastPassPeak {
+                        Figure(name: "lean agent: peak RSS of its last pass (a child keyroll, while it ran), \(n) identit\(n == 1 ? "y" : "ies")", value: lastPassPeak / 1_048_576, unit: "MiB",
+                               bound: baseRSS / 1024, boundName: "keyroll asleep", command: "keyroll-lab bench footprint --lean --with-server").print(json: json)
+                    }
                     Figure(name: "agent idle anonymous memory (RssAnon: heap, stacks), \(n) identit\(n == 1 ? "y" : "ies")", value: b.anonKiB / 1024, unit: "MiB",
                            bound: baseAnon / 1024, boundName: "keyroll asleep", command: "keyroll-lab bench footprint --identities \(identities)").print(json: json)
                     Figure(name: "agent idle CPU over \(Int(idleSeconds)) s, \(n) identit\(n == 1 ? "y" : "ies")", value: b.cpuSeconds - a.cpuSeconds, unit: "CPU-s",

@@ -49,11 +49,34 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Most token-endpoint connections open at once; later ones are closed at once.")
     var tokenEndpointMaxConnections = 4096
 
+    @Flag(name: .long, help: ArgumentHelp("Keep only keyroll-supervisor (a few MiB, no keys) running between passes; each pass (the rolls due, the registration checks) runs as a short-lived child.",
+                                          discussion: "The token endpoint needs the resident agent: when a store enables it, the agent runs resident and says so."))
+    var lean = false
+
+    @Option(name: .long, help: "With --lean: a pass that shows no sign of life (paused, wedged) for this many seconds is stopped; the next resumes it.")
+    var passDeadline = 300
+
+    @Option(name: .long, help: "With --lean: the wait after a failed pass; it doubles with each failure in a row, up to an hour.")
+    var passRetry = 60
+
+    @Option(name: .long, help: .hidden)
+    var passState: String?
+
     func run() async throws {
         KeyRollLogHandler.bootstrap()
         let logger = Logger(label: "keyroll.agent")
         Self.raiseDescriptorLimit()
         Self.limitThreads()
+        if let passState {
+            try await runPass(stateDirectory: passState, logger: logger)
+            return
+        }
+        guard (10...86_400).contains(passDeadline) else {
+            throw ValidationError("--pass-deadline takes seconds from 10 to 86400 (default 300).")
+        }
+        guard (1...3600).contains(passRetry) else {
+            throw ValidationError("--pass-retry takes seconds from 1 to 3600 (default 60).")
+        }
         // every setting is checked before the HTTP client exists: a client must be shut down, never just dropped
         let hook = try reloadHook()
         let p = try policy.policy()
@@ -64,6 +87,14 @@ struct AgentCommand: AsyncParsableCommand {
         let metrics = MetricsRegistry.agent()
         // the passed sockets are checked before the HTTP client exists (a client must be shut down)
         let tokenListener = try tokenEndpointListener(logger: logger)
+        if lean {
+            let supervisor = Self.supervisorPath()
+            if let why = leanRefusal(stores: try stores.paths(), supervisor: supervisor) {
+                logger.warning("--lean: the agent runs resident, because \(why)")
+            } else if let supervisor {
+                becomeSupervisor(supervisor, logger: logger)
+            }
+        }
         let transport = try trust.transport()
         let daemon: AgentDaemon
         var rollers: [Roller] = []

@@ -15,6 +15,8 @@ import ServiceLifecycle
 ///   side effect (`rename journal.json#3`, `answered addKey#1`; see ``SideEffect``);
 /// - `KEYROLL_TEST_STOP_AT=<side effect>#<n>` stops the process with SIGSTOP there instead (a
 ///   paused process: the test decides when it goes on, with SIGCONT);
+/// - `KEYROLL_TEST_HOOK_ONCE=<file>`: the crash or stop happens only in the first process to create
+///   that file (a lean agent's later passes, which inherit the variables, run on);
 /// - `KEYROLL_TEST_SIDE_EFFECT_LOG=<file>` appends the name of every side effect reached to a file,
 ///   so a test can enumerate them.
 enum CrashHook {
@@ -37,9 +39,18 @@ enum CrashHook {
                 let line = Array("\(effect)#\(n)\n".utf8)
                 _ = line.withUnsafeBytes { write(logFD, $0.baseAddress, line.count) }
             }
-            if let target, target == "\(effect)#\(n)" { kill(getpid(), SIGKILL) }
-            if let stopAt, stopAt == "\(effect)#\(n)" { kill(getpid(), SIGSTOP) }
+            if let target, target == "\(effect)#\(n)", firstTime() { kill(getpid(), SIGKILL) }
+            if let stopAt, stopAt == "\(effect)#\(n)", firstTime() { kill(getpid(), SIGSTOP) }
         }
+    }
+
+    /// False when `KEYROLL_TEST_HOOK_ONCE` names a file another process already created.
+    static func firstTime() -> Bool {
+        guard let path = ProcessInfo.processInfo.environment["KEYROLL_TEST_HOOK_ONCE"], !path.isEmpty else { return true }
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        close(fd)
+        return true
     }
 
     final class Counts: @unchecked Sendable {

@@ -1,3 +1,4 @@
+import AgentSupervisor
 import Foundation
 import KeyRoll
 import KeyRollPrimitives
@@ -20,7 +21,7 @@ import TestSupport
     static var exportedMetrics: Set<String> {
         let registry = MetricsRegistry.agent()
         _ = TokenEndpoint(rollers: [], metrics: registry, clock: SystemClock(), logger: .init(label: "t"))
-        return registry.describedFamilies.union(fleetAuditMetrics)
+        return registry.describedFamilies.union(fleetAuditMetrics).union(Supervisor.exportedFamilies)
     }
 
     /// The families `keyroll audit --credentials --metrics-file` writes (the fleet's migration).
@@ -151,7 +152,7 @@ import TestSupport
         let info = try await Tools.run([dpkgDeb, "--info", deb])
         #expect(info.stdout.contains("Package: keyroll") && info.stdout.contains("Version: \(version)") && info.stdout.contains("postinst"), "\(info.stdout)")
         let contents = try await Tools.run([dpkgDeb, "--contents", deb]).stdout
-        for entry in ["-rwxr-xr-x root/root", "./usr/bin/keyroll", "./lib/systemd/system/keyroll-agent.service", "./lib/systemd/system/keyroll-agent.socket", "./lib/systemd/system/keyroll-agent-transition.socket", "./etc/keyroll/agent.env",
+        for entry in ["-rwxr-xr-x root/root", "./usr/bin/keyroll", "./usr/libexec/keyroll/keyroll-supervisor", "./lib/systemd/system/keyroll-agent.service", "./lib/systemd/system/keyroll-agent.socket", "./lib/systemd/system/keyroll-agent-transition.socket", "./etc/keyroll/agent.env",
                       "./usr/share/doc/keyroll/operations.md", "./usr/share/doc/keyroll/examples/prometheus/keyroll.rules.yml",
                       "./usr/share/doc/keyroll/examples/grafana/keyroll.json", "./usr/share/doc/keyroll/copyright",
                       "./usr/share/man/man1/keyroll.1.gz"] {
@@ -178,7 +179,7 @@ import TestSupport
         #expect(help.stdout.contains("Scale in"), "the packaged binary is this build")
         // the tarball holds the same binary and unit
         let list = try await Tools.run(["tar", "-tzf", tarball]).stdout
-        for entry in ["keyroll-\(version)/bin/keyroll", "keyroll-\(version)/systemd/keyroll-agent.service", "keyroll-\(version)/systemd/keyroll-agent.socket", "keyroll-\(version)/systemd/keyroll-agent-transition.socket", "keyroll-\(version)/share/operations.md", "keyroll-\(version)/man/man1/keyroll.1"] {
+        for entry in ["keyroll-\(version)/bin/keyroll", "keyroll-\(version)/libexec/keyroll/keyroll-supervisor", "keyroll-\(version)/systemd/keyroll-agent.service", "keyroll-\(version)/systemd/keyroll-agent.socket", "keyroll-\(version)/systemd/keyroll-agent-transition.socket", "keyroll-\(version)/share/operations.md", "keyroll-\(version)/man/man1/keyroll.1"] {
             #expect(list.contains(entry), "the tarball lacks \(entry)")
         }
         // lintian, when installed: no errors beyond the documented ones

@@ -21,6 +21,20 @@ import TestSupport
         #expect(!linked.stdout.contains("sqlite"), "keyroll links SQLite:\n\(linked.stdout)")
     }
 
+    /// The lean agent's supervisor links the standard library and glibc only: no Foundation, no
+    /// event loop, no TLS, no key code. What it links is what it keeps resident between passes.
+    @Test func theSupervisorLinksNeitherFoundationNorTheAgent() throws {
+        let path = Tools.packageRoot + "/.build/debug/keyroll-supervisor"
+        let binary = try Data(contentsOf: URL(fileURLWithPath: path))
+        for name in ["Foundation", "NIOPosix", "Hummingbird", "BoringSSL", "EntraCrypto", "KeyRoll.Roller", "CryptoKit"] {
+            #expect(binary.range(of: Data(name.utf8)) == nil, "keyroll-supervisor contains \(name)")
+        }
+        let production = try Data(contentsOf: URL(fileURLWithPath: Binaries.keyroll))
+        #expect(production.range(of: Data("Foundation".utf8)) != nil, "keyroll links Foundation (else this test searches for the wrong name)")
+        let linked = try Tools.run(["ldd", path]).stdout
+        #expect(!linked.contains("Foundation") && !linked.contains("libicu"), "\(linked)")
+    }
+
     /// Every command names itself in its `CommandConfiguration`. Without `commandName:`
     /// swift-argument-parser derives the name with `String(describing: Self.self)` while it
     /// builds the command tree at every start — even for `--version` — and each such call makes

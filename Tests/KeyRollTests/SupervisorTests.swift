@@ -1,0 +1,118 @@
+import AgentSupervisor
+import Testing
+
+/// The lean agent's supervisor, its pure parts: when the next pass runs, what its pages answer, and
+/// the command line `keyroll agent --lean` hands it.
+@Suite struct SupervisorTests {
+    @Test func aPassThatEndedWellNamesTheNextWake() {
+        var s = PassSchedule()
+        #expect(s.afterPass(exitedCleanly: true, answer: Array("42.5\n".utf8)) == 42.5)
+        #expect(s.consecutiveFailures == 0)
+        // clamped to 1 s … 1 h
+        #expect(s.afterPass(exitedCleanly: true, answer: Array("0".utf8)) == 1)
+        #expect(s.afterPass(exitedCleanly: true, answer: Array("86400".utf8)) == 3600)
+    }
+
+    @Test func aFailedPassIsRetriedWithBackoffForever() {
+        var s = PassSchedule()
+        // crashed, stopped, or no answer (a pass that died before its last write): all failures
+        #expect(s.afterPass(exitedCleanly: false, answer: Array("5".utf8)) == 60)
+        #expect(s.afterPass(exitedCleanly: true, answer: nil) == 120)
+        #expect(s.afterPass(exitedCleanly: true, answer: Array("nan".utf8)) == 240)
+        #expect(s.afterPass(exitedCleanly: true, answer: Array("soon".utf8)) == 480)
+        for _ in 0..<100 { _ = s.afterPass(exitedCleanly: false, answer: nil) }
+        #expect(s.afterPass(exitedCleanly: false, answer: nil) == 3600, "capped at an hour, never given up")
+        #expect(s.afterPass(exitedCleanly: true, answer: Array("7".utf8)) == 7)
+        #expect(s.consecutiveFailures == 0)
+        var quick = PassSchedule(firstRetrySeconds: 1)
+        #expect(quick.afterPass(exitedCleanly: false, answer: nil) == 1)
+        #expect(quick.afterPass(exitedCleanly: false, answer: nil) == 2)
+    }
+
+    @Test func requestsAreRoutedByTheirRequestLine() {
+        func parse(_ s: String) -> HealthServer.Request { HealthServer.parse(Array(s.utf8)) }
+        #expect(parse("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == .page(.metrics, headOnly: false))
+        #expect(parse("HEAD /healthz HTTP/1.0\r\n\r\n") == .page(.healthz, headOnly: true))
+        #expect(parse("GET /readyz?x=1 HTTP/1.1\r\n\r\n") == .page(.readyz, headOnly: false))
+        #expect(parse("POST /metrics HTTP/1.1\r\n\r\n") == .methodNotAllowed)
+        #expect(parse("GET /metrics/../etc HTTP/1.1\r\n\r\n") == .notFound)
+        #expect(parse("GET /carry.json HTTP/1.1\r\n\r\n") == .notFound, "only the three pages: never another file of the folder")
+        #expect(parse("GET metrics HTTP/1.1\r\n\r\n") == .badRequest)
+        #expect(parse("GET /metrics HTTP/2\r\n\r\n") == .badRequest)
+        #expect(parse("\r\n\r\n") == .badRequest)
+        #expect(parse("GET  /metrics HTTP/1.1\r\n\r\n") == .badRequest)
+        #expect(HealthServer.headEnd(Array("GET / HTTP/1.1\r\n".utf8)) == nil)
+        #expect(HealthServer.headEnd(Array("GET / HTTP/1.1\r\n\r\nbody".utf8)) == 18)
+    }
+
+    @Test func pagesAnswerWhatTheLastPassWrote() {
+        let files: [HealthServer.Page: String] = [
+            .metrics: HealthServer.file(status: 200, contentType: "text/plain; version=0.0.4", body: "keyroll_x 1\n"),
+            .healthz: HealthServer.file(status: 503, contentType: "application/json", body: #"{"healthy":false}"#),
+        ]
+        func answer(_ r: HealthServer.Request) -> String {
+            String(decoding: HealthServer.answer(r, file: { files[$0].map { Array($0.utf8) } }, supervisorMetrics: "keyroll_agent_y 2\n"), as: UTF8.self)
+        }
+        let metrics = answer(.page(.metrics, headOnly: false))
+        #expect(metrics.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(metrics.contains("Content-Type: text/plain; version=0.0.4\r\n"))
+        #expect(metrics.hasSuffix("\r\n\r\nkeyroll_x 1\nkeyroll_agent_y 2\n"))
+        #expect(metrics.contains("Content-Length: 30\r\n"))
+        #expect(answer(.page(.healthz, headOnly: false)).hasPrefix("HTTP/1.1 503 "))
+        // before the first pass (no file): not ready, not healthy
+        #expect(answer(.page(.readyz, headOnly: false)).hasPrefix("HTTP/1.1 503 "))
+        let head = answer(.page(.metrics, headOnly: true))
+        #expect(head.hasSuffix("\r\n\r\n") && head.contains("Content-Length: 30\r\n"), "HEAD: the length, no body")
+        #expect(answer(.methodNotAllowed).contains("Allow: GET, HEAD\r\n"))
+        // a damaged file is not served as it is
+        #expect(HealthServer.parseFile(Array("ok text/plain\nx".utf8)) == nil)
+        #expect(HealthServer.parseFile(Array("200 text/plain\r\nx".utf8)) == nil, "no header injection")
+        #expect(HealthServer.parseFile(Array("200\n".utf8)) == nil)
+    }
+
+    @Test func theCommandLineIsCheckedWhole() throws {
+        let o = try SupervisorOptions.parse(["--state", "/run/k", "--metrics-port", "0", "--pass-deadline", "60", "--retry-seconds", "5", "--", "/usr/bin/keyroll", "agent", "--pass-state", "/run/k"])
+        #expect(o == SupervisorOptions(stateDirectory: "/run/k", metricsPort: 0, passDeadlineSeconds: 60, retrySeconds: 5, child: ["/usr/bin/keyroll", "agent", "--pass-state", "/run/k"]))
+        for bad in [[], ["--state", "/run/k"], ["--state", "run/k", "--", "/bin/true"], ["--state", "/run/k", "--", "keyroll"],
+                    ["--metrics-port", "70000", "--state", "/r", "--", "/bin/true"], ["--pass-deadline", "1", "--state", "/r", "--", "/bin/true"],
+                    ["--what", "--state", "/r", "--", "/bin/true"], ["--state"]] {
+            #expect(throws: SupervisorError.self, "\(bad)") { try SupervisorOptions.parse(bad) }
+        }
+        let e = SupervisorError.usage("x")
+        #expect(e.description.contains("keyroll agent --lean"), "says what to run instead")
+    }
+}
+
+import Foundation
+import KeyRollPrimitives
+
+/// `keyroll agent --lean` runs only a supervisor no other user could have put or changed.
+@Suite struct TrustedExecutableTests {
+    @Test func onlyAProgramNoOtherUserCanChangeIsTrusted() throws {
+        let dir = NSTemporaryDirectory() + "/keyroll-trusted-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o755)
+        let program = dir + "/keyroll-supervisor"
+        try "#!/bin/sh\n".write(toFile: program, atomically: false, encoding: .utf8)
+        chmod(program, 0o755)
+        #expect(SecureFiles.isTrustedExecutable(program))
+        chmod(program, 0o775)
+        #expect(!SecureFiles.isTrustedExecutable(program), "group-writable")
+        chmod(program, 0o644)
+        #expect(!SecureFiles.isTrustedExecutable(program), "not executable")
+        chmod(program, 0o755)
+        chmod(dir, 0o1777)
+        #expect(!SecureFiles.isTrustedExecutable(program), "in a folder anyone can write (like /tmp)")
+        chmod(dir, 0o755)
+        if geteuid() == 0 {
+            chown(program, 65534, 65534)
+            #expect(!SecureFiles.isTrustedExecutable(program), "owned by another user")
+            chown(program, 0, 0)
+        }
+        let link = dir + "/link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: program)
+        #expect(SecureFiles.isTrustedExecutable(link), "a link is judged by what it points to")
+        #expect(!SecureFiles.isTrustedExecutable(dir + "/missing"))
+    }
+}
