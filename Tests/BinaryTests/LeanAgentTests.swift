@@ -134,24 +134,8 @@ import TestSupport
     /// the supervisor counts it failed, and the next pass resumes the roll from the journal.
     @Test
     func aPassKilledMidRollIsResumedByTheNext() async throws {
-        try Binaries.require()
-        let rig = try await CrashTests.Rig.start()
-        let (store, bundle) = try await rig.newStore("lean-crash")
-        let bootstrap = try bundle.signingCredential().certificate.sha1Thumbprint.hex
-        let once = try Tools.temporaryDirectory("keyroll-lean-once") + "/fired"
-        let agent = try Agent(rig, store, env: ["KEYROLL_TEST_CRASH_AT": "answered addKey#1", "KEYROLL_TEST_HOOK_ONCE": once])
-        try agent.waitFor("a killed pass, then one that ends well") {
-            guard let killed = $0.range(of: "killed by signal 9") else { return false }
-            return $0[killed.upperBound...].contains("pass finished")
-        }
-        #expect(FileManager.default.fileExists(atPath: once), "the crash hook fired")
-        try rig.assertConverged(store, bundle.appId, bootstrap: bootstrap, "after the resumed pass")
-        await rig.assertUsable(store, bundle.appId, "after the resumed pass")
-        let metrics = try await agent.get("/metrics").body
-        #expect(Self.value(metrics, #"keyroll_agent_passes_total{outcome="failed"}"#) == 1, "\(metrics)")
-        #expect(try await agent.get("/healthz").status == "200", "healthy again once a pass ended well")
-        #expect(agent.stop() == 0)
-        await rig.server.stop()
+        try await assertInterruptedPassIsResumed("lean-crash", hook: "KEYROLL_TEST_CRASH_AT", interruption: "killed by signal 9",
+                                                 outcome: "failed", healthyAfter: true)
     }
 
     /// A pass that stops making progress (SIGSTOP in the middle of the roll: a paused process) does
@@ -159,20 +143,35 @@ import TestSupport
     /// process cannot ignore) and the next pass resumes the roll.
     @Test
     func aPausedPassIsStoppedAtItsDeadlineAndTheRollResumed() async throws {
+        try await assertInterruptedPassIsResumed("lean-paused", hook: "KEYROLL_TEST_STOP_AT", extra: ["--pass-deadline", "10"],
+                                                 interruption: "was stopped: no sign of life for --pass-deadline 10 s",
+                                                 outcome: "stopped", seconds: 180)
+    }
+
+    /// One lean agent whose first pass is interrupted by `hook` (once) just before the answer to
+    /// addKey is journaled: the log shows `interruption` and then a pass that ended well, the store and
+    /// the registration converge as after an uninterrupted roll, the app still signs in, and the
+    /// supervisor counts exactly one pass with `outcome`.
+    func assertInterruptedPassIsResumed(_ name: String, hook: String, extra: [String] = [], interruption: String,
+                                        outcome: String, seconds: Double = 120, healthyAfter: Bool = false) async throws {
         try Binaries.require()
         let rig = try await CrashTests.Rig.start()
-        let (store, bundle) = try await rig.newStore("lean-paused")
+        let (store, bundle) = try await rig.newStore(name)
         let bootstrap = try bundle.signingCredential().certificate.sha1Thumbprint.hex
         let once = try Tools.temporaryDirectory("keyroll-lean-once") + "/fired"
-        let agent = try Agent(rig, store, extra: ["--pass-deadline", "10"], env: ["KEYROLL_TEST_STOP_AT": "answered addKey#1", "KEYROLL_TEST_HOOK_ONCE": once])
-        try agent.waitFor("a stopped pass, then one that ends well", seconds: 180) {
-            guard let stopped = $0.range(of: "was stopped: no sign of life for --pass-deadline 10 s") else { return false }
-            return $0[stopped.upperBound...].contains("pass finished")
+        let agent = try Agent(rig, store, extra: extra, env: [hook: "answered addKey#1", "KEYROLL_TEST_HOOK_ONCE": once])
+        try agent.waitFor("an interrupted pass (\(interruption)), then one that ends well", seconds: seconds) {
+            guard let interrupted = $0.range(of: interruption) else { return false }
+            return $0[interrupted.upperBound...].contains("pass finished")
         }
-        try rig.assertConverged(store, bundle.appId, bootstrap: bootstrap, "after the pass past its deadline")
-        await rig.assertUsable(store, bundle.appId, "after the pass past its deadline")
+        #expect(FileManager.default.fileExists(atPath: once), "the \(hook) hook fired")
+        try rig.assertConverged(store, bundle.appId, bootstrap: bootstrap, "after the resumed pass")
+        await rig.assertUsable(store, bundle.appId, "after the resumed pass")
         let metrics = try await agent.get("/metrics").body
-        #expect(Self.value(metrics, #"keyroll_agent_passes_total{outcome="stopped"}"#) == 1, "\(metrics)")
+        #expect(Self.value(metrics, #"keyroll_agent_passes_total{outcome="\#(outcome)"}"#) == 1, "\(metrics)")
+        if healthyAfter {
+            #expect(try await agent.get("/healthz").status == "200", "healthy again once a pass ended well")
+        }
         #expect(agent.stop() == 0)
         await rig.server.stop()
     }
