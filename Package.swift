@@ -38,7 +38,9 @@ let package = Package(
         // Shared primitives with no I/O policy of their own: JSON values, UTC time, clocks and
         // sleepers, backoff, the seedable PRNG, secure files, JSON-lines files, side-effect hooks,
         // and the bootstrap bundle format.
-        .target(name: "KeyRollPrimitives"),
+        // The one backoff formula; imports nothing, so the supervisor links it without Foundation.
+        .target(name: "KeyRollBackoff"),
+        .target(name: "KeyRollPrimitives", dependencies: ["KeyRollBackoff"]),
         // Pure cryptography: keys, certificates, thumbprints, compact JWS, assertions, proofs. No I/O, no clock.
         .target(
             name: "EntraCrypto",
@@ -91,7 +93,7 @@ let package = Package(
         // The lean agent's long-lived process (`keyroll agent --lean` execs it): the standard library
         // and glibc only, so that sleeping between passes costs a few MiB.
         .target(name: "CSupervisor"),
-        .target(name: "AgentSupervisor", dependencies: ["CSupervisor"]),
+        .target(name: "AgentSupervisor", dependencies: ["CSupervisor", "KeyRollBackoff"]),
         .executableTarget(name: "keyroll-supervisor", dependencies: ["AgentSupervisor"]),
         // The production tool: agent, roll, status, plan, import, cert, provision, audit, rebootstrap.
         // Links no emulator, SQLite or HTTPS-server code.

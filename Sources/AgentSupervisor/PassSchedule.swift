@@ -1,3 +1,5 @@
+import KeyRollBackoff
+
 /// When the next pass starts, decided from how the last one ended. Pure.
 ///
 /// A pass that ended well names its own next wake (the soonest roll or registration check of any
@@ -22,10 +24,9 @@ public struct PassSchedule: Equatable, Sendable {
         return Self.backoff(consecutiveFailures, first: firstRetrySeconds)
     }
 
-    /// first · 2^(n-1) seconds, at most 3600.
+    /// first · 2^(n-1) seconds, at most 3600: KeyRoll's one backoff formula, the resident agent's.
     public static func backoff(_ failures: Int, first: Double = 60) -> Double {
-        let n = max(1, min(failures, 13))
-        return min(3600, max(1, first) * Double(1 << (n - 1)))
+        Backoff(base: max(1, first), cap: 3600).delay(attempt: failures)
     }
 
     /// A wake in seconds: a finite decimal number, clamped to 1 s … 1 h (a pass that asked for
