@@ -75,6 +75,7 @@ public final class Supervisor {
 
     /// Runs until SIGTERM or SIGINT; the exit status.
     public func run() -> Int32 {
+        ks_set_process_name("keyroll-supervisor")
         do {
             try start()
         } catch {

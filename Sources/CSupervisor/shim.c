@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <errno.h>
 #include <sys/signalfd.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,3 +24,5 @@ int ks_exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 
 int ks_term_signal(int status) { return WIFSIGNALED(status) ? WTERMSIG(status) : 0; }
 
 int ks_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+void ks_set_process_name(const char *name) { (void)prctl(PR_SET_NAME, name, 0, 0, 0); }

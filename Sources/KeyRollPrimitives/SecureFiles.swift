@@ -40,20 +40,55 @@ public enum SecureFileError: Error, Equatable, CustomStringConvertible {
 /// (temporary file, fsync, rename, fsync of the folder), so a crash leaves either the old or the
 /// new content, never a torn or world-readable file.
 public enum SecureFiles {
-    /// Whether a program may be run as this user: a regular, executable file that root or this user
-    /// owns and no one else can write, in a folder root or this user owns and no one else can write
-    /// (a program another user could replace would run with this user's keys).
+    /// Whether a program may be run as this user (``openTrustedExecutable(_:)`` can open it).
     public static func isTrustedExecutable(_ path: String) -> Bool {
-        guard let real = realpath(path, nil) else { return false }
+        guard let fd = openTrustedExecutable(path) else { return false }
+        close(fd)
+        return true
+    }
+
+    /// Opens a program that may be run as this user, for `fexecve`, or returns nil. Trusted is a
+    /// regular, executable file that root or this user owns and no one else can write, in a folder
+    /// root or this user owns and no one else can write, under folders that root or this user own
+    /// and that no one else can write unless they are sticky (like `/tmp`, where no one can rename
+    /// or replace another user's entry): a program another user could replace, or put in place
+    /// by renaming one of its folders, would run with this user's keys.
+    ///
+    /// The file is judged through the descriptor that is returned (`fstat`), so executing that
+    /// descriptor runs the file that was judged, even if the path is changed in between.
+    public static func openTrustedExecutable(_ path: String) -> Int32? {
+        guard let real = realpath(path, nil) else { return nil }
         let resolved = String(cString: real)
         free(real)
-        func trusted(_ p: String, folder: Bool) -> Bool {
-            var st = stat()
-            guard stat(p, &st) == 0, st.st_uid == 0 || st.st_uid == geteuid(), st.st_mode & 0o022 == 0 else { return false }
-            return (st.st_mode & S_IFMT) == (folder ? S_IFDIR : S_IFREG)
+        let fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_uid == 0 || st.st_uid == geteuid(),
+              st.st_mode & 0o022 == 0, access(resolved, X_OK) == 0,
+              trustedFolders(of: resolved) else {
+            close(fd)
+            return nil
         }
-        let folder = (resolved as NSString).deletingLastPathComponent
-        return trusted(resolved, folder: false) && access(resolved, X_OK) == 0 && trusted(folder.isEmpty ? "/" : folder, folder: true)
+        return fd
+    }
+
+    /// The rule for a trusted program's folders (``openTrustedExecutable(_:)``): `path` has no
+    /// symbolic link in it (it comes from `realpath`).
+    static func trustedFolders(of path: String) -> Bool {
+        var folder = (path as NSString).deletingLastPathComponent
+        var first = true
+        while true {
+            if folder.isEmpty { folder = "/" }
+            var st = stat()
+            guard lstat(folder, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, st.st_uid == 0 || st.st_uid == geteuid() else { return false }
+            let othersWrite = st.st_mode & 0o022 != 0
+            let sticky = st.st_mode & S_ISVTX != 0
+            // the program's own folder: no one else writes there at all; above it, a sticky folder is safe
+            if othersWrite && (first || !sticky) { return false }
+            if folder == "/" { return true }
+            folder = (folder as NSString).deletingLastPathComponent
+            first = false
+        }
     }
 
     /// Creates `path` (and missing parents) with mode 0700, or checks an existing folder is private.

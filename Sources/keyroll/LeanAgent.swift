@@ -75,9 +75,17 @@ extension AgentCommand {
         let arguments = [supervisor, "--state", state, "--metrics-host", metricsHost, "--metrics-port", String(metricsPort),
                          "--pass-deadline", String(passDeadline), "--retry-seconds", String(passRetry), "--"] + child
         logger.info("lean agent: keyroll-supervisor keeps the process; each pass runs as a short-lived child", metadata: ["state": "\(state)"])
+        // the file that is executed is the one that was judged: opened, checked through its descriptor,
+        // and executed by it, so a path changed after the check cannot swap in another program
+        guard let program = SecureFiles.openTrustedExecutable(supervisor) else {
+            rmdir(state)
+            logger.error("--lean: \(supervisor) is no longer a program only root or this user can change; the agent runs resident instead")
+            return
+        }
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        execv(supervisor, &argv)
+        fexecve(program, &argv, environ)
         let reason = String(cString: strerror(errno))
+        close(program)
         for p in argv { free(p) }
         rmdir(state)
         logger.error("cannot start keyroll-supervisor (\(reason)); the agent runs resident instead", metadata: ["supervisor": "\(supervisor)"])

@@ -91,6 +91,9 @@ import TestSupport
         // the long-lived process is the supervisor, not keyroll
         let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(agent.process.processIdentifier)/exe")
         #expect(exe.hasSuffix("/keyroll-supervisor"), "the agent's process runs \(exe)")
+        // started by descriptor (fexecve), it names itself: not the descriptor's number in ps and the journal
+        let comm = try String(contentsOfFile: "/proc/\(agent.process.processIdentifier)/comm", encoding: .utf8)
+        #expect(comm == "keyroll-supervi\n", "the process is named \(comm)")
 
         let first = try await agent.get("/metrics")
         #expect(first.status == "200")

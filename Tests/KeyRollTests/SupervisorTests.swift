@@ -88,14 +88,22 @@ import KeyRollPrimitives
 
 /// `keyroll agent --lean` runs only a supervisor no other user could have put or changed.
 @Suite struct TrustedExecutableTests {
-    @Test func onlyAProgramNoOtherUserCanChangeIsTrusted() throws {
-        let dir = NSTemporaryDirectory() + "/keyroll-trusted-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        chmod(dir, 0o755)
-        let program = dir + "/keyroll-supervisor"
-        try "#!/bin/sh\n".write(toFile: program, atomically: false, encoding: .utf8)
+    /// A new folder (0755, and its parents) holding `relative` as a 0755 shell script; removed by `cleanUp`.
+    static func program(_ relative: String = "keyroll-supervisor", script: String = "#!/bin/sh\n") throws -> (top: String, program: String) {
+        let top = NSTemporaryDirectory() + "/keyroll-trusted-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let program = top + "/" + relative
+        let folder = (program as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var made = folder
+        while made.count >= top.count { chmod(made, 0o755); made = (made as NSString).deletingLastPathComponent }
+        try script.write(toFile: program, atomically: false, encoding: .utf8)
         chmod(program, 0o755)
+        return (top, program)
+    }
+
+    @Test func onlyAProgramNoOtherUserCanChangeIsTrusted() throws {
+        let (dir, program) = try Self.program()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         #expect(SecureFiles.isTrustedExecutable(program))
         chmod(program, 0o775)
         #expect(!SecureFiles.isTrustedExecutable(program), "group-writable")
@@ -114,5 +122,46 @@ import KeyRollPrimitives
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: program)
         #expect(SecureFiles.isTrustedExecutable(link), "a link is judged by what it points to")
         #expect(!SecureFiles.isTrustedExecutable(dir + "/missing"))
+    }
+
+    /// A folder above the program that another user can write (and is not sticky) lets that user
+    /// rename the program's folder away and put their own in its place.
+    @Test func everyFolderAboveTheProgramIsJudged() throws {
+        let (top, program) = try Self.program("shared/libexec/keyroll-supervisor")
+        defer { try? FileManager.default.removeItem(atPath: top) }
+        #expect(SecureFiles.isTrustedExecutable(program))
+        chmod(top + "/shared", 0o777)
+        #expect(!SecureFiles.isTrustedExecutable(program), "a folder above that anyone can write")
+        chmod(top + "/shared", 0o1777)
+        #expect(SecureFiles.isTrustedExecutable(program), "a sticky folder above (like /tmp): no one can replace our entry")
+        chmod(top + "/shared", 0o775)
+        #expect(!SecureFiles.isTrustedExecutable(program), "a folder above that the group can write")
+        chmod(top + "/shared", 0o755)
+        if geteuid() == 0 {
+            chown(top + "/shared", 65534, 65534)
+            #expect(!SecureFiles.isTrustedExecutable(program), "a folder above that another user owns")
+            chown(top + "/shared", 0, 0)
+        }
+        #expect(SecureFiles.isTrustedExecutable(program))
+    }
+
+    /// The descriptor returned is the file that was judged: replacing the path afterwards does not
+    /// change what executing the descriptor runs.
+    @Test func theOpenedProgramIsTheOneJudged() throws {
+        let (dir, program) = try Self.program(script: "#!/bin/sh\necho judged\n")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fd = try #require(SecureFiles.openTrustedExecutable(program))
+        defer { close(fd) }
+        var judged = stat()
+        #expect(fstat(fd, &judged) == 0)
+        // swapped after the check: a new file (another inode) at the same path
+        try FileManager.default.removeItem(atPath: program)
+        try "#!/bin/sh\necho swapped\n".write(toFile: program, atomically: false, encoding: .utf8)
+        var now = stat(), still = stat()
+        #expect(stat(program, &now) == 0 && fstat(fd, &still) == 0)
+        #expect(still.st_ino == judged.st_ino && now.st_ino != judged.st_ino)
+        #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0, "never leaked into the program it runs")
+        chmod(dir, 0o777)
+        #expect(SecureFiles.openTrustedExecutable(program) == nil, "its own folder writable by anyone")
     }
 }

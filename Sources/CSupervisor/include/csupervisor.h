@@ -12,5 +12,9 @@ int ks_exit_code(int status);
 int ks_term_signal(int status);
 /// accept4(2): the next connection, non-blocking and close-on-exec; -1 with errno when none.
 int ks_accept(int fd);
+/// prctl(PR_SET_NAME): the process's name in ps, top and the journal (at most 15 bytes are kept).
+/// `keyroll agent --lean` starts the supervisor by descriptor (fexecve), and kernels before 6.14
+/// name such a process after the descriptor's number.
+void ks_set_process_name(const char *name);
 
 #endif
