@@ -206,6 +206,32 @@ struct Measured {
     }
 }
 
+extension Measured {
+    /// The wall time of one start of `argv` (an absolute path), seconds: from just before
+    /// `posix_spawn` to `wait4`'s return, output to /dev/null. What a shell or systemd pays to run
+    /// the program; nothing of this process's own machinery (Foundation's `Process` adds a monitoring
+    /// thread, pipes and a signal source to every start, `/bin/true`'s included, which would blur
+    /// the ratio between a program and its bound).
+    static func startTime(_ argv: [String]) throws -> Double {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for a in args { free(a) } }
+        var pid: pid_t = 0
+        let t0 = BenchCommand.now()
+        let spawned = posix_spawn(&pid, argv[0], &actions, nil, &args, environ)
+        guard spawned == 0 else { throw UserFacingError("cannot start \(argv[0]): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        while wait4(pid, &status, 0, nil) < 0 && errno == EINTR {}
+        let wall = BenchCommand.now() - t0
+        guard status == 0 else { throw UserFacingError("\(argv.joined(separator: " ")) exited with wait status \(status)") }
+        return wall
+    }
+}
+
 extension BenchCommand {
     /// This lab binary.
     static var selfPath: String { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0] }
