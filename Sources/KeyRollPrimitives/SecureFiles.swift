@@ -48,47 +48,61 @@ public enum SecureFiles {
     }
 
     /// Opens a program that may be run as this user, for `fexecve`, or returns nil. Trusted is a
-    /// regular, executable file that root or this user owns and no one else can write, in a folder
-    /// root or this user owns and no one else can write, under folders that root or this user own
-    /// and that no one else can write unless they are sticky (like `/tmp`, where no one can rename
-    /// or replace another user's entry): a program another user could replace, or put in place
-    /// by renaming one of its folders, would run with this user's keys.
+    /// regular file with an execute bit that root or this user owns and no one else can write, in a
+    /// folder root or this user owns and no one else can write, under folders that root or this user
+    /// own and that no one else can write unless they are sticky (like `/tmp`, where no one can
+    /// rename or replace another user's entry): a program another user could replace, or put in
+    /// place by renaming one of its folders, would run with this user's keys. `path` must be
+    /// absolute, and no part of it may be a symbolic link or `.`/`..`: a link another user planted
+    /// in a sticky folder could name any program of root's.
     ///
-    /// The file is judged through the descriptor that is returned (`fstat`), so executing that
-    /// descriptor runs the file that was judged, even if the path is changed in between.
+    /// The path is walked from `/` one name at a time (`openat` with `O_PATH | O_NOFOLLOW` on the
+    /// folder opened before), and each part is judged through its own descriptor, so the chain
+    /// judged is the chain walked, and executing the returned descriptor runs the file that was
+    /// judged even if a path is changed afterwards. `O_PATH` opens nothing for reading: a FIFO
+    /// cannot block the walk and a device is never opened.
     public static func openTrustedExecutable(_ path: String) -> Int32? {
-        guard let real = realpath(path, nil) else { return nil }
-        let resolved = String(cString: real)
-        free(real)
-        let fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_uid == 0 || st.st_uid == geteuid(),
-              st.st_mode & 0o022 == 0, access(resolved, X_OK) == 0,
-              trustedFolders(of: resolved) else {
-            close(fd)
+        let names = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        guard path.hasPrefix("/"), !names.isEmpty, !names.contains("."), !names.contains("..") else { return nil }
+        let flags = pathOnly | O_NOFOLLOW | O_CLOEXEC
+        var current = open("/", flags | O_DIRECTORY)
+        guard current >= 0, judge(current, kind: S_IFDIR, programsFolder: names.count == 1) else {
+            if current >= 0 { close(current) }
             return nil
         }
-        return fd
+        for (index, name) in names.enumerated() {
+            let next = openat(current, name, flags)
+            close(current)
+            guard next >= 0 else { return nil }
+            let isProgram = index == names.count - 1
+            guard judge(next, kind: isProgram ? S_IFREG : S_IFDIR, programsFolder: index == names.count - 2) else {
+                close(next)
+                return nil
+            }
+            current = next
+        }
+        return current
     }
 
-    /// The rule for a trusted program's folders (``openTrustedExecutable(_:)``): `path` has no
-    /// symbolic link in it (it comes from `realpath`).
-    static func trustedFolders(of path: String) -> Bool {
-        var folder = (path as NSString).deletingLastPathComponent
-        var first = true
-        while true {
-            if folder.isEmpty { folder = "/" }
-            var st = stat()
-            guard lstat(folder, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, st.st_uid == 0 || st.st_uid == geteuid() else { return false }
-            let othersWrite = st.st_mode & 0o022 != 0
-            let sticky = st.st_mode & S_ISVTX != 0
-            // the program's own folder: no one else writes there at all; above it, a sticky folder is safe
-            if othersWrite && (first || !sticky) { return false }
-            if folder == "/" { return true }
-            folder = (folder as NSString).deletingLastPathComponent
-            first = false
-        }
+    #if os(Linux)
+    /// `O_PATH` (Linux's value on x86_64 and aarch64; the Glibc module does not export it): a
+    /// descriptor that names a file without opening it for reading, enough for `fstat`, `openat`
+    /// and `fexecve`.
+    static let pathOnly: Int32 = 0o10000000
+    #else
+    static let pathOnly: Int32 = O_RDONLY | O_NONBLOCK
+    #endif
+
+    /// One part of a trusted program's path, through its descriptor (``openTrustedExecutable(_:)``):
+    /// of the expected kind (a symbolic link is neither), owned by root or this user; the program not
+    /// writable by group or others and with an execute bit; its own folder not writable by group or
+    /// others; a folder above it writable by others only if sticky.
+    static func judge(_ fd: Int32, kind: mode_t, programsFolder: Bool) -> Bool {
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == kind, st.st_uid == 0 || st.st_uid == geteuid() else { return false }
+        let othersWrite = st.st_mode & 0o022 != 0
+        if kind == S_IFREG { return !othersWrite && st.st_mode & 0o111 != 0 }
+        return !othersWrite || (!programsFolder && st.st_mode & S_ISVTX != 0)
     }
 
     /// Creates `path` (and missing parents) with mode 0700, or checks an existing folder is private.

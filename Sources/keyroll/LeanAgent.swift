@@ -18,7 +18,7 @@ extension AgentCommand {
     /// Why this agent cannot be lean (then it runs resident, and says so), or nil.
     func leanRefusal(stores: [String], supervisor: String?) -> String? {
         guard supervisor != nil else {
-            return "no keyroll-supervisor that only root or this user can change is installed beside keyroll, in ../libexec/keyroll/ or in /usr/libexec/keyroll/"
+            return "no keyroll-supervisor that only root or this user can change (no symbolic link on its path, no folder above it that others can write unless sticky) is installed beside keyroll, in ../libexec/keyroll/ or in /usr/libexec/keyroll/"
         }
         let served = stores.filter { (try? CredentialStore(path: $0).tokenEndpointSettings()) != nil }
         if !served.isEmpty {
@@ -29,7 +29,7 @@ extension AgentCommand {
 
     /// The supervisor's executable: beside this one, in `../libexec/keyroll/` from this one's folder (the
     /// tarball), or `/usr/libexec/keyroll/` (the `.deb`); only one that no other user can have put or
-    /// changed there (``SecureFiles/isTrustedExecutable(_:)``).
+    /// changed there, reached without a symbolic link (``SecureFiles/openTrustedExecutable(_:)``).
     static func supervisorPath() -> String? {
         guard let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
         let dir = (me as NSString).deletingLastPathComponent

@@ -120,8 +120,39 @@ import KeyRollPrimitives
         }
         let link = dir + "/link"
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: program)
-        #expect(SecureFiles.isTrustedExecutable(link), "a link is judged by what it points to")
+        #expect(!SecureFiles.isTrustedExecutable(link), "a symbolic link is never followed, even to a trusted program")
         #expect(!SecureFiles.isTrustedExecutable(dir + "/missing"))
+        #expect(!SecureFiles.isTrustedExecutable(dir + "/../" + (dir as NSString).lastPathComponent + "/keyroll-supervisor"), "no .. in the path")
+        #expect(!SecureFiles.isTrustedExecutable("keyroll-supervisor"), "only an absolute path")
+        chmod(program, 0o711)
+        #expect(SecureFiles.isTrustedExecutable(program), "executable but not readable: judged and run without reading it")
+    }
+
+    /// Another user plants the path the agent looks in (`../libexec/keyroll/keyroll-supervisor` of a
+    /// `keyroll` unpacked under /tmp) before the agent looks: a link there to a program of root's, or a
+    /// FIFO that would block an open for reading forever. Neither is trusted, and neither blocks.
+    @Test func aPlantedLinkOrFIFOIsRefusedWithoutBlocking() throws {
+        let (top, _) = try Self.program("bin/keyroll")
+        defer { try? FileManager.default.removeItem(atPath: top) }
+        chmod(top, 0o1777)  // like /tmp: anyone may create an entry
+        try FileManager.default.createDirectory(atPath: top + "/libexec/keyroll", withIntermediateDirectories: true)
+        for folder in [top + "/libexec", top + "/libexec/keyroll"] { chmod(folder, 0o755) }
+        let planted = top + "/libexec/keyroll/keyroll-supervisor"
+        try FileManager.default.createSymbolicLink(atPath: planted, withDestinationPath: "/usr/bin/true")
+        if geteuid() == 0 { lchown(planted, 65534, 65534) }
+        #expect(SecureFiles.isTrustedExecutable("/usr/bin/true"), "the target itself is trusted")
+        #expect(!SecureFiles.isTrustedExecutable(planted), "a planted link to a trusted program")
+        // a link as a folder of the path
+        try FileManager.default.removeItem(atPath: planted)
+        try FileManager.default.createSymbolicLink(atPath: top + "/libexec-link", withDestinationPath: top + "/libexec")
+        try "#!/bin/sh\n".write(toFile: planted, atomically: false, encoding: .utf8)
+        chmod(planted, 0o755)
+        #expect(SecureFiles.isTrustedExecutable(planted))
+        #expect(!SecureFiles.isTrustedExecutable(top + "/libexec-link/keyroll/keyroll-supervisor"), "a link among the folders")
+        // a FIFO: an open for reading would wait for a writer forever
+        try FileManager.default.removeItem(atPath: planted)
+        #expect(mkfifo(planted, 0o755) == 0)
+        #expect(!SecureFiles.isTrustedExecutable(planted), "a FIFO is not a program, and judging it does not block")
     }
 
     /// A folder above the program that another user can write (and is not sticky) lets that user
