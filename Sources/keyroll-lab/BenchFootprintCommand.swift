@@ -48,6 +48,12 @@ extension BenchCommand {
             return answer.map { String(decoding: $0.body, as: UTF8.self) } ?? ""
         }
 
+        func validate() throws {
+            guard identities >= 1 else { throw ValidationError("--identities \(identities): the large agent needs at least 1 identity.") }
+            guard starts >= 1 else { throw ValidationError("--starts \(starts): measure at least 1 start.") }
+            guard idleSeconds > 0, idleSeconds.isFinite else { throw ValidationError("--idle-seconds \(idleSeconds): give a window longer than 0 seconds.") }
+        }
+
         func run() async throws {
             BenchCommand.quietLogs()
             let me = BenchCommand.selfPath, keyroll = try self.keyroll ?? BenchCommand.keyrollPath()
@@ -91,7 +97,7 @@ extension BenchCommand {
             baseline.terminate()
             baseline.waitUntilExit()
             try await BenchEmulator.serving { emu in
-                for n in [1, identities] {
+                for n in identities > 1 ? [1, identities] : [1] {  // each count once: its stores are new folders
                     var stores: [String] = []
                     for i in 0..<n {
                         let b = try await emu.bundle("fp\(n)-\(i)")
