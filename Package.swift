@@ -141,7 +141,7 @@ let package = Package(
         .executableTarget(
             name: "keyroll-lab",
             dependencies: [
-                "EntraCrypto", "EntraClient", "EntraEmulator", "KeyRoll", "KeyRollCLI", "KeyRollPrimitives", "LabHarness", "PKCS11", "Provisioning",
+                "AgentSupervisor", "EntraCrypto", "EntraClient", "EntraEmulator", "KeyRoll", "KeyRollCLI", "KeyRollPrimitives", "LabHarness", "PKCS11", "Provisioning",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

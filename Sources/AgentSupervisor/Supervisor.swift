@@ -174,24 +174,12 @@ public final class Supervisor {
             log("error", "\(problem); the passes use \(moved) from now on")
         }
         for name in ["next-pass", "heartbeat"] { unlink(options.stateDirectory + "/" + name) }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), defaults = sigset_t()
-        sigemptyset(&none)
-        sigemptyset(&defaults)
-        for s in [SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGPIPE] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        // a group of its own: a stop reaches what the pass started too (a reload hook)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
-        var argv: [UnsafeMutablePointer<CChar>?] = options.child.map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, options.child[0], nil, &attributes, &argv, environ)
-        guard rc == 0 else {
-            failWithoutPass(now: now, "cannot start a pass (\(options.child[0])): \(String(cString: strerror(rc)))")
+        let pid: pid_t
+        do {
+            // a group of its own: a stop reaches what the pass started too (a reload hook)
+            pid = try CleanSpawn.start(options.child, ownProcessGroup: true)
+        } catch {
+            failWithoutPass(now: now, "cannot start a pass (\(options.child[0])): \(error)")
             return
         }
         child = Pass(pid: pid, started: now, lastProgress: now, termAt: now + Double(options.passDeadlineSeconds))

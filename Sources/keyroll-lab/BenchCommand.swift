@@ -1,3 +1,4 @@
+import AgentSupervisor
 import ArgumentParser
 import EntraClient
 import EntraCrypto
@@ -213,28 +214,9 @@ extension Measured {
     /// thread, pipes and a signal source to every start, `/bin/true`'s included, which would blur
     /// the ratio between a program and its bound).
     static func startTime(_ argv: [String]) throws -> Double {
-        var actions = posix_spawn_file_actions_t()
-        var attributes = posix_spawnattr_t()
-        guard posix_spawn_file_actions_init(&actions) == 0 else { throw UserFacingError("posix_spawn_file_actions_init failed") }
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        guard posix_spawnattr_init(&attributes) == 0 else { throw UserFacingError("posix_spawnattr_init failed") }
-        defer { posix_spawnattr_destroy(&attributes) }
-        guard posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) == 0,
-              posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) == 0 else { throw UserFacingError("posix_spawn_file_actions_addopen failed") }
-        // the child starts as a shell would start it: no signal blocked (this thread's mask is
-        // inherited otherwise), every signal at its default action
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { for a in args { free(a) } }
-        var pid: pid_t = 0
         let t0 = BenchCommand.now()
-        let spawned = posix_spawn(&pid, argv[0], &actions, &attributes, &args, environ)
-        guard spawned == 0 else { throw UserFacingError("cannot start \(argv[0]): \(String(cString: strerror(spawned)))") }
+        let pid: pid_t
+        do { pid = try CleanSpawn.start(argv, quiet: true) } catch { throw UserFacingError("cannot start \(argv[0]): \(error)") }
         var status: Int32 = 0
         while true {
             let reaped = wait4(pid, &status, 0, nil)
