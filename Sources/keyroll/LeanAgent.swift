@@ -34,7 +34,7 @@ extension AgentCommand {
         guard let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
         let dir = (me as NSString).deletingLastPathComponent
         return [dir + "/keyroll-supervisor", (dir as NSString).deletingLastPathComponent + "/libexec/keyroll/keyroll-supervisor", "/usr/libexec/keyroll/keyroll-supervisor"]
-            .first { FileManager.default.fileExists(atPath: $0) && SecureFiles.isTrustedExecutable($0) }
+            .first { SecureFiles.isTrustedExecutable($0) }
     }
 
     /// A new private (0700) folder for the passes' answers: under `$RUNTIME_DIRECTORY` (systemd's

@@ -13,8 +13,9 @@ import TestSupport
         let port: Int
         let log: String
 
-        /// A supervisor whose pass is `script` (run by /bin/sh with the state folder as $1).
-        init(_ script: String) throws {
+        /// A supervisor whose pass is `script` (run by /bin/sh with the state folder as $1), started
+        /// through `executable` (the supervisor, or a link to it).
+        init(_ script: String, via executable: String = SupervisorProcessTests.supervisor) throws {
             #expect(FileManager.default.isExecutableFile(atPath: SupervisorProcessTests.supervisor), "swift build builds keyroll-supervisor")
             let dir = try Tools.temporaryDirectory("keyroll-supervisor")
             state = dir + "/state"
@@ -24,7 +25,7 @@ import TestSupport
             chmod(pass, 0o700)
             log = dir + "/supervisor.log"
             FileManager.default.createFile(atPath: log, contents: nil)
-            process.executableURL = URL(fileURLWithPath: SupervisorProcessTests.supervisor)
+            process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = ["--state", state, "--metrics-port", "0", "--retry-seconds", "1", "--pass-deadline", "10", "--", pass, state]
             process.standardError = FileHandle(forWritingAtPath: log)
             try process.run()
@@ -54,6 +55,19 @@ import TestSupport
         func stop() -> Int32? { ServedProcess.stop(process) }
 
         deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    }
+
+    /// Started by another name (here a link named `3`, as kernels before 6.14 name a process that
+    /// `keyroll agent --lean` starts by descriptor), it names itself: ps, top and the journal show
+    /// keyroll-supervisor (the kernel keeps 15 bytes of it).
+    @Test func itNamesItselfWhateverStartedIt() throws {
+        let dir = try Tools.temporaryDirectory("keyroll-supervisor-name")
+        let link = dir + "/3"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: Self.supervisor)
+        let s = try Running("echo 3600 > next-pass", via: link)
+        let comm = try String(contentsOfFile: "/proc/\(s.process.processIdentifier)/comm", encoding: .utf8)
+        #expect(comm == "keyroll-supervi\n", "the process is named \(comm)")
+        #expect(s.stop() == 0)
     }
 
     /// Pass 1 ends well, pass 2 exits 1, pass 3 ends well: between 2 and 3 the agent is unhealthy

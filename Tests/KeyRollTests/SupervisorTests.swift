@@ -88,14 +88,17 @@ import KeyRollPrimitives
 
 /// `keyroll agent --lean` runs only a supervisor no other user could have put or changed.
 @Suite struct TrustedExecutableTests {
-    /// A new folder (0755, and its parents) holding `relative` as a 0755 shell script; removed by `cleanUp`.
+    /// A new folder `top` (0755) holding `relative` as a 0755 shell script, each folder on the way
+    /// 0755; the caller removes `top`.
     static func program(_ relative: String = "keyroll-supervisor", script: String = "#!/bin/sh\n") throws -> (top: String, program: String) {
         let top = NSTemporaryDirectory() + "/keyroll-trusted-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        var folder = top
+        for name in [""] + relative.split(separator: "/").dropLast().map(String.init) {
+            if !name.isEmpty { folder += "/" + name }
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
+            chmod(folder, 0o755)
+        }
         let program = top + "/" + relative
-        let folder = (program as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        var made = folder
-        while made.count >= top.count { chmod(made, 0o755); made = (made as NSString).deletingLastPathComponent }
         try script.write(toFile: program, atomically: false, encoding: .utf8)
         chmod(program, 0o755)
         return (top, program)
@@ -152,7 +155,12 @@ import KeyRollPrimitives
         // a FIFO: an open for reading would wait for a writer forever
         try FileManager.default.removeItem(atPath: planted)
         #expect(mkfifo(planted, 0o755) == 0)
-        #expect(!SecureFiles.isTrustedExecutable(planted), "a FIFO is not a program, and judging it does not block")
+        // judged on another thread, so that a judge that blocks fails the test instead of hanging it
+        let judged = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var trusted = true
+        DispatchQueue.global().async { trusted = SecureFiles.isTrustedExecutable(planted); judged.signal() }
+        #expect(judged.wait(timeout: .now() + 10) == .success, "judging a FIFO blocked")
+        #expect(!trusted, "a FIFO is not a program")
     }
 
     /// A folder above the program that another user can write (and is not sticky) lets that user
